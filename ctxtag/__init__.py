@@ -1,0 +1,3 @@
+"""ctxtag: user-aware contextual music auto-tagging in JAX/Flax."""
+
+__version__ = "0.1.0"

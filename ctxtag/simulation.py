@@ -1,0 +1,244 @@
+"""A simulated listening world whose ground truth is known.
+
+Tracks have latent musical attributes that are rendered into real waveforms
+and go through the same front end as real audio, so a model has to hear them.
+Users have latent tastes; their 256-d embedding is a noisy projection of the
+taste, as an embedding of a listening history would be. Each (user, track)
+pair gets exactly one context, drawn from
+
+    p(context | user, track) = (1 - user_influence) * softmax(track_logits)
+                               + user_influence * softmax(user_logits),
+
+so `user_influence` = 0 makes the context depend on the audio only. The
+per-pair distribution is kept with every pair, which gives the Bayes-optimal
+score. Sizes, splits and label shares are shaped like the paper's dataset.
+"""
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+
+from ctxtag import audio
+from ctxtag import labels
+
+ATTRIBUTES = ("tempo", "energy", "brightness", "valence", "percussiveness")
+
+# How each attribute (centred to [-1, 1]) pulls each context, rows in label
+# order; the world's audio semantics: gym/running/workout want fast, loud,
+# percussive music; relax/sad/night want slow and quiet; happy/summer want
+# bright and major.
+_CONTEXT_AFFINITY = np.array([
+    # tempo energy bright valence percussive
+    [0.3, 0.2, 0.0, 0.4, 0.0],     # car
+    [0.6, 1.0, 0.0, 0.0, 0.6],     # gym
+    [0.3, 0.2, 0.6, 1.0, 0.0],     # happy
+    [-0.3, 0.0, -0.8, -0.2, 0.3],  # night
+    [-0.8, -0.8, 0.0, 0.2, -0.6],  # relax
+    [1.0, 0.4, 0.2, 0.0, 0.6],     # running
+    [-0.6, -0.4, -0.4, -1.0, -0.2],  # sad
+    [0.2, 0.3, 0.8, 0.6, 0.0],     # summer
+    [-0.2, -0.4, 0.0, 0.0, -1.0],  # work
+    [0.6, 0.8, -0.2, -0.2, 0.8],   # workout
+])
+_SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationConfig:
+  """Settings of a simulated world; every one is checked by `validate`."""
+  num_tracks: int = 3000  # size of the track pool the splits draw from
+  num_users: int = 12000  # size of the user pool
+  train_tracks: int = 2000
+  validation_tracks: int = 600
+  test_tracks: int = 1000
+  min_users_per_track: int = 5
+  max_users_per_track: int = 10
+  min_contexts_per_track: int = 3
+  user_influence: float = 0.6  # 0: context from audio only; 1: from user only
+  track_sharpness: float = 2.0  # how strongly attributes pick contexts
+  user_sharpness: float = 2.5  # how strongly tastes pick contexts
+  taste_dim: int = 8
+  embedding_noise: float = 1.0  # std of the noise added to the projection
+  excerpt_seconds: float = 3.0
+  seed: int = 0
+
+  def validate(self) -> None:
+    """Raises ValueError naming the first invalid setting."""
+    positive = ("num_tracks", "num_users", "train_tracks", "validation_tracks",
+                "test_tracks", "min_users_per_track", "taste_dim")
+    for name in positive:
+      if getattr(self, name) <= 0:
+        raise ValueError(f"simulation setting {name} must be positive, got"
+                         f" {getattr(self, name)}")
+    for name in ("train_tracks", "validation_tracks", "test_tracks"):
+      if getattr(self, name) > self.num_tracks:
+        raise ValueError(
+            f"simulation setting {name}={getattr(self, name)} exceeds"
+            f" num_tracks={self.num_tracks}")
+    if self.max_users_per_track < self.min_users_per_track:
+      raise ValueError(
+          f"simulation setting max_users_per_track={self.max_users_per_track}"
+          f" is below min_users_per_track={self.min_users_per_track}")
+    if self.max_users_per_track > self.num_users:
+      raise ValueError(
+          f"simulation setting max_users_per_track={self.max_users_per_track}"
+          f" exceeds num_users={self.num_users}: a track cannot have more"
+          " distinct users than the world has")
+    if not 1 <= self.min_contexts_per_track <= min(
+        labels.NUM_LABELS, self.min_users_per_track):
+      raise ValueError(
+          "simulation setting min_contexts_per_track must lie in [1,"
+          f" min(10, min_users_per_track)], got {self.min_contexts_per_track}")
+    if not 0.0 <= self.user_influence <= 1.0:
+      raise ValueError("simulation setting user_influence must lie in [0, 1],"
+                       f" got {self.user_influence}")
+    for name in ("track_sharpness", "user_sharpness", "embedding_noise"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"simulation setting {name} must be >= 0, got"
+                         f" {getattr(self, name)}")
+    if self.excerpt_seconds < 1.0:
+      raise ValueError("simulation setting excerpt_seconds must be >= 1 s to"
+                       f" hold a beat, got {self.excerpt_seconds}")
+
+  def split_tracks(self, split: str) -> int:
+    return {"train": self.train_tracks, "validation": self.validation_tracks,
+            "test": self.test_tracks}[split]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+  user_id: int
+  label: int
+  user_embedding: np.ndarray  # float32[256]
+  context_probs: np.ndarray  # float32[10], the true distribution
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackExample:
+  song_id: int
+  pairs: tuple[Pair, ...]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+  shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _calibrated_bias(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """Bias b such that mean(softmax(scores + b)) matches `target` shares."""
+  bias = np.log(target)
+  for _ in range(200):
+    mean = _softmax(scores + bias).mean(axis=0)
+    bias += np.log(target) - np.log(mean)
+  return bias
+
+
+class World:
+  """A seeded simulated world: tracks, users and their contexts."""
+
+  def __init__(self, config: SimulationConfig):
+    config.validate()
+    self.config = config
+    rng = np.random.default_rng([config.seed, 0])
+    self.attributes_NxA = rng.uniform(
+        size=(config.num_tracks, len(ATTRIBUTES)))
+    self.taste_UxD = rng.normal(size=(config.num_users, config.taste_dim))
+    taste_to_context = rng.normal(
+        size=(labels.NUM_LABELS, config.taste_dim)) / np.sqrt(config.taste_dim)
+    projection = rng.normal(
+        size=(labels.USER_EMBEDDING_DIM, config.taste_dim)) / np.sqrt(
+            config.taste_dim)
+    noise = rng.normal(size=(config.num_users, labels.USER_EMBEDDING_DIM))
+    self.embedding_UxE = (self.taste_UxD @ projection.T
+                          + config.embedding_noise * noise).astype(np.float32)
+
+    shares = np.asarray(labels.PAPER_TEST_SHARES)
+    track_scores = config.track_sharpness * (
+        (2 * self.attributes_NxA - 1) @ _CONTEXT_AFFINITY.T)
+    user_scores = config.user_sharpness * (self.taste_UxD @ taste_to_context.T)
+    self.track_probs_NxC = _softmax(
+        track_scores + _calibrated_bias(track_scores, shares))
+    self.user_probs_UxC = _softmax(
+        user_scores + _calibrated_bias(user_scores, shares))
+
+  def context_probs(self, song_ids: np.ndarray,
+                    user_ids: np.ndarray) -> np.ndarray:
+    """True context distribution of each (track, user) pair, (P, 10)."""
+    mix = self.config.user_influence
+    return ((1 - mix) * self.track_probs_NxC[song_ids]
+            + mix * self.user_probs_UxC[user_ids]).astype(np.float32)
+
+  def split_song_ids(self, split: str) -> np.ndarray:
+    """The sorted pool indices of the tracks in `split`."""
+    rng = np.random.default_rng([self.config.seed, 1, _SPLITS.index(split)])
+    chosen = rng.choice(self.config.num_tracks,
+                        size=self.config.split_tracks(split), replace=False)
+    return np.sort(chosen)
+
+  def split_examples(self, split: str) -> Iterator[TrackExample]:
+    """Yields the tracks of `split` with their pairs, in song_id order."""
+    config = self.config
+    rng = np.random.default_rng([config.seed, 2, _SPLITS.index(split)])
+    for song_id in self.split_song_ids(split):
+      num_users = rng.integers(config.min_users_per_track,
+                               config.max_users_per_track + 1)
+      user_ids, contexts, probs = self._annotate(rng, song_id, num_users)
+      yield TrackExample(
+          song_id=int(song_id),
+          pairs=tuple(
+              Pair(int(u), int(c), self.embedding_UxE[u], p)
+              for u, c, p in zip(user_ids, contexts, probs)))
+
+  def _annotate(self, rng, song_id, num_users):
+    """Draws users and one context each, with enough distinct contexts."""
+    for _ in range(1000):
+      user_ids = np.sort(rng.choice(self.config.num_users, size=num_users,
+                                    replace=False))
+      probs = self.context_probs(np.full(num_users, song_id), user_ids)
+      cumulative = np.cumsum(probs, axis=1)
+      draws = rng.uniform(size=(num_users, 1))
+      contexts = np.minimum((draws > cumulative).sum(axis=1),
+                            labels.NUM_LABELS - 1)
+      if len(set(contexts)) >= self.config.min_contexts_per_track:
+        return user_ids, contexts, probs
+    raise ValueError(
+        f"track {song_id}: no draw of {num_users} users gave"
+        f" {self.config.min_contexts_per_track} distinct contexts; lower"
+        " track_sharpness/user_sharpness or min_contexts_per_track")
+
+  def render(self, song_id: int) -> np.ndarray:
+    """The waveform of track `song_id`: mono float32 at 22,050 Hz."""
+    tempo, energy, brightness, valence, percussive = self.attributes_NxA[
+        song_id]
+    rng = np.random.default_rng([self.config.seed, 3, song_id])
+    num_samples = audio.excerpt_samples(self.config.excerpt_seconds)
+    time = np.arange(num_samples) / audio.SAMPLE_RATE
+    beat = 60.0 / (70.0 + 100.0 * tempo)
+    phase = rng.uniform(0, beat)
+    since_beat = np.mod(time - phase, beat)
+    beat_index = np.floor((time - phase) / beat).astype(int)
+
+    # A melody on a pentatonic scale over a root set by brightness; valence
+    # sets how many harmonics each note has (dull and dark vs rich).
+    root = 110.0 * 2.0 ** (4.0 * brightness)
+    steps = np.array([0, 2, 4, 7, 9, 12])
+    notes = rng.choice(steps, size=beat_index.max() - beat_index.min() + 1)
+    frequency = root * 2.0 ** (notes[beat_index - beat_index.min()] / 12.0)
+    phase_acc = 2 * np.pi * np.cumsum(frequency) / audio.SAMPLE_RATE
+    num_harmonics = 1 + int(round(5 * valence))
+    tone = sum(np.sin(h * phase_acc) / h for h in range(1, num_harmonics + 1))
+    tone *= np.exp(-since_beat / (0.5 * beat))
+
+    # Percussion on every beat: a noise burst plus a low kick.
+    envelope = np.exp(-since_beat / 0.04)
+    drums = percussive * envelope * (
+        rng.normal(size=num_samples) + 2 * np.sin(2 * np.pi * 60 * time))
+    floor = 0.02 * rng.normal(size=num_samples)
+    gain = 0.05 + 0.3 * energy
+    return (gain * (0.5 * tone + drums) + floor).astype(np.float32)
+
+  def mel(self, song_id: int) -> np.ndarray:
+    """The log-mel spectrogram of track `song_id`, (frames, 96) float32."""
+    return audio.log_mel(self.render(song_id), audio.SAMPLE_RATE,
+                         self.config.excerpt_seconds)

@@ -1,0 +1,30 @@
+"""Installs ctxtag: the library, its launchers and its TFDS builders."""
+
+import setuptools
+
+setuptools.setup(
+    name="ctxtag",
+    version="0.1.0",
+    description="User-aware contextual music auto-tagging in JAX/Flax.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=[
+        "ctxtag", "ctxtag.*", "launch", "launch.*", "tfds_builders",
+        "tfds_builders.*"]),
+    install_requires=[
+        "absl-py",
+        "array_record",
+        "flax>=0.12.8",
+        "importlib_resources",  # tfds needs it to build, but does not pull it in
+        "jax>=0.10.2",
+        "librosa>=0.11",
+        "matplotlib",
+        "ml-collections",
+        "numpy",
+        "optax",
+        "orbax-checkpoint",
+        "soundfile",
+        "tensorboardX",
+        "tensorflow-datasets>=4.9.10",
+    ],
+    extras_require={"test": ["pytest", "scikit-learn"]},
+)

@@ -1,0 +1,105 @@
+"""Tests of the contextual_tags TFDS builder: a real build, read back."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from ctxtag import audio
+from ctxtag import input_pipeline
+from ctxtag import simulation
+from launch import build_dataset
+from tfds_builders import contextual_tags
+
+
+def test_build_reads_back_exactly_what_the_world_made(small_dataset_path):
+  config = contextual_tags.config_with_overrides("simulated_small", {})
+  world = simulation.World(config.simulation)
+  builder = tfds.builder_from_directory(small_dataset_path)
+  assert builder.info.file_format.value == "array_record"
+  for split in ("train", "validation", "test"):
+    source = builder.as_data_source(split)
+    expected = {track.song_id: track for track in world.split_examples(split)}
+    assert len(source) == len(expected)
+    records = {int(source[i]["song_id"]): source[i] for i in range(len(source))}
+    assert set(records) == set(expected)
+    song_id = sorted(records)[0]
+    record, track = records[song_id], expected[song_id]
+    frames = audio.num_frames(config.simulation.excerpt_seconds)
+    assert record["mel"].shape == (frames, 96)
+    assert record["mel"].dtype == np.float16
+    np.testing.assert_array_equal(
+        record["mel"], world.mel(song_id).astype(np.float16))
+    pairs = record["pairs"]
+    assert list(pairs["user_id"]) == [p.user_id for p in track.pairs]
+    assert list(pairs["label"]) == [p.label for p in track.pairs]
+    np.testing.assert_array_equal(
+        np.stack(pairs["user_embedding"]),
+        np.stack([p.user_embedding for p in track.pairs]))
+    np.testing.assert_allclose(
+        np.stack(pairs["context_probs"]),
+        np.stack([p.context_probs for p in track.pairs]))
+  assert "tensorflow" not in sys.modules
+
+
+def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
+  calls = {"count": 0}
+  real_mel = simulation.World.mel
+
+  def failing_mel(self, song_id):
+    calls["count"] += 1
+    if calls["count"] > 30:
+      raise KeyboardInterrupt("simulated kill")
+    return real_mel(self, song_id)
+
+  monkeypatch.setattr(simulation.World, "mel", failing_mel)
+  with pytest.raises(KeyboardInterrupt):
+    build_dataset.build("contextual_tags/simulated_small", str(tmp_path))
+  path = input_pipeline.dataset_dir(tmp_path, "contextual_tags/simulated_small")
+  assert not os.path.exists(path)
+  with pytest.raises(FileNotFoundError, match="no complete dataset"):
+    input_pipeline.load_split(path, "train")
+
+  monkeypatch.setattr(simulation.World, "mel", real_mel)
+  built = build_dataset.build("contextual_tags/simulated_small", str(tmp_path))
+  assert built == path
+  assert input_pipeline.load_split(built, "train").num_tracks == 40
+
+
+def test_overrides_make_a_config_of_their_own():
+  config = contextual_tags.config_with_overrides(
+      "simulated", contextual_tags.parse_overrides(
+          "user_influence=0.8, num_tracks=5000"))
+  assert config.name == "simulated-num_tracks5000-user_influence0.8"
+  assert config.simulation.user_influence == 0.8
+  assert config.simulation.num_tracks == 5000
+  assert config.simulation.seed == 0
+
+
+@pytest.mark.parametrize("text,message", [
+    ("colour=3", "unknown simulation setting 'colour'"),
+    ("num_tracks=many", "num_tracks='many' is not of type int"),
+    ("user_influence=2", r"user_influence must lie in \[0, 1\]"),
+    ("num_tracks=500", "train_tracks=2000 exceeds num_tracks=500"),
+    ("num_tracks", "is not key=value"),
+])
+def test_bad_overrides_name_the_setting(text, message):
+  with pytest.raises(ValueError, match=message):
+    contextual_tags.config_with_overrides(
+        "simulated", contextual_tags.parse_overrides(text))
+
+
+def test_unknown_dataset_names_are_refused(tmp_path):
+  with pytest.raises(ValueError, match="unknown contextual_tags config"):
+    build_dataset.build("contextual_tags/nope", str(tmp_path))
+  with pytest.raises(ValueError, match="contextual_tags/<config>"):
+    build_dataset.build("mnist", str(tmp_path))
+
+
+def test_summary_reports_counts_and_shares(small_dataset_path):
+  text = build_dataset.summary_text(small_dataset_path)
+  train = input_pipeline.load_split(small_dataset_path, "train")
+  assert f"train{'':6} {train.num_tracks:>7} {train.num_pairs:>8}" in text
+  assert "contexts/track" in text and "workout" in text

@@ -1,0 +1,1 @@
+"""TFDS builders that materialise ctxtag's datasets."""

@@ -1,0 +1,8 @@
+"""The contextual_tags dataset."""
+
+from tfds_builders.contextual_tags.contextual_tags_dataset_builder import BUILDER_CONFIGS
+from tfds_builders.contextual_tags.contextual_tags_dataset_builder import Builder
+from tfds_builders.contextual_tags.contextual_tags_dataset_builder import ContextualTagsConfig
+from tfds_builders.contextual_tags.contextual_tags_dataset_builder import config_with_overrides
+from tfds_builders.contextual_tags.contextual_tags_dataset_builder import features_for
+from tfds_builders.contextual_tags.contextual_tags_dataset_builder import parse_overrides
