@@ -5,10 +5,12 @@ no TensorFlow). Its small table of pairs is loaded once; mel spectrograms are
 read per batch by track, so a track's mel is stored and read once however
 many pairs refer to it.
 
-Two kinds of batches:
+Three kinds of batches:
   * tracks, for the audio model: mel + multi-hot union of the split's
     contexts of the track;
-  * pairs, for the user models: mel + user embedding + one-hot context.
+  * pairs, for the audio + user model: mel + user embedding + one-hot context;
+  * users, for the user-only model: pairs without the mel, which it never
+    reads.
 
 Training batches are a pure function of (seed, step): each epoch is a fresh
 permutation drawn from (seed, epoch), so a run resumed at step s sees exactly
@@ -152,10 +154,16 @@ def _make_batch(split: Split, kind: str, indices: np.ndarray,
             "user_embedding": split.user_embedding_PxE[indices],
             "labels": split.pair_labels_PxC[indices],
             "mask": mask, "index": indices}
-  raise ValueError(f"batch kind must be 'tracks' or 'pairs', got {kind!r}")
+  if kind == "users":
+    return {"user_embedding": split.user_embedding_PxE[indices],
+            "labels": split.pair_labels_PxC[indices],
+            "mask": mask, "index": indices}
+  raise ValueError(
+      f"batch kind must be 'tracks', 'pairs' or 'users', got {kind!r}")
 
 
 def num_examples(split: Split, kind: str) -> int:
+  """Examples of `kind` in `split`: tracks for "tracks", else pairs."""
   return split.num_tracks if kind == "tracks" else split.num_pairs
 
 
@@ -177,7 +185,7 @@ def train_batches(split: Split, kind: str, batch_size: int, seed: int,
 
   Args:
     split: the training split.
-    kind: "tracks" or "pairs".
+    kind: "tracks", "pairs" or "users".
     batch_size: the global batch size (over all processes).
     seed: fixes the order.
     start_step: the first step to produce, for resuming.

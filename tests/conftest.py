@@ -2,11 +2,11 @@
 
 import pytest
 
-from launch import build_dataset
+from launch import common
 
 
 @pytest.fixture(scope="session")
 def small_dataset_path(tmp_path_factory):
   """Versioned directory of contextual_tags/simulated_small, built for real."""
   data_dir = tmp_path_factory.mktemp("tfds")
-  return build_dataset.build("contextual_tags/simulated_small", str(data_dir))
+  return common.build("contextual_tags/simulated_small", str(data_dir))

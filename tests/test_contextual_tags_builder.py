@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from ctxtag import audio
 from ctxtag import input_pipeline
 from ctxtag import simulation
-from launch import build_dataset
+from launch import common
 from tfds_builders import contextual_tags
 
 
@@ -56,14 +56,14 @@ def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
 
   monkeypatch.setattr(simulation.World, "mel", failing_mel)
   with pytest.raises(KeyboardInterrupt):
-    build_dataset.build("contextual_tags/simulated_small", str(tmp_path))
+    common.build("contextual_tags/simulated_small", str(tmp_path))
   path = input_pipeline.dataset_dir(tmp_path, "contextual_tags/simulated_small")
   assert not os.path.exists(path)
   with pytest.raises(FileNotFoundError, match="no complete dataset"):
     input_pipeline.load_split(path, "train")
 
   monkeypatch.setattr(simulation.World, "mel", real_mel)
-  built = build_dataset.build("contextual_tags/simulated_small", str(tmp_path))
+  built = common.build("contextual_tags/simulated_small", str(tmp_path))
   assert built == path
   assert input_pipeline.load_split(built, "train").num_tracks == 40
 
@@ -93,13 +93,13 @@ def test_bad_overrides_name_the_setting(text, message):
 
 def test_unknown_dataset_names_are_refused(tmp_path):
   with pytest.raises(ValueError, match="unknown contextual_tags config"):
-    build_dataset.build("contextual_tags/nope", str(tmp_path))
+    common.build("contextual_tags/nope", str(tmp_path))
   with pytest.raises(ValueError, match="contextual_tags/<config>"):
-    build_dataset.build("mnist", str(tmp_path))
+    common.build("mnist", str(tmp_path))
 
 
 def test_summary_reports_counts_and_shares(small_dataset_path):
-  text = build_dataset.summary_text(small_dataset_path)
+  text = common.summary_text(small_dataset_path)
   train = input_pipeline.load_split(small_dataset_path, "train")
   assert f"train{'':6} {train.num_tracks:>7} {train.num_pairs:>8}" in text
   assert "contexts/track" in text and "workout" in text

@@ -1,0 +1,59 @@
+"""Predictions of trained models, saved as CSVs in the public layout.
+
+`<workdir>/predictions/` holds, per split (validation, test):
+  <split>_groundtruth.csv   song_id,user_id,<labels> one-hot, one row a pair
+  <split>_audio.csv         song_id,<labels>, one row a track
+  <split>_audio_user.csv    song_id,user_id,<labels>, one row a pair
+  <split>_user.csv          song_id,user_id,<labels>, one row a pair
+  <split>_oracle.csv        the true distribution, simulated data only
+"""
+
+import os
+
+import ml_collections
+
+from ctxtag import input_pipeline
+from ctxtag import models
+from ctxtag import tables
+from ctxtag import train
+
+SPLITS = ("validation", "test")
+
+
+def path(workdir: str, split: str, what: str) -> str:
+  return os.path.join(workdir, "predictions", f"{split}_{what}.csv")
+
+
+def write_groundtruth(dataset_path: str, workdir: str) -> None:
+  """Ground truth (and the oracle, for simulated data) of every split."""
+  for split_name in SPLITS:
+    split = input_pipeline.load_split(dataset_path, split_name)
+    tables.write_groundtruth(path(workdir, split_name, "groundtruth"),
+                             split.pair_song_id_P, split.user_id_P,
+                             split.label_P)
+    if split.context_probs_PxC is not None:
+      tables.write(path(workdir, split_name, "oracle"), split.pair_song_id_P,
+                   split.context_probs_PxC, split.user_id_P)
+
+
+def write_model_predictions(name: str, config: ml_collections.ConfigDict,
+                            dataset_path: str, workdir: str) -> None:
+  """Scores of model `name`'s best checkpoint on every split, as CSVs.
+
+  Skips splits whose CSV is already there, so a rerun reuses them.
+  """
+  todo = [s for s in SPLITS if not os.path.exists(path(workdir, s, name))]
+  if not todo:
+    return
+  steps, state = train.restore_best(name, config, dataset_path, workdir)
+  kind = models.BATCH_KINDS[name]
+  for split_name in todo:
+    split = input_pipeline.load_split(dataset_path, split_name)
+    scores = train.predict(steps, state, split, kind, config.eval_batch_size)
+    target = path(workdir, split_name, name)
+    partial = target + ".partial"
+    if kind == "tracks":
+      tables.write(partial, split.song_id_N, scores)
+    else:
+      tables.write(partial, split.pair_song_id_P, scores, split.user_id_P)
+    os.replace(partial, target)

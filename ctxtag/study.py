@@ -1,0 +1,61 @@
+"""The paper's study from prediction tables: every protocol, one results dict.
+
+The results follow DESIGN.md's `results.json` contract; keys beyond it:
+`user_only_sg` (the user-only model under protocol 4), `oracle_sg` and
+`satisfaction.oracle` (the true distribution, simulated data only), and
+`satisfaction.user`.
+"""
+
+import numpy as np
+
+from ctxtag import evaluation
+from ctxtag import labels
+from ctxtag import tables
+
+
+def track_truth(groundtruth: tables.Table) -> tuple[np.ndarray, np.ndarray]:
+  """(song ids, multi-hot union of each track's contexts over its pairs)."""
+  song_ids, track_P = np.unique(groundtruth.song_id, return_inverse=True)
+  union = np.zeros((len(song_ids), labels.NUM_LABELS), bool)
+  np.logical_or.at(union, track_P.ravel(), groundtruth.values_RxC > 0)
+  return song_ids, union
+
+
+def evaluate(groundtruth: tables.Table, audio: tables.Table | None,
+             pair_models: dict[str, tables.Table]) -> dict:
+  """Runs every protocol the given predictions allow.
+
+  Args:
+    groundtruth: one-hot ground truth per pair.
+    audio: per-track audio-model scores, or None.
+    pair_models: per-pair scores by model name: "audio_user", "user",
+      "oracle".
+
+  Returns:
+    The results dict of DESIGN.md (with the extra keys above).
+  """
+  truth = groundtruth.values_RxC > 0
+  users = groundtruth.user_id
+  results = {"satisfaction": {}}
+  if audio is not None:
+    song_ids, union = track_truth(groundtruth)
+    track_scores = tables.align(audio, song_ids.tolist(), "song")
+    pair_track_scores = track_scores[np.searchsorted(song_ids,
+                                                     groundtruth.song_id)]
+    results["mo_mg"] = evaluation.mo_mg(union, track_scores)
+    results["mo_sg"] = evaluation.mo_sg(truth, pair_track_scores)
+    results["so_sg"] = evaluation.so_sg(truth, pair_track_scores)
+    results["satisfaction"]["audio"] = evaluation.satisfaction(
+        users, truth, evaluation.one_hot_argmax(pair_track_scores))
+  names = {"audio_user": ("user_sg", "audio_user"),
+           "user": ("user_only_sg", "user"),
+           "oracle": ("oracle_sg", "oracle")}
+  for name, table in pair_models.items():
+    if name not in names:
+      raise ValueError(f"unknown pair model {name!r}; known: {sorted(names)}")
+    protocol, key = names[name]
+    scores = tables.align(table, groundtruth.keys(), "(song, user)")
+    results[protocol] = evaluation.user_sg(truth, scores)
+    results["satisfaction"][key] = evaluation.satisfaction(
+        users, truth, evaluation.one_hot_argmax(scores))
+  return results

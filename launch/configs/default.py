@@ -1,0 +1,44 @@
+"""The embedded default: the paper's study on the simulated world, on a CPU.
+
+Every key of every config is declared here; other configs import this one and
+override. The model sections share one set of keys; a key a model does not
+use (conv widths of the user-only model) is ignored by it.
+"""
+
+import ml_collections
+
+
+def model_config(**overrides) -> ml_collections.ConfigDict:
+  """One model's section: architecture, optimiser, schedule, stopping."""
+  config = ml_collections.ConfigDict()
+  config.conv_widths = (8, 16, 32, 64)  # filters of the 4 conv blocks
+  config.hidden = 128  # width of the dense sigmoid layer before the output
+  config.dropout_rate = 0.7  # the paper's keep probability 0.3
+  config.user_widths = (128,)  # dense layers of the user branch
+  config.deep = False  # audio_user: the later public version's deep branches
+  config.optimizer = "adam"  # "adam" or "adadelta"
+  config.learning_rate = 1e-3
+  config.weight_decay = 0.0  # decoupled weight decay (adam only)
+  config.decay_rate = 1.0  # staircase exponential decay factor ...
+  config.decay_steps = 1000  # ... applied every this many steps
+  config.batch_size = 32
+  config.steps_per_epoch = 0  # 0: one pass over the training split
+  config.max_epochs = 20
+  config.patience = 4  # epochs without a better validation loss before stop
+  config.update(overrides)
+  return config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # fixes data order, initialisation and dropout
+  config.dataset = "contextual_tags/simulated"  # contextual_tags/<config>
+  config.simulation_overrides = ""  # "key=value,..." changes to the world
+  config.data_dir = ""  # TFDS data dir; "" keeps the dataset in <workdir>/data
+  config.models = ("audio", "audio_user", "user")  # what reproduce trains
+  config.eval_batch_size = 256  # batch of prediction and validation passes
+  config.log_every_steps = 50  # progress line and TensorBoard step scalars
+  config.audio = model_config(max_epochs=30, patience=6)
+  config.audio_user = model_config()
+  config.user = model_config()
+  return config

@@ -1,0 +1,14 @@
+"""Seconds-long runs for tests: the tiny dataset, tiny models, 2 epochs."""
+
+from launch.configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset = "contextual_tags/simulated_small"
+  config.eval_batch_size = 32
+  config.log_every_steps = 5
+  for name in ("audio", "audio_user", "user"):
+    config[name].update(conv_widths=(4, 4, 4, 4), hidden=16, user_widths=(16,),
+                        batch_size=8, max_epochs=2, patience=2)
+  return config
