@@ -267,6 +267,17 @@ def _fresh_meta() -> dict:
           "best_step": 0, "epochs_without_improvement": 0, "history": []}
 
 
+def _fetch_checked(name, pending, checkpoint_dir) -> dict:
+  """Fetches queued step metrics, checks every loss; returns the last."""
+  if not pending:
+    return {}
+  fetched = jax.device_get([metrics for _, metrics in pending])
+  for (step, _), metrics in zip(pending, fetched):
+    _check_finite(name, float(metrics["loss"]), step, checkpoint_dir)
+  pending.clear()
+  return {key: float(value) for key, value in fetched[-1].items()}
+
+
 def _check_finite(name, loss, step, checkpoint_dir):
   if not math.isfinite(loss):
     raise FloatingPointError(
@@ -325,20 +336,24 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   batches = input_pipeline.train_batches(train, kind, batch_size, config.seed,
                                          start_step=int(state.step))
   stopped_early = False
+  step, values = int(state.step), {}
   try:
     for epoch in range(meta["epoch"], model_config.max_epochs):
       if meta["epochs_without_improvement"] >= model_config.patience:
         stopped_early = True
         break
+      pending = []  # device metrics, fetched in bulk: a fetch per step
+      # stalls the pipeline (measured: ~1.5x slower steps on a 2-core CPU).
       for _ in range(per_epoch):
         state, metrics = steps.train(state, steps.shard(next(batches)),
                                      dropout_rng)
-        step = int(state.step)
-        values = {k: float(v) for k, v in metrics.items()}
-        _check_finite(name, values["loss"], step, checkpoint_dir)
+        step += 1
+        pending.append((step, metrics))
         if step % config.log_every_steps == 0 or step == 1:
+          values = _fetch_checked(name, pending, checkpoint_dir)
           progress.record("train", step, values)
           progress.step_line(step, epoch, values)
+      values = _fetch_checked(name, pending, checkpoint_dir) or values
       loss = validation_loss(steps, state, validation, kind,
                              config.eval_batch_size)
       _check_finite(name, loss, step, checkpoint_dir)

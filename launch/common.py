@@ -121,3 +121,27 @@ def save_config(config, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   with open(path, "w") as f:
     f.write(text)
+
+
+def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Saves the config in the workdir and builds the dataset if missing.
+
+  Returns:
+    The versioned directory of the run's dataset.
+  """
+  save_config(config, workdir)
+  data_dir = config.data_dir or os.path.join(workdir, "data")
+  dataset_path = build(config.dataset, data_dir,
+                       simulation_overrides=config.simulation_overrides)
+  with open(os.path.join(workdir, "dataset_path.txt"), "w") as f:
+    f.write(dataset_path)
+  return dataset_path
+
+
+def run_dataset_path(workdir: str) -> str:
+  """The dataset a run was made on (written by `prepare_run`)."""
+  path = os.path.join(workdir, "dataset_path.txt")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: missing; is {workdir} a ctxtag run?")
+  with open(path) as f:
+    return f.read().strip()

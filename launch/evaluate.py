@@ -37,9 +37,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _WORKDIR.value:
-    with open(os.path.join(_WORKDIR.value, "dataset_path.txt")) as f:
-      dataset_path = f.read().strip()
-    common.evaluate_workdir(_WORKDIR.value, dataset_path, _SPLIT.value)
+    common.evaluate_workdir(_WORKDIR.value,
+                            common.run_dataset_path(_WORKDIR.value),
+                            _SPLIT.value)
     output_dir = _WORKDIR.value
   elif _GROUNDTRUTH.value and _OUTPUT_DIR.value:
     pair_models = {name: path for name, path in (

@@ -28,18 +28,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
 def reproduce(config, workdir: str) -> dict:
   """Runs the whole study; returns the results dict."""
   start = time.time()
-  common.save_config(config, workdir)
-  data_dir = config.data_dir or os.path.join(workdir, "data")
-  dataset_path = common.build(config.dataset, data_dir,
-                                     simulation_overrides=config.simulation_overrides)
-  with open(os.path.join(workdir, "dataset_path.txt"), "w") as f:
-    f.write(dataset_path)
+  dataset_path = common.prepare_run(config, workdir)
   print(common.summary_text(dataset_path), flush=True)
   for name in config.models:
     train.train_and_evaluate(name, config, dataset_path, workdir)
-  details = [f"Dataset: `{config.dataset}`"
-             f"{' with ' + config.simulation_overrides if config.simulation_overrides else ''}"
-             f" at `{dataset_path}`; seed {config.seed}."]
+  overrides = (f" with `{config.simulation_overrides}`"
+               if config.simulation_overrides else "")
+  details = [f"Dataset: `{config.dataset}`{overrides} at `{dataset_path}`;"
+             f" seed {config.seed}; models: {', '.join(config.models)}."]
   results = common.evaluate_workdir(workdir, dataset_path, "test", details)
   elapsed = time.time() - start
   print(f"reproduction finished in {elapsed / 60:.1f} min; see"

@@ -1,0 +1,146 @@
+"""CSV tables, the evaluation launcher and the one-command reproduction."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ctxtag import evaluation
+from ctxtag import labels
+from ctxtag import study
+from ctxtag import tables
+from launch import common
+from launch import reproduce
+from launch.configs import smoke
+
+HEADER = "song_id,user_id," + ",".join(labels.LABELS)
+TRACK_HEADER = "song_id," + ",".join(labels.LABELS)
+
+
+def _write(path, header, rows):
+  path.write_text(header + "\n" + "\n".join(rows) + "\n")
+  return str(path)
+
+
+@pytest.fixture
+def csvs(tmp_path):
+  rng = np.random.default_rng(1)
+  song_P = np.repeat(np.arange(30), 4)
+  user_P = np.arange(120) + 7 * song_P  # unique (song, user) keys
+  label_P = rng.integers(0, 10, size=120)
+  tables.write_groundtruth(str(tmp_path / "gt.csv"), song_P, user_P, label_P)
+  audio = rng.uniform(size=(30, 10))
+  tables.write(str(tmp_path / "audio.csv"), np.arange(30), audio)
+  pairs = rng.dirichlet(np.ones(10), size=120)
+  tables.write(str(tmp_path / "user.csv"), song_P, pairs, user_P)
+  return {"dir": tmp_path, "song": song_P, "user": user_P, "label": label_P,
+          "audio": audio, "pairs": pairs}
+
+
+def test_study_on_csvs_matches_the_protocol_functions(csvs):
+  d = csvs["dir"]
+  results = study.evaluate(
+      tables.read_groundtruth(str(d / "gt.csv")),
+      tables.read(str(d / "audio.csv"), with_user=False),
+      {"audio_user": tables.read(str(d / "user.csv"), with_user=True)})
+  truth = np.eye(10, dtype=bool)[csvs["label"]]
+  pair_audio = csvs["audio"].round(6)[csvs["song"]]
+  union = np.zeros((30, 10), bool)
+  union[csvs["song"], csvs["label"]] = True
+  assert results["mo_mg"] == evaluation.mo_mg(union, csvs["audio"].round(6))
+  assert results["so_sg"] == evaluation.so_sg(truth, pair_audio)
+  assert results["user_sg"] == evaluation.user_sg(truth,
+                                                  csvs["pairs"].round(6))
+  assert results["satisfaction"]["audio"] == evaluation.satisfaction(
+      csvs["user"], truth, evaluation.one_hot_argmax(pair_audio))
+
+
+def test_evaluate_launcher_writes_results_and_report(csvs):
+  d = csvs["dir"]
+  out = d / "out"
+  subprocess.run(
+      [sys.executable, "-m", "launch.evaluate", f"--groundtruth={d}/gt.csv",
+       f"--audio_predictions={d}/audio.csv",
+       f"--user_predictions={d}/user.csv", f"--output_dir={out}"],
+      check=True, capture_output=True, cwd=os.path.dirname(
+          os.path.dirname(os.path.abspath(__file__))))
+  results = json.loads((out / "results.json").read_text())
+  for protocol in ("mo_mg", "mo_sg", "so_sg", "user_sg"):
+    assert set(results[protocol]["average"]) == {"auc", "recall",
+                                                 "precision", "f1"}
+    assert set(results[protocol]["per_label"]) == set(labels.LABELS)
+  assert set(results["satisfaction"]) == {"audio", "audio_user"}
+  assert set(results["satisfaction"]["audio"]) >= {
+      "accuracy", "recall", "precision", "f1"}
+  report = (out / "report.md").read_text()
+  assert "User satisfaction" in report and "0.261" in report  # paper's F1
+  assert (out / "plots" / "satisfaction.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("header,row,message", [
+    (HEADER.replace(",work,", ","), "1,2,0,0,0,0,0,0,0,0,1",
+     r"gt.csv: missing columns \['work'\]"),
+    (HEADER, "1,2,0,0,0,0,0,0,0,0,1", r"gt.csv, line 3: 11 fields"),
+    (HEADER, "1,x,0,0,0,0,0,0,0,0,1,0", r"gt.csv, line 3: ids must be"),
+    (HEADER, "1,2,0,0,0,0,0,0,0,0,1,1", r"gt.csv, line 3: .*exactly one 1"),
+    (HEADER, "1,2,0,0,0,0,0,0,0,0,nan,1", r"gt.csv, line 3: non-finite"),
+    (HEADER, "0,0,1,0,0,0,0,0,0,0,0,0", r"gt.csv, line 3: \(0, 0\) repeats"),
+])
+def test_bad_groundtruth_names_file_and_line(tmp_path, header, row, message):
+  path = _write(tmp_path / "gt.csv", header,
+                ["0,0,1,0,0,0,0,0,0,0,0,0", row])
+  with pytest.raises(tables.TableError, match=message):
+    tables.read_groundtruth(path)
+
+
+def test_predictions_with_unknown_or_missing_ids_are_refused(csvs, tmp_path):
+  truth = tables.read_groundtruth(str(csvs["dir"] / "gt.csv"))
+  rows = [f"{s}," + ",".join(["0.5"] * 10) for s in range(30)]
+  extra = _write(tmp_path / "extra.csv", TRACK_HEADER, rows + [
+      "99," + ",".join(["0.5"] * 10)])
+  with pytest.raises(tables.TableError,
+                     match=r"extra.csv, line 32: song id 99 is not in the"):
+    study.evaluate(truth, tables.read(extra, with_user=False), {})
+  short = _write(tmp_path / "short.csv", TRACK_HEADER, rows[:-1])
+  with pytest.raises(tables.TableError, match=r"short.csv: no row for 1 song"):
+    study.evaluate(truth, tables.read(short, with_user=False), {})
+  inf = _write(tmp_path / "inf.csv", TRACK_HEADER,
+               rows[:3] + ["3," + ",".join(["inf"] * 10)])
+  with pytest.raises(tables.TableError, match=r"inf.csv, line 5: non-finite"):
+    tables.read(inf, with_user=False)
+
+
+def test_reproduce_runs_end_to_end_and_reuses_a_finished_run(tmp_path):
+  config = smoke.get_config()
+  workdir = str(tmp_path / "run")
+  results = reproduce.reproduce(config, workdir)
+  for key in ("mo_mg", "mo_sg", "so_sg", "user_sg", "user_only_sg",
+              "oracle_sg"):
+    assert key in results
+  assert set(results["satisfaction"]) == {"audio", "audio_user", "user",
+                                          "oracle"}
+  saved = json.load(open(os.path.join(workdir, "results.json")))
+  assert saved == json.loads(json.dumps(results))
+  for name in ("training_curves", "per_context", "satisfaction"):
+    assert os.path.getsize(os.path.join(workdir, "plots", f"{name}.png")) > 0
+  test_audio = open(os.path.join(workdir, "predictions", "test_audio.csv"))
+  assert test_audio.readline().strip() == TRACK_HEADER
+  test_user = open(os.path.join(workdir, "predictions", "test_audio_user.csv"))
+  assert test_user.readline().strip() == HEADER
+  # The oracle is the best anyone can do in expectation; on 20 test tracks
+  # only check that it is a real score.
+  assert 0 < results["satisfaction"]["oracle"]["f1"] <= 1
+
+  stamp = os.path.getmtime(os.path.join(workdir, "audio", "summary.json"))
+  again = reproduce.reproduce(config, workdir)
+  assert again == results
+  assert os.path.getmtime(
+      os.path.join(workdir, "audio", "summary.json")) == stamp
+
+  other = smoke.get_config()
+  other.seed = 1
+  with pytest.raises(ValueError, match="made with another config"):
+    reproduce.reproduce(other, workdir)

@@ -1,0 +1,149 @@
+"""Training: losses by hand, loss falls, exact resume, non-finite stop."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ctxtag import input_pipeline
+from ctxtag import models
+from ctxtag import train
+from launch.configs import smoke
+
+
+def test_multi_label_loss_is_weighted_sigmoid_cross_entropy_by_hand():
+  logits = np.array([[2.0, -1.0, 0.5]])
+  targets = np.array([[1.0, 0.0, 1.0]])
+  weights = np.array([3.0, 5.0, 0.5])
+  sigmoid = 1 / (1 + np.exp(-logits))
+  expected = np.mean(-weights * targets * np.log(sigmoid)
+                     - (1 - targets) * np.log(1 - sigmoid))
+  got = train.example_losses(logits, targets, weights, "multi_label")
+  np.testing.assert_allclose(got, [expected], rtol=1e-6)
+
+
+def test_single_label_loss_is_class_weighted_softmax_cross_entropy():
+  logits = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+  targets = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+  weights = np.array([4.0, 2.0, 1.0])
+  softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  expected = [-2.0 * np.log(softmax[0, 1]), -4.0 * np.log(softmax[1, 0])]
+  got = train.example_losses(logits, targets, weights, "single_label")
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_class_weights_are_examples_over_positives(small_dataset_path):
+  split = input_pipeline.load_split(small_dataset_path, "train")
+  pairs = train.class_weights(split, "pairs")
+  counts = np.bincount(split.label_P, minlength=10)
+  np.testing.assert_allclose(pairs, split.num_pairs / counts, rtol=1e-6)
+  tracks = train.class_weights(split, "tracks")
+  union = np.zeros((split.num_tracks, 10))
+  for track, label in zip(split.pair_track_P, split.label_P):
+    union[track, label] = 1
+  np.testing.assert_allclose(tracks, split.num_tracks / union.sum(0),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["audio", "audio_user", "user"])
+def test_loss_falls_on_a_learnable_toy_problem(name):
+  # The label is a fixed function of the user embedding (user models) or of
+  # which half of the mel is loud (audio model): all are learnable.
+  config = smoke.get_config()
+  config[name].update(learning_rate=3e-3, dropout_rate=0.0)
+  rng = np.random.default_rng(0)
+  embedding = rng.normal(size=(64, 256)).astype(np.float32)
+  label = (embedding[:, :10].argmax(axis=1) if name != "audio"
+           else rng.integers(0, 2, size=64))
+  mel = rng.uniform(size=(64, 16, 96)).astype(np.float32)
+  mel[:, :, :48] += 2.0 * (label[:, None, None] % 2)
+  one_hot = np.eye(10, dtype=np.float32)[label]
+  batch = {"mel": mel, "user_embedding": embedding, "labels": one_hot,
+           "mask": np.ones(64, np.float32)}
+  steps = train.Steps(np.ones(10, np.float32), models.OUTPUTS[name])
+  state = train.create_train_state(models.create_model(name, config[name]),
+                                   config[name], jax.random.PRNGKey(0), batch)
+  losses = []
+  for _ in range(150):
+    state, metrics = steps.train(state, steps.shard(batch),
+                                 jax.random.PRNGKey(1))
+    losses.append(float(metrics["loss"]))
+  assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+  assert all(np.isfinite(losses))
+
+
+def _params(workdir, name, config, dataset_path):
+  _, state = train.restore_best(name, config, dataset_path, workdir)
+  return jax.tree.leaves(jax.device_get(state.params))
+
+
+def test_stopped_run_resumes_to_the_same_result(small_dataset_path, tmp_path):
+  config = smoke.get_config()
+  config.user.update(max_epochs=3, patience=10)
+  whole = train.train_and_evaluate("user", config, small_dataset_path,
+                                   str(tmp_path / "whole"))
+
+  config.user.max_epochs = 1
+  parted = str(tmp_path / "parted")
+  train.train_and_evaluate("user", config, small_dataset_path, parted)
+  os.remove(os.path.join(parted, "user", "summary.json"))  # "killed"
+  config.user.max_epochs = 3
+  resumed = train.train_and_evaluate("user", config, small_dataset_path,
+                                     parted)
+  assert resumed["history"] == whole["history"]
+  for a, b in zip(_params(str(tmp_path / "whole"), "user", config,
+                          small_dataset_path),
+                  _params(parted, "user", config, small_dataset_path)):
+    np.testing.assert_array_equal(a, b)
+  log = [json.loads(line) for line in open(
+      os.path.join(parted, "user", "metrics.jsonl"))]
+  assert [r["step"] for r in log if r["kind"] == "epoch"] == [
+      h["step"] for h in whole["history"]]
+  assert os.listdir(os.path.join(parted, "user", "tensorboard"))
+
+
+def test_finished_run_is_reused(small_dataset_path, tmp_path):
+  config = smoke.get_config()
+  first = train.train_and_evaluate("user", config, small_dataset_path,
+                                   str(tmp_path))
+  config.user.max_epochs = 50  # would train much longer if not reused
+  assert train.train_and_evaluate("user", config, small_dataset_path,
+                                  str(tmp_path)) == first
+
+
+def test_early_stopping_keeps_the_best_checkpoint(small_dataset_path,
+                                                  tmp_path):
+  config = smoke.get_config()
+  config.user.update(max_epochs=30, patience=2, learning_rate=1e-2)
+  summary = train.train_and_evaluate("user", config, small_dataset_path,
+                                     str(tmp_path))
+  history = summary["history"]
+  best = min(history, key=lambda h: h["validation_loss"])
+  assert summary["best_epoch"] == best["epoch"]
+  assert summary["stopped_early"] and len(history) < 30
+  assert len(history) - summary["best_epoch"] == 2
+  _, state = train.restore_best("user", config, small_dataset_path,
+                                str(tmp_path))
+  assert int(state.step) == best["step"]
+
+
+def test_non_finite_loss_stops_with_a_clear_error(small_dataset_path,
+                                                  tmp_path, monkeypatch):
+  config = smoke.get_config()
+  config.user.max_epochs = 1
+  train.train_and_evaluate("user", config, small_dataset_path, str(tmp_path))
+  os.remove(tmp_path / "user" / "summary.json")
+  good_step = train.Checkpoints(
+      str(tmp_path / "user" / "checkpoints")).latest.latest_step()
+
+  monkeypatch.setattr(train, "example_losses",
+                      lambda logits, *args: jnp.full(logits.shape[0], jnp.nan))
+  config.user.max_epochs = 2
+  with pytest.raises(FloatingPointError, match="non-finite training loss"):
+    train.train_and_evaluate("user", config, small_dataset_path,
+                             str(tmp_path))
+  kept = train.Checkpoints(str(tmp_path / "user" / "checkpoints"))
+  assert kept.latest.latest_step() == good_step
