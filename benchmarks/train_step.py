@@ -34,14 +34,15 @@ def _throughput(name, config, frames, steps):
       "labels": np.eye(10, dtype=np.float32)[rng.integers(0, 10, size)],
       "mask": np.ones(size, np.float32)}
   runner = train.Steps(np.ones(10, np.float32), models.OUTPUTS[name])
-  state = train.create_train_state(models.create_model(name, model_config),
-                                   model_config, jax.random.PRNGKey(0), batch)
-  sharded = runner.shard(batch)
-  state, metrics = runner.train(state, sharded, jax.random.PRNGKey(1))
+  state = runner.place(train.create_train_state(
+      models.create_model(name, model_config), model_config,
+      jax.random.PRNGKey(0), batch))
+  sharded, rng = runner.shard(batch), jax.random.PRNGKey(1)
+  state, metrics = runner.train(state, sharded, rng)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = runner.train(state, sharded, jax.random.PRNGKey(1))
+    state, metrics = runner.train(state, sharded, rng)
   jax.block_until_ready(metrics)
   return steps * size / (time.perf_counter() - start)
 

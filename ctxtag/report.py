@@ -123,7 +123,7 @@ def plot_training_curves(path: str, training: dict[str, dict]) -> None:
   for axis, (name, summary) in zip(np.atleast_1d(axes), training.items()):
     epochs = [h["epoch"] for h in summary["history"]]
     axis.plot(epochs, [h["train_loss"] for h in summary["history"]],
-              label="train (last step)")
+              label="train (epoch mean)")
     axis.plot(epochs, [h["validation_loss"] for h in summary["history"]],
               label="validation")
     axis.axvline(summary["best_epoch"], color="grey", linestyle=":",

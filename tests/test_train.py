@@ -64,8 +64,9 @@ def test_loss_falls_on_a_learnable_toy_problem(name):
   batch = {"mel": mel, "user_embedding": embedding, "labels": one_hot,
            "mask": np.ones(64, np.float32)}
   steps = train.Steps(np.ones(10, np.float32), models.OUTPUTS[name])
-  state = train.create_train_state(models.create_model(name, config[name]),
-                                   config[name], jax.random.PRNGKey(0), batch)
+  state = steps.place(train.create_train_state(
+      models.create_model(name, config[name]), config[name],
+      jax.random.PRNGKey(0), batch))
   losses = []
   for _ in range(150):
     state, metrics = steps.train(state, steps.shard(batch),
