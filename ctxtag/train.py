@@ -207,6 +207,7 @@ class Checkpoints:
   """
 
   def __init__(self, directory: str):
+    directory = os.path.abspath(directory)  # orbax refuses relative paths
     options = ocp.CheckpointManagerOptions(
         max_to_keep=1, create=True, enable_async_checkpointing=False)
     self.latest = ocp.CheckpointManager(

@@ -106,13 +106,14 @@ def test_stopped_run_resumes_to_the_same_result(small_dataset_path, tmp_path):
   assert os.listdir(os.path.join(parted, "user", "tensorboard"))
 
 
-def test_finished_run_is_reused(small_dataset_path, tmp_path):
+def test_finished_run_is_reused(small_dataset_path, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # a relative workdir works too
   config = smoke.get_config()
-  first = train.train_and_evaluate("user", config, small_dataset_path,
-                                   str(tmp_path))
+  first = train.train_and_evaluate("user", config, small_dataset_path, "run")
+  assert os.path.isdir(tmp_path / "run" / "user" / "checkpoints" / "best")
   config.user.max_epochs = 50  # would train much longer if not reused
   assert train.train_and_evaluate("user", config, small_dataset_path,
-                                  str(tmp_path)) == first
+                                  "run") == first
 
 
 def test_early_stopping_keeps_the_best_checkpoint(small_dataset_path,
