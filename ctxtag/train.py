@@ -319,9 +319,14 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   os.makedirs(model_dir, exist_ok=True)
 
   kind = models.BATCH_KINDS[name]
+  batch_size = model_config.batch_size
+  for key, size in ((f"{name}.batch_size", batch_size),
+                    ("eval_batch_size", config.eval_batch_size)):
+    if size % jax.device_count():
+      raise ValueError(f"config {key}={size} is not divisible by the"
+                       f" {jax.device_count()} devices")
   train = input_pipeline.load_split(dataset_path, "train")
   validation = input_pipeline.load_split(dataset_path, "validation")
-  batch_size = model_config.batch_size
   per_epoch = (model_config.steps_per_epoch
                or input_pipeline.steps_per_epoch(train, kind, batch_size))
   total_steps = per_epoch * model_config.max_epochs

@@ -39,6 +39,7 @@ def _disk_bytes(path: str) -> int:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.quiet_library_logs()
   start = time.time()
   path = common.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
                ",".join(_SIM.value))

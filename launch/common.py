@@ -6,6 +6,8 @@ No flags here: every launcher defines its own and calls these functions.
 import json
 import os
 
+from absl import flags
+from absl import logging
 import ml_collections
 import tensorflow_datasets as tfds
 
@@ -18,6 +20,13 @@ from ctxtag import tables
 from tfds_builders import contextual_tags
 
 SPLITS = ("train", "validation", "test")
+
+
+def quiet_library_logs() -> None:
+  """Keeps the terminal to progress and results: orbax and TFDS log each
+  checkpoint write and file at INFO. An explicit --verbosity still wins."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def build(dataset: str, data_dir: str, manual_dir: str | None = None,

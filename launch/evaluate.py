@@ -36,6 +36,7 @@ _OUTPUT_DIR = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.quiet_library_logs()
   if _WORKDIR.value:
     common.evaluate_workdir(_WORKDIR.value,
                             common.run_dataset_path(_WORKDIR.value),

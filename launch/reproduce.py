@@ -46,6 +46,7 @@ def reproduce(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.quiet_library_logs()
   reproduce(_CONFIG.value, _WORKDIR.value)
   print(open(os.path.join(_WORKDIR.value, "report.md")).read())
 

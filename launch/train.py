@@ -28,6 +28,7 @@ _MODEL = flags.DEFINE_enum("model", None, list(models.OUTPUTS),
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.quiet_library_logs()
   config = _CONFIG.value
   dataset_path = common.prepare_run(config, _WORKDIR.value)
   summary = train.train_and_evaluate(_MODEL.value, config, dataset_path,

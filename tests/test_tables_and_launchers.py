@@ -140,6 +140,14 @@ def test_reproduce_runs_end_to_end_and_reuses_a_finished_run(tmp_path):
   assert os.path.getmtime(
       os.path.join(workdir, "audio", "summary.json")) == stamp
 
+  subprocess.run(
+      [sys.executable, "-m", "launch.evaluate", f"--workdir={workdir}",
+       "--split=validation"], check=True, capture_output=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  validation = json.load(open(os.path.join(workdir, "results.json")))
+  assert validation != results  # the validation split's figures
+  assert "validation split" in open(os.path.join(workdir, "report.md")).read()
+
   other = smoke.get_config()
   other.seed = 1
   with pytest.raises(ValueError, match="made with another config"):

@@ -2,11 +2,17 @@
 
 import json
 import os
+import struct
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from tensorboardX.proto import event_pb2
 
 from ctxtag import input_pipeline
 from ctxtag import models
@@ -103,7 +109,31 @@ def test_stopped_run_resumes_to_the_same_result(small_dataset_path, tmp_path):
       os.path.join(parted, "user", "metrics.jsonl"))]
   assert [r["step"] for r in log if r["kind"] == "epoch"] == [
       h["step"] for h in whole["history"]]
-  assert os.listdir(os.path.join(parted, "user", "tensorboard"))
+  scalars = _tensorboard_scalars(os.path.join(parted, "user", "tensorboard"))
+  assert [step for step, _ in scalars["epoch/validation_loss"]] == [
+      h["step"] for h in whole["history"]]
+  np.testing.assert_allclose(
+      [value for _, value in scalars["epoch/validation_loss"]],
+      [h["validation_loss"] for h in whole["history"]], rtol=1e-6)
+  assert {"train/loss", "train/grad_norm", "train/param_norm"} <= set(scalars)
+
+
+def _tensorboard_scalars(directory):
+  """{tag: [(step, value)]} from the event files, read record by record
+  (length, crc, event proto, crc) with no TensorFlow."""
+  scalars = {}
+  for name in sorted(os.listdir(directory)):
+    data = open(os.path.join(directory, name), "rb").read()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(
+          data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append(
+            (event.step, value.simple_value))
+  return scalars
 
 
 def test_finished_run_is_reused(small_dataset_path, tmp_path, monkeypatch):
@@ -149,3 +179,41 @@ def test_non_finite_loss_stops_with_a_clear_error(small_dataset_path,
                              str(tmp_path))
   kept = train.Checkpoints(str(tmp_path / "user" / "checkpoints"))
   assert kept.latest.latest_step() == good_step
+
+
+def test_steps_on_a_device_mesh_match_one_device():
+  # Four CPU devices need a fresh process: the device count is fixed when
+  # JAX starts.
+  script = textwrap.dedent("""
+      import sys, jax, numpy as np
+      from ctxtag import models, train
+      from launch.configs import smoke
+      config = smoke.get_config()
+      rng = np.random.default_rng(0)
+      batch = {"mel": rng.normal(size=(8, 16, 96)).astype(np.float32),
+               "user_embedding": rng.normal(size=(8, 256)).astype(np.float32),
+               "labels": np.eye(10, dtype=np.float32)[rng.integers(0, 10, 8)],
+               "mask": np.ones(8, np.float32)}
+      steps = train.Steps(np.ones(10, np.float32), "single_label")
+      state = steps.place(train.create_train_state(
+          models.create_model("audio_user", config.audio_user),
+          config.audio_user, jax.random.PRNGKey(0), batch))
+      losses = []
+      for _ in range(3):
+        state, metrics = steps.train(state, steps.shard(batch),
+                                     jax.random.PRNGKey(1))
+        losses.append(float(metrics["loss"]))
+      print(jax.device_count(), *losses)
+  """)
+  outputs = []
+  for devices in (1, 4):
+    env = dict(os.environ, XLA_FLAGS=(
+        f"--xla_force_host_platform_device_count={devices}"),
+               JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", script], env=env,
+                            capture_output=True, text=True, check=True,
+                            cwd=os.path.dirname(os.path.dirname(
+                                os.path.abspath(__file__))))
+    outputs.append([float(x) for x in result.stdout.split()])
+  assert outputs[0][0] == 1 and outputs[1][0] == 4
+  np.testing.assert_allclose(outputs[0][1:], outputs[1][1:], rtol=1e-4)

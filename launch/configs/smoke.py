@@ -10,5 +10,6 @@ def get_config():
   config.log_every_steps = 5
   for name in ("audio", "audio_user", "user"):
     config[name].update(conv_widths=(4, 4, 4, 4), hidden=16, user_widths=(16,),
-                        batch_size=8, max_epochs=2, patience=2)
+                        batch_size=8, steps_per_epoch=0, max_epochs=2,
+                        patience=2)
   return config
