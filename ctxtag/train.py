@@ -352,7 +352,7 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   batches = input_pipeline.train_batches(train, kind, batch_size, config.seed,
                                          start_step=int(state.step))
   stopped_early = False
-  step, values = int(state.step), {}
+  step = int(state.step)
   try:
     for epoch in range(meta["epoch"], model_config.max_epochs):
       if meta["epochs_without_improvement"] >= model_config.patience:
@@ -371,8 +371,7 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
                                   epoch_losses)
           progress.record("train", step, values)
           progress.step_line(step, epoch, values)
-      values = _fetch_checked(name, pending, checkpoint_dir,
-                              epoch_losses) or values
+      _fetch_checked(name, pending, checkpoint_dir, epoch_losses)
       train_loss = float(np.mean(epoch_losses))
       loss = validation_loss(steps, state, validation, kind,
                              config.eval_batch_size)
@@ -394,9 +393,6 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
       print(f"[{name}] epoch {epoch + 1}/{model_config.max_epochs}"
             f" validation loss {loss:.4f}"
             f"{' (best)' if improved else ''}", flush=True)
-    else:
-      stopped_early = (meta["epochs_without_improvement"]
-                       >= model_config.patience)
   finally:
     progress.close()
 

@@ -41,8 +41,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.quiet_library_logs()
   start = time.time()
-  path = common.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
-               ",".join(_SIM.value))
+  try:
+    path = common.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
+                        ",".join(_SIM.value))
+  except ValueError as error:  # bad --dataset or --sim: say so, no traceback
+    raise app.UsageError(str(error)) from None
   print(f"built {path} in {time.time() - start:.1f} s,"
         f" {_disk_bytes(path) / 1e6:.1f} MB on disk")
   print(common.summary_text(path))
