@@ -331,13 +331,10 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
                or input_pipeline.steps_per_epoch(train, kind, batch_size))
   total_steps = per_epoch * model_config.max_epochs
 
-  steps = Steps(class_weights(train, kind), models.OUTPUTS[name])
-  model = models.create_model(name, model_config)
   init_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(jax.random.PRNGKey(config.seed),
                          list(models.OUTPUTS).index(name)))
-  example = next(input_pipeline.eval_batches(train, kind, batch_size))
-  state = create_train_state(model, model_config, init_rng, example)
+  steps, state = _steps_and_state(name, config, train, init_rng)
   checkpoint_dir = os.path.join(model_dir, "checkpoints")
   checkpoints = Checkpoints(checkpoint_dir)
   meta = _fresh_meta()
@@ -406,21 +403,27 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   return summary
 
 
-def restore_best(name: str, config: ml_collections.ConfigDict,
-                 dataset_path: str, workdir: str) -> tuple[Steps, TrainState]:
-  """The steps and best-by-validation state of a trained model."""
+def _steps_and_state(name: str, config: ml_collections.ConfigDict,
+                     train: input_pipeline.Split,
+                     rng: jax.Array) -> tuple[Steps, TrainState]:
+  """Model `name`'s jitted steps (class weights from `train`) and a fresh
+  state initialised from `rng`."""
   kind = models.BATCH_KINDS[name]
-  train = input_pipeline.load_split(dataset_path, "train")
   steps = Steps(class_weights(train, kind), models.OUTPUTS[name])
   model = models.create_model(name, config[name])
   example = next(input_pipeline.eval_batches(train, kind,
                                              config[name].batch_size))
-  like = create_train_state(model, config[name], jax.random.PRNGKey(0),
-                            example)
+  return steps, create_train_state(model, config[name], rng, example)
+
+
+def restore_best(name: str, config: ml_collections.ConfigDict,
+                 dataset_path: str, workdir: str) -> tuple[Steps, TrainState]:
+  """The steps and best-by-validation state of a trained model."""
+  train = input_pipeline.load_split(dataset_path, "train")
+  steps, like = _steps_and_state(name, config, train, jax.random.PRNGKey(0))
   checkpoint_dir = os.path.join(workdir, name, "checkpoints")
   restored = Checkpoints.restore(Checkpoints(checkpoint_dir).best, like)
   if restored is None:
     raise FileNotFoundError(
         f"{checkpoint_dir}/best: no checkpoint; train model {name!r} first")
   return steps, steps.place(restored[0])
-
