@@ -51,9 +51,7 @@ def write_model_predictions(name: str, config: ml_collections.ConfigDict,
     split = input_pipeline.load_split(dataset_path, split_name)
     scores = train.predict(steps, state, split, kind, config.eval_batch_size)
     target = path(workdir, split_name, name)
-    partial = target + ".partial"
     if kind == "tracks":
-      tables.write(partial, split.song_id_N, scores)
+      tables.write(target, split.song_id_N, scores)
     else:
-      tables.write(partial, split.pair_song_id_P, scores, split.user_id_P)
-    os.replace(partial, target)
+      tables.write(target, split.pair_song_id_P, scores, split.user_id_P)

@@ -13,12 +13,24 @@ from ctxtag import labels
 from ctxtag import tables
 
 
-def track_truth(groundtruth: tables.Table) -> tuple[np.ndarray, np.ndarray]:
-  """(song ids, multi-hot union of each track's contexts over its pairs)."""
+# Per-pair models: name -> (protocol key, satisfaction key).
+PAIR_MODELS = {"audio_user": ("user_sg", "audio_user"),
+               "user": ("user_only_sg", "user"),
+               "oracle": ("oracle_sg", "oracle")}
+
+
+def track_truth(groundtruth: tables.Table):
+  """The tracks of the ground truth.
+
+  Returns:
+    (sorted song ids, each pair's index into them, multi-hot union of each
+    track's contexts over its pairs).
+  """
   song_ids, track_P = np.unique(groundtruth.song_id, return_inverse=True)
+  track_P = track_P.ravel()
   union = np.zeros((len(song_ids), labels.NUM_LABELS), bool)
-  np.logical_or.at(union, track_P.ravel(), groundtruth.values_RxC > 0)
-  return song_ids, union
+  np.logical_or.at(union, track_P, groundtruth.values_RxC > 0)
+  return song_ids, track_P, union
 
 
 def evaluate(groundtruth: tables.Table, audio: tables.Table | None,
@@ -38,22 +50,19 @@ def evaluate(groundtruth: tables.Table, audio: tables.Table | None,
   users = groundtruth.user_id
   results = {"satisfaction": {}}
   if audio is not None:
-    song_ids, union = track_truth(groundtruth)
+    song_ids, track_P, union = track_truth(groundtruth)
     track_scores = tables.align(audio, song_ids.tolist(), "song")
-    pair_track_scores = track_scores[np.searchsorted(song_ids,
-                                                     groundtruth.song_id)]
+    pair_track_scores = track_scores[track_P]
     results["mo_mg"] = evaluation.mo_mg(union, track_scores)
     results["mo_sg"] = evaluation.mo_sg(truth, pair_track_scores)
     results["so_sg"] = evaluation.so_sg(truth, pair_track_scores)
     results["satisfaction"]["audio"] = evaluation.satisfaction(
         users, truth, evaluation.one_hot_argmax(pair_track_scores))
-  names = {"audio_user": ("user_sg", "audio_user"),
-           "user": ("user_only_sg", "user"),
-           "oracle": ("oracle_sg", "oracle")}
   for name, table in pair_models.items():
-    if name not in names:
-      raise ValueError(f"unknown pair model {name!r}; known: {sorted(names)}")
-    protocol, key = names[name]
+    if name not in PAIR_MODELS:
+      raise ValueError(f"unknown pair model {name!r}; known:"
+                       f" {sorted(PAIR_MODELS)}")
+    protocol, key = PAIR_MODELS[name]
     scores = tables.align(table, groundtruth.keys(), "(song, user)")
     results[protocol] = evaluation.user_sg(truth, scores)
     results["satisfaction"][key] = evaluation.satisfaction(

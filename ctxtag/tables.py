@@ -35,10 +35,15 @@ class Table:
 
 
 def write(path: str, song_id, values_RxC, user_id=None, fmt="%.6f") -> None:
-  """Writes a table; `user_id` None gives the per-track layout."""
+  """Writes a table; `user_id` None gives the per-track layout.
+
+  The rows go to `<path>.partial`, renamed to `path` once complete, so a
+  killed write never leaves a table that passes for a whole one.
+  """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   id_columns = ["song_id"] + ([] if user_id is None else ["user_id"])
-  with open(path, "w", newline="") as f:
+  partial = path + ".partial"
+  with open(partial, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(id_columns + list(labels.LABELS))
     ids = [np.asarray(song_id)] + ([] if user_id is None
@@ -46,6 +51,7 @@ def write(path: str, song_id, values_RxC, user_id=None, fmt="%.6f") -> None:
     for row, values in enumerate(np.asarray(values_RxC)):
       writer.writerow([int(column[row]) for column in ids]
                       + [fmt % v for v in values])
+  os.replace(partial, path)
 
 
 def write_groundtruth(path: str, song_id, user_id, label_P) -> None:

@@ -65,9 +65,6 @@ def summary_text(dataset_path: str) -> str:
   return dataset_stats.format_summary(summaries)
 
 
-PAIR_MODELS = ("audio_user", "user", "oracle")
-
-
 def evaluate_tables(output_dir: str, groundtruth: str, audio: str | None,
                     pair_models: dict[str, str], title: str,
                     details: list[str], training: dict | None = None) -> dict:
@@ -87,11 +84,16 @@ def evaluate_tables(output_dir: str, groundtruth: str, audio: str | None,
   return results
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
+def _run_file(workdir: str, name: str) -> str:
+  """The path of a file every run has; an error if this run lacks it."""
+  path = os.path.join(workdir, name)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: missing; is {workdir} a ctxtag run?")
-  with open(path) as f:
+  return path
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  with open(_run_file(workdir, "config.json")) as f:
     return ml_collections.ConfigDict(json.load(f))
 
 
@@ -106,7 +108,8 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
     with open(os.path.join(workdir, name, "summary.json")) as f:
       training[name] = json.load(f)
   pair_models = {
-      name: predictions.path(workdir, split, name) for name in PAIR_MODELS
+      name: predictions.path(workdir, split, name)
+      for name in study.PAIR_MODELS
       if os.path.exists(predictions.path(workdir, split, name))}
   audio = predictions.path(workdir, split, "audio")
   return evaluate_tables(
@@ -149,8 +152,5 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def run_dataset_path(workdir: str) -> str:
   """The dataset a run was made on (written by `prepare_run`)."""
-  path = os.path.join(workdir, "dataset_path.txt")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: missing; is {workdir} a ctxtag run?")
-  with open(path) as f:
+  with open(_run_file(workdir, "dataset_path.txt")) as f:
     return f.read().strip()
