@@ -144,7 +144,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
   save_config(config, workdir)
   data_dir = config.data_dir or os.path.join(workdir, "data")
   dataset_path = build(config.dataset, data_dir,
-                       simulation_overrides=config.simulation_overrides)
+                       simulation_overrides=config.dataset_options)
   with open(os.path.join(workdir, "dataset_path.txt"), "w") as f:
     f.write(dataset_path)
   return dataset_path

@@ -32,8 +32,8 @@ def reproduce(config, workdir: str) -> dict:
   print(common.summary_text(dataset_path), flush=True)
   for name in config.models:
     train.train_and_evaluate(name, config, dataset_path, workdir)
-  overrides = (f" with `{config.simulation_overrides}`"
-               if config.simulation_overrides else "")
+  overrides = (f" with `{config.dataset_options}`"
+               if config.dataset_options else "")
   details = [f"Dataset: `{config.dataset}`{overrides} at `{dataset_path}`;"
              f" seed {config.seed}; models: {', '.join(config.models)}."]
   results = common.evaluate_workdir(workdir, dataset_path, "test", details)

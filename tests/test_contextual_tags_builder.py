@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 
 from ctxtag import audio
 from ctxtag import input_pipeline
-from ctxtag import simulation
+from ctxtag.sources import simulated as simulation
 from launch import common
 from tfds_builders import contextual_tags
 

@@ -33,7 +33,16 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # fixes data order, initialisation and dropout
   config.dataset = "contextual_tags/simulated"  # contextual_tags/<config>
-  config.simulation_overrides = ""  # "key=value,..." changes to the world
+  # "key=value,..." settings of the dataset's source: the simulated world's
+  # fields (ctxtag.sources.simulated.SimulationConfig) or a real source's
+  # options (ctxtag.sources.zenodo.Options); a changed dataset gets a name of
+  # its own.
+  config.dataset_options = ""
+  config.manual_dir = ""  # inputs of real-data sources (CSVs, audio)
+  # How pairs are split: "" keeps the source's own ("given" for zenodo,
+  # "random" for playlists, track draws for simulated); "random",
+  # "cold_user" or "cold_track" re-split them, seeded by `seed`.
+  config.split_strategy = ""
   config.data_dir = ""  # TFDS data dir; "" keeps the dataset in <workdir>/data
   config.models = ("audio", "audio_user", "user")  # what reproduce trains
   config.eval_batch_size = 256  # batch of prediction and validation passes

@@ -12,7 +12,7 @@ from launch.configs import default
 
 def get_config():
   config = default.get_config()
-  config.simulation_overrides = "excerpt_seconds=30.0"
+  config.dataset_options = "excerpt_seconds=30.0"
   config.eval_batch_size = 128
   config.log_every_steps = 200
   paper_model = dict(conv_widths=(32, 64, 128, 256), optimizer="adadelta",

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from ctxtag import audio
 from ctxtag import labels
-from ctxtag import simulation as simulation_lib
+from ctxtag.sources import simulated as simulation_lib
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -32,7 +32,7 @@ class ContextualTagsConfig(tfds.core.BuilderConfig):
 
 
 _SIMULATED_NOTES = (
-    "A simulated listening world (ctxtag.simulation) whose tracks are rendered"
+    "A simulated listening world (ctxtag.sources.simulated) whose tracks are rendered"
     " to audio; pairs carry their true context distribution.")
 
 BUILDER_CONFIGS = (

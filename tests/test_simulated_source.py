@@ -7,7 +7,7 @@ import pytest
 
 from ctxtag import audio
 from ctxtag import labels
-from ctxtag import simulation
+from ctxtag.sources import simulated as simulation
 
 MID = simulation.SimulationConfig(
     num_tracks=600, num_users=2500, train_tracks=400, validation_tracks=100,

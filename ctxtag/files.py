@@ -1,0 +1,79 @@
+"""Files written whole or not at all.
+
+Every file ctxtag writes goes to a temporary name in the same directory and is
+renamed over its target once complete, so a kill or a full disk never leaves
+a half-written file that passes for a whole one, and never destroys the
+previous version before the new one is complete.
+"""
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+
+from ctxtag import errors
+
+
+class WriteError(errors.UserError, OSError):
+  """A file that could not be written (full disk, no permission)."""
+
+
+@contextlib.contextmanager
+def atomic_open(path: os.PathLike | str, mode: str = "w", **kwargs):
+  """Opens a temporary file beside `path`; renames it to `path` on success.
+
+  Args:
+    path: the file to (re)place.
+    mode: "w" or "wb".
+    **kwargs: passed to `open` (e.g. newline="").
+
+  Raises:
+    WriteError: naming `path`, if writing fails; the previous `path` is kept.
+  """
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  try:
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  except OSError as error:
+    raise WriteError(f"{path}: cannot write ({error.strerror or error})"
+                     ) from error
+  try:
+    with os.fdopen(handle, mode, **kwargs) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, path)
+  except BaseException as error:
+    with contextlib.suppress(OSError):
+      os.remove(temporary)
+    if isinstance(error, OSError):
+      raise WriteError(f"{path}: cannot write ({error.strerror or error})"
+                       ) from error
+    raise
+
+
+def write_text(path: os.PathLike | str, text: str) -> None:
+  with atomic_open(path, "w") as f:
+    f.write(text)
+
+
+def strict_json(value):
+  """`value` with every non-finite float replaced by None (JSON null)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {key: strict_json(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict_json(item) for item in value]
+  if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalars
+    return strict_json(value.item())
+  return value
+
+
+def write_json(path: os.PathLike | str, value, indent: int = 2) -> None:
+  """Writes `value` as strict JSON (NaN and infinities become null)."""
+  write_text(path, json.dumps(strict_json(value), indent=indent,
+                              allow_nan=False) + "\n")
