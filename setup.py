@@ -26,5 +26,10 @@ setuptools.setup(
         "tensorboardX",
         "tensorflow-datasets>=4.9.10",
     ],
-    extras_require={"test": ["pytest", "scikit-learn"]},
+    extras_require={
+        # Builds on Apache Beam (DirectRunner here; Dataflow, Flink, Spark).
+        "beam": ["apache-beam>=2.77"],
+        # The tests compare a Beam build with a plain one.
+        "test": ["pytest", "scikit-learn", "apache-beam>=2.77"],
+    },
 )

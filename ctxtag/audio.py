@@ -6,11 +6,15 @@ The parameters of the paper's front end live here and nowhere else: mono,
 A 30 s excerpt gives 646 frames x 96 bands.
 """
 
+import contextlib
+import math
 import os
 
 import librosa
 import numpy as np
 import soundfile
+
+from ctxtag import errors
 
 SAMPLE_RATE = 22050
 N_FFT = 1024
@@ -20,8 +24,12 @@ COMPRESSION = 100.0
 PAPER_EXCERPT_SECONDS = 30.0
 
 
-class AudioError(ValueError):
+class AudioError(errors.UserError, ValueError):
   """Audio that cannot become a spectrogram of the requested size."""
+
+
+class AudioTooShortError(AudioError):
+  """Audio that ends before the excerpt does."""
 
 
 def num_frames(excerpt_seconds: float) -> int:
@@ -29,9 +37,16 @@ def num_frames(excerpt_seconds: float) -> int:
   return 1 + excerpt_samples(excerpt_seconds) // HOP_LENGTH
 
 
+# Shorter excerpts hold no whole STFT frame.
+MIN_EXCERPT_SECONDS = N_FFT / SAMPLE_RATE
+
+
 def excerpt_samples(excerpt_seconds: float) -> int:
-  if excerpt_seconds <= 0:
-    raise AudioError(f"excerpt_seconds must be positive, got {excerpt_seconds}")
+  if not (math.isfinite(excerpt_seconds)
+          and excerpt_seconds >= MIN_EXCERPT_SECONDS):
+    raise AudioError(
+        f"excerpt_seconds must be a finite number >= {MIN_EXCERPT_SECONDS:.3f}"
+        f" (one {N_FFT}-sample frame), got {excerpt_seconds}")
   return int(round(excerpt_seconds * SAMPLE_RATE))
 
 
@@ -67,8 +82,9 @@ def log_mel(
     excerpt_seconds: float = PAPER_EXCERPT_SECONDS,
     pad: bool = False,
     source: str = "waveform",
+    offset_seconds: float = 0.0,
 ) -> np.ndarray:
-  """Compressed log-mel spectrogram of the start of `waveform`.
+  """Compressed log-mel spectrogram of an excerpt of `waveform`.
 
   Args:
     waveform: (samples,) or (samples, channels) at `sample_rate`.
@@ -76,46 +92,154 @@ def log_mel(
     excerpt_seconds: length of the excerpt; sets the number of frames.
     pad: zero-pad audio shorter than the excerpt instead of failing.
     source: what the audio is (a file name) for error messages.
+    offset_seconds: where the excerpt starts.
 
   Returns:
     float32 array of shape (num_frames(excerpt_seconds), N_MELS).
   """
-  mono = to_mono_22k(waveform, sample_rate)
+  mono = to_mono_22k(_finite(waveform, source), sample_rate)
+  start = _offset_samples(offset_seconds)
+  return _mel_of_excerpt(mono[start:], excerpt_seconds,
+                         math.inf if pad else 0.0, source,
+                         excerpt_seconds + offset_seconds)[0]
+
+
+def _finite(waveform: np.ndarray, source: str) -> np.ndarray:
+  waveform = np.asarray(waveform, dtype=np.float32)
+  if not np.all(np.isfinite(waveform)):
+    raise AudioError(f"{source}: the audio holds NaN or infinite samples")
+  return waveform
+
+
+def _offset_samples(offset_seconds: float) -> int:
+  if not (math.isfinite(offset_seconds) and offset_seconds >= 0):
+    raise AudioError(
+        f"excerpt offset must be a finite number of seconds >= 0, got"
+        f" {offset_seconds}")
+  return int(round(offset_seconds * SAMPLE_RATE))
+
+
+def _mel_of_excerpt(mono: np.ndarray, excerpt_seconds: float,
+                    max_padding_seconds: float, source: str,
+                    needed_seconds: float) -> tuple[np.ndarray, float]:
+  """(log-mel, seconds of zero padding) of mono 22.05 kHz samples that start
+  at the excerpt."""
   wanted = excerpt_samples(excerpt_seconds)
-  if mono.shape[0] < wanted:
-    if not pad:
-      raise AudioError(
-          f"{source}: {mono.shape[0] / SAMPLE_RATE:.2f} s of audio, shorter"
-          f" than the {excerpt_seconds:g} s excerpt (pass pad=True to"
-          " zero-pad)")
-    mono = np.pad(mono, (0, wanted - mono.shape[0]))
+  missing = max(wanted - mono.shape[0], 0)
+  if missing > max_padding_seconds * SAMPLE_RATE:
+    allowed = ("" if max_padding_seconds == 0 else
+               f" by more than the {max_padding_seconds:g} s that may be"
+               " zero-padded")
+    raise AudioTooShortError(
+        f"{source}: {mono.shape[0] / SAMPLE_RATE:.2f} s of audio from the"
+        f" excerpt's start, shorter than the {excerpt_seconds:g} s excerpt"
+        f"{allowed} (the excerpt needs {needed_seconds:g} s of audio)")
+  mono = np.pad(mono[:wanted], (0, missing))
   mel = librosa.feature.melspectrogram(
-      y=mono[:wanted], sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH,
+      y=mono, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH,
       n_mels=N_MELS)
-  return np.log1p(COMPRESSION * mel).T.astype(np.float32)
+  return (np.log1p(COMPRESSION * mel).T.astype(np.float32),
+          missing / SAMPLE_RATE)
 
 
 def load_audio(path: os.PathLike | str) -> tuple[np.ndarray, int]:
-  """Decodes an audio file (WAV, FLAC, OGG, Opus, MP3) with soundfile.
+  """Decodes a whole audio file (WAV, FLAC, OGG, Opus, MP3) with soundfile.
 
   Returns:
     (samples, sample_rate), samples as (num_samples, channels) float32.
   """
-  try:
-    waveform, sample_rate = soundfile.read(
-        os.fspath(path), dtype="float32", always_2d=True)
-  except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
-    raise AudioError(f"{path}: cannot decode audio ({error})") from error
+  with _open(path) as f:
+    waveform = f.read(dtype="float32", always_2d=True)
+    sample_rate = f.samplerate
   if waveform.shape[0] == 0:
     raise AudioError(f"{path}: the file holds no audio samples")
-  return waveform, sample_rate
+  return _finite(waveform, str(path)), sample_rate
+
+
+@contextlib.contextmanager
+def _open(path: os.PathLike | str):
+  if not os.path.exists(path):
+    raise AudioError(f"{path}: no such file")
+  try:
+    f = soundfile.SoundFile(os.fspath(path))
+  except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+    raise AudioError(f"{path}: cannot decode audio ({error})") from error
+  try:
+    yield f
+  except (soundfile.LibsndfileError, RuntimeError) as error:
+    raise AudioError(f"{path}: cannot decode audio ({error})") from error
+  finally:
+    f.close()
+
+
+# Audio decoded on each side of the excerpt, so that resampling the segment
+# gives the samples that resampling the whole file would (the filter's
+# support is a few milliseconds).
+_RESAMPLE_MARGIN_SECONDS = 0.25
+
+
+def read_excerpt(path: os.PathLike | str, excerpt_seconds: float,
+                 offset_seconds: float = 0.0) -> np.ndarray:
+  """Mono 22.05 kHz samples of a file from the excerpt's start on.
+
+  Only the excerpt (and a short margin) is decoded: soundfile seeks in WAV,
+  FLAC, OGG, Opus and MP3. The segment starts on a sample that both sample
+  rates share, so its resampled samples line up with those of the whole
+  file.
+
+  Returns:
+    float32 samples, at most the excerpt plus the margin long; fewer when
+    the file ends sooner.
+  """
+  start_22k = _offset_samples(offset_seconds)
+  with _open(path) as f:
+    rate = f.samplerate
+    common = rate // math.gcd(rate, SAMPLE_RATE)  # source samples per tick
+    start = start_22k * rate / SAMPLE_RATE
+    margin = _RESAMPLE_MARGIN_SECONDS * rate
+    first = max(0, int((start - margin) // common) * common)
+    stop = int(math.ceil(start + excerpt_seconds * rate + margin))
+    if first > 0:
+      f.seek(min(first, max(f.frames, 0)))
+    waveform = f.read(frames=max(stop - first, 0), dtype="float32",
+                      always_2d=True)
+  if waveform.shape[0] == 0 and first == 0:
+    raise AudioError(f"{path}: the file holds no audio samples")
+  mono = to_mono_22k(_finite(waveform, str(path)), rate)
+  skip = start_22k - first * SAMPLE_RATE // rate
+  return mono[skip:]
 
 
 def log_mel_from_file(
     path: os.PathLike | str,
     excerpt_seconds: float = PAPER_EXCERPT_SECONDS,
     pad: bool = False,
+    offset_seconds: float = 0.0,
 ) -> np.ndarray:
-  """`log_mel` of the start of the audio file at `path`."""
-  waveform, sample_rate = load_audio(path)
-  return log_mel(waveform, sample_rate, excerpt_seconds, pad, source=str(path))
+  """`log_mel` of an excerpt of the audio file at `path`."""
+  return excerpt_from_file(path, excerpt_seconds, offset_seconds,
+                           math.inf if pad else 0.0)[0]
+
+
+def excerpt_from_file(
+    path: os.PathLike | str,
+    excerpt_seconds: float = PAPER_EXCERPT_SECONDS,
+    offset_seconds: float = 0.0,
+    max_padding_seconds: float = 0.0,
+) -> tuple[np.ndarray, float]:
+  """Log-mel of an excerpt of a file, zero-padding a short end if allowed.
+
+  Args:
+    path: the audio file.
+    excerpt_seconds: length of the excerpt.
+    offset_seconds: where it starts in the file.
+    max_padding_seconds: how much audio may be missing at the end and be
+      zero-padded; audio shorter than that raises `AudioTooShortError`.
+
+  Returns:
+    (log-mel of shape (num_frames(excerpt_seconds), N_MELS), seconds of
+    padding).
+  """
+  mono = read_excerpt(path, excerpt_seconds, offset_seconds)
+  return _mel_of_excerpt(mono, excerpt_seconds, max_padding_seconds,
+                         str(path), excerpt_seconds + offset_seconds)

@@ -1,10 +1,13 @@
 r"""Builds a contextual_tags dataset as array_record files.
 
   python -m launch.build_dataset --dataset=contextual_tags/simulated \
-      --data_dir=~/tensorflow_datasets [--sim=user_influence=0.8 ...]
+      --data_dir=~/tensorflow_datasets [--option=user_influence=0.8 ...]
+  python -m launch.build_dataset --dataset=contextual_tags/zenodo \
+      --manual_dir=DIR --data_dir=DIR [--workers=N] [--strict] [--beam]
 
 Prints what was built: tracks, pairs and users per split, context shares,
-users per track and distinct contexts per track.
+users per track and distinct contexts per track; for real data also the
+build report (what was kept, what was dropped and why).
 """
 
 import os
@@ -25,15 +28,45 @@ _DATA_DIR = flags.DEFINE_string(
     "Where TFDS writes the dataset.")
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None,
-    "Directory of manually obtained files, for configs that read them.")
+    "Directory of manually obtained files (CSVs, audio/ or spectrograms/),"
+    " for configs that read them.")
+_OPTION = flags.DEFINE_multi_string(
+    "option", [],
+    "Setting of the config's source as key=value (repeatable), e.g."
+    " --option=num_tracks=5000 (simulated) or --option=offset_seconds=10"
+    " (zenodo). A changed dataset is built under a name of its own.")
 _SIM = flags.DEFINE_multi_string(
-    "sim", [],
-    "Simulation setting override as key=value (repeatable), e.g."
-    " --sim=num_tracks=5000 --sim=user_influence=0.8.")
+    "sim", [], "Same as --option, for the simulated world.")
+_STRICT = flags.DEFINE_bool(
+    "strict", False,
+    "Stop at the first defective input item (row, user, track) with an error"
+    " naming it, instead of skipping and counting it.")
+_WORKERS = flags.DEFINE_integer(
+    "workers", None, "Processes decoding audio; default: all cores.",
+    lower_bound=1)
+_BEAM = flags.DEFINE_bool(
+    "beam", False,
+    "Build on Apache Beam (pip install -e '.[beam]'); pass runner flags with"
+    " --beam_pipeline_options, e.g. 'runner=DirectRunner,direct_num_workers=2'.")
+_BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
+    "beam_pipeline_options", "",
+    "Comma-separated Beam pipeline options (without --), for --beam.")
+
 
 def _disk_bytes(path: str) -> int:
   return sum(os.path.getsize(os.path.join(root, name))
              for root, _, names in os.walk(path) for name in names)
+
+
+def beam_options_from(text: str):
+  """"key=value,flag" -> Beam PipelineOptions."""
+  try:
+    from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise app.UsageError(
+        "--beam needs Apache Beam: pip install -e '.[beam]'") from None
+  argv = [f"--{item.strip()}" for item in text.split(",") if item.strip()]
+  return pipeline_options.PipelineOptions(argv)
 
 
 def main(argv):
@@ -41,15 +74,19 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.quiet_library_logs()
   start = time.time()
-  try:
-    path = common.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
-                        ",".join(_SIM.value))
-  except ValueError as error:  # bad --dataset or --sim: say so, no traceback
-    raise app.UsageError(str(error)) from None
+  beam_options = (beam_options_from(_BEAM_PIPELINE_OPTIONS.value)
+                  if _BEAM.value else None)
+  path = common.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
+                      ",".join(_OPTION.value + _SIM.value), _STRICT.value,
+                      _WORKERS.value, beam_options)
   print(f"built {path} in {time.time() - start:.1f} s,"
         f" {_disk_bytes(path) / 1e6:.1f} MB on disk")
   print(common.summary_text(path))
+  report = common.build_report_text(path)
+  if report:
+    print(report)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from launch import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)

@@ -12,11 +12,15 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from ctxtag import dataset_stats
+from ctxtag import errors
+from ctxtag import files
 from ctxtag import input_pipeline
 from ctxtag import predictions
 from ctxtag import report
 from ctxtag import study
 from ctxtag import tables
+from ctxtag.sources import build_report
+from ctxtag.sources import options as options_lib
 from tfds_builders import contextual_tags
 
 SPLITS = ("train", "validation", "test")
@@ -30,7 +34,8 @@ def quiet_library_logs() -> None:
 
 
 def build(dataset: str, data_dir: str, manual_dir: str | None = None,
-          simulation_overrides: str = "") -> str:
+          options: str = "", strict: bool = False, workers: int | None = None,
+          beam_options=None) -> str:
   """Builds `dataset` under `data_dir` unless it is already complete.
 
   TFDS writes into an `incomplete.*` directory and renames it only once every
@@ -39,24 +44,41 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None,
   Args:
     dataset: "contextual_tags/<config>".
     data_dir: the TFDS data directory.
-    manual_dir: directory of manually obtained files, if the config reads any.
-    simulation_overrides: "key=value,..." simulation settings to replace.
+    manual_dir: directory of manually obtained files, if the config reads any
+      (default: TFDS's <data_dir>/downloads/manual).
+    options: "key=value,..." settings of the config's source to replace.
+    strict: the first defective input item is an error, not a counted skip.
+    workers: processes decoding audio (default: all cores).
+    beam_options: Apache Beam PipelineOptions to build on Beam.
 
   Returns:
     The versioned directory of the built dataset.
   """
   name, _, config_name = dataset.partition("/")
   if name != "contextual_tags" or not config_name:
-    raise ValueError(f"--dataset must be contextual_tags/<config>, got"
-                     f" {dataset!r}")
+    raise errors.ConfigError(f"--dataset must be contextual_tags/<config>,"
+                             f" got {dataset!r}")
   config = contextual_tags.config_with_overrides(
-      config_name, contextual_tags.parse_overrides(simulation_overrides))
+      config_name, options_lib.parse(options))
   builder = contextual_tags.Builder(
       data_dir=os.path.expanduser(data_dir), config=config,
-      file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      file_format="array_record", strict=strict, workers=workers,
+      beam_options=beam_options)
+  if manual_dir and not os.path.isdir(manual_dir):
+    raise errors.DatasetError(f"--manual_dir {manual_dir}: no such directory")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=os.path.abspath(os.path.expanduser(manual_dir))
+      if manual_dir else None, beam_options=beam_options))
   return os.fspath(builder.data_path)
+
+
+def build_report_text(dataset_path: str) -> str:
+  """The build report of a real-data dataset as text; "" if it has none."""
+  path = os.path.join(dataset_path, build_report.REPORT_FILE)
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    return build_report.format_report(json.load(f))
 
 
 def summary_text(dataset_path: str) -> str:
@@ -68,33 +90,59 @@ def summary_text(dataset_path: str) -> str:
 def evaluate_tables(output_dir: str, groundtruth: str, audio: str | None,
                     pair_models: dict[str, str], title: str,
                     details: list[str], training: dict | None = None) -> dict:
-  """Evaluates prediction CSVs; writes results.json, report.md and plots."""
+  """Evaluates prediction CSVs; writes results.json, report.md and plots.
+
+  Every table is read and checked, and every output rendered, before the
+  first byte is written; the outputs then replace earlier ones together.
+  """
   truth = tables.read_groundtruth(groundtruth)
   results = study.evaluate(
-      truth, tables.read(audio, with_user=False) if audio else None,
-      {name: tables.read(path, with_user=True)
+      truth, tables.read_audio_predictions(audio) if audio else None,
+      {name: tables.read_pair_predictions(path)
        for name, path in pair_models.items()})
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  report.write_report(os.path.join(output_dir, "report.md"), results, title,
-                      details, training or {})
-  report.write_plots(os.path.join(output_dir, "plots"), results,
-                     training or {})
+  report.write_outputs(output_dir, results, title, details, training or {})
   return results
 
 
 def _run_file(workdir: str, name: str) -> str:
   """The path of a file every run has; an error if this run lacks it."""
   path = os.path.join(workdir, name)
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"{workdir}: no such directory; expected the"
+                            " --workdir of a ctxtag run")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: missing; is {workdir} a ctxtag run?")
   return path
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  with open(_run_file(workdir, "config.json")) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  """The config a run was made with; a ConfigError if it is damaged."""
+  from ctxtag import run_config  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(
+      run_config.load(_run_file(workdir, "config.json")))
+
+
+def dataset_details(config: ml_collections.ConfigDict,
+                    dataset_path: str) -> list[str]:
+  """Lines for report.md saying what data a run was made on."""
+  options = (f" with `{config.dataset_options}`" if config.dataset_options
+             else "")
+  lines = [f"Dataset: `{config.dataset}`{options} at `{dataset_path}`;"
+           f" seed {config.seed}; models: {', '.join(config.models)}."]
+  config_name = config.dataset.partition("/")[2]
+  if config_name.startswith("zenodo"):
+    lines.append(
+        "Data: the paper's own public release (Zenodo record 3961560):"
+        " its splits and user embeddings, with the tracks' audio from"
+        f" `{config.manual_dir or 'the TFDS manual dir'}`.")
+  elif config_name.startswith("simulated"):
+    lines.append("Data: the simulated listening world (ctxtag.sources."
+                 "simulated), not the paper's data.")
+  report_text = build_report_text(dataset_path)
+  if report_text:
+    lines.append(f"Build: {report_text.splitlines()[0].partition(': ')[2]}"
+                 " (build_report.json beside the dataset).")
+  return lines
 
 
 def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
@@ -120,19 +168,21 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
 
 
 def save_config(config, workdir: str) -> None:
-  """Writes the config; refuses a workdir made with another config."""
-  path = os.path.join(workdir, "config.json")
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(path):
-    with open(path) as f:
-      if json.load(f) != json.loads(text):
-        raise ValueError(
-            f"{path}: this workdir was made with another config; use a new"
-            " --workdir or the same config")
-    return
-  os.makedirs(workdir, exist_ok=True)
-  with open(path, "w") as f:
-    f.write(text)
+  """Validates the config, then writes it atomically.
+
+  A config that fails validation is never written, so its corrected rerun is
+  not refused.
+
+  Raises:
+    errors.ConfigError: for a bad setting (ctxtag.run_config.validate) or a
+      workdir made with another config.
+  """
+  # Imported here while the module's import block is edited elsewhere.
+  from ctxtag import run_config  # pylint: disable=g-import-not-at-top
+  from launch.configs import default  # pylint: disable=g-import-not-at-top
+  run_config.save(config, os.path.join(workdir, "config.json"),
+                  declared=default.get_config(),
+                  datasets=[c.name for c in contextual_tags.BUILDER_CONFIGS])
 
 
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -144,9 +194,9 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
   save_config(config, workdir)
   data_dir = config.data_dir or os.path.join(workdir, "data")
   dataset_path = build(config.dataset, data_dir,
-                       simulation_overrides=config.dataset_options)
-  with open(os.path.join(workdir, "dataset_path.txt"), "w") as f:
-    f.write(dataset_path)
+                       manual_dir=config.manual_dir or None,
+                       options=config.dataset_options)
+  files.write_text(os.path.join(workdir, "dataset_path.txt"), dataset_path)
   return dataset_path
 
 

@@ -30,12 +30,11 @@ def reproduce(config, workdir: str) -> dict:
   start = time.time()
   dataset_path = common.prepare_run(config, workdir)
   print(common.summary_text(dataset_path), flush=True)
+  if common.build_report_text(dataset_path):
+    print(common.build_report_text(dataset_path), flush=True)
   for name in config.models:
     train.train_and_evaluate(name, config, dataset_path, workdir)
-  overrides = (f" with `{config.dataset_options}`"
-               if config.dataset_options else "")
-  details = [f"Dataset: `{config.dataset}`{overrides} at `{dataset_path}`;"
-             f" seed {config.seed}; models: {', '.join(config.models)}."]
+  details = common.dataset_details(config, dataset_path)
   results = common.evaluate_workdir(workdir, dataset_path, "test", details)
   elapsed = time.time() - start
   print(f"reproduction finished in {elapsed / 60:.1f} min; see"
@@ -52,4 +51,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from launch import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from ctxtag import audio
 from ctxtag import input_pipeline
 from ctxtag.sources import simulated as simulation
+from ctxtag.sources import options
 from launch import common
 from tfds_builders import contextual_tags
 
@@ -70,7 +71,7 @@ def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
 
 def test_overrides_make_a_config_of_their_own():
   config = contextual_tags.config_with_overrides(
-      "simulated", contextual_tags.parse_overrides(
+      "simulated", options.parse(
           "user_influence=0.8, num_tracks=5000"))
   assert config.name == "simulated-num_tracks5000-user_influence0.8"
   assert config.simulation.user_influence == 0.8
@@ -88,7 +89,7 @@ def test_overrides_make_a_config_of_their_own():
 def test_bad_overrides_name_the_setting(text, message):
   with pytest.raises(ValueError, match=message):
     contextual_tags.config_with_overrides(
-        "simulated", contextual_tags.parse_overrides(text))
+        "simulated", options.parse(text))
 
 
 def test_unknown_dataset_names_are_refused(tmp_path):

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ctxtag import audio
+from ctxtag import errors
 from ctxtag import labels
 
 ATTRIBUTES = ("tempo", "energy", "brightness", "valence", "percussiveness")
@@ -64,41 +65,41 @@ class SimulationConfig:
   seed: int = 0
 
   def validate(self) -> None:
-    """Raises ValueError naming the first invalid setting."""
+    """Raises ConfigError naming the first invalid setting."""
     positive = ("num_tracks", "num_users", "train_tracks", "validation_tracks",
                 "test_tracks", "min_users_per_track", "taste_dim")
     for name in positive:
       if getattr(self, name) <= 0:
-        raise ValueError(f"simulation setting {name} must be positive, got"
+        raise errors.ConfigError(f"simulation setting {name} must be positive, got"
                          f" {getattr(self, name)}")
     for name in ("train_tracks", "validation_tracks", "test_tracks"):
       if getattr(self, name) > self.num_tracks:
-        raise ValueError(
+        raise errors.ConfigError(
             f"simulation setting {name}={getattr(self, name)} exceeds"
             f" num_tracks={self.num_tracks}")
     if self.max_users_per_track < self.min_users_per_track:
-      raise ValueError(
+      raise errors.ConfigError(
           f"simulation setting max_users_per_track={self.max_users_per_track}"
           f" is below min_users_per_track={self.min_users_per_track}")
     if self.max_users_per_track > self.num_users:
-      raise ValueError(
+      raise errors.ConfigError(
           f"simulation setting max_users_per_track={self.max_users_per_track}"
           f" exceeds num_users={self.num_users}: a track cannot have more"
           " distinct users than the world has")
     if not 1 <= self.min_contexts_per_track <= min(
         labels.NUM_LABELS, self.min_users_per_track):
-      raise ValueError(
+      raise errors.ConfigError(
           "simulation setting min_contexts_per_track must lie in [1,"
           f" min(10, min_users_per_track)], got {self.min_contexts_per_track}")
     if not 0.0 <= self.user_influence <= 1.0:
-      raise ValueError("simulation setting user_influence must lie in [0, 1],"
+      raise errors.ConfigError("simulation setting user_influence must lie in [0, 1],"
                        f" got {self.user_influence}")
     for name in ("track_sharpness", "user_sharpness", "embedding_noise"):
       if getattr(self, name) < 0:
-        raise ValueError(f"simulation setting {name} must be >= 0, got"
+        raise errors.ConfigError(f"simulation setting {name} must be >= 0, got"
                          f" {getattr(self, name)}")
     if self.excerpt_seconds < 1.0:
-      raise ValueError("simulation setting excerpt_seconds must be >= 1 s to"
+      raise errors.ConfigError("simulation setting excerpt_seconds must be >= 1 s to"
                        f" hold a beat, got {self.excerpt_seconds}")
 
   def split_tracks(self, split: str) -> int:

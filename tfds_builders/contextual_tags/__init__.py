@@ -5,4 +5,4 @@ from tfds_builders.contextual_tags.contextual_tags_dataset_builder import Builde
 from tfds_builders.contextual_tags.contextual_tags_dataset_builder import ContextualTagsConfig
 from tfds_builders.contextual_tags.contextual_tags_dataset_builder import config_with_overrides
 from tfds_builders.contextual_tags.contextual_tags_dataset_builder import features_for
-from tfds_builders.contextual_tags.contextual_tags_dataset_builder import parse_overrides
+

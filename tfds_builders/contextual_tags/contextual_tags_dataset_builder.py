@@ -3,50 +3,79 @@
 One example per track per split: the track's log-mel spectrogram, stored once,
 and the sequence of its (user, context) pairs in that split. The same track
 may appear in several splits with different pairs, as in the paper's release.
+
+The builder only describes features and writes examples; the data comes from
+a source in `ctxtag.sources`, picked by the config:
+  simulated, simulated_small   a simulated world (no download)
+  zenodo                       the paper's public CSVs with users' own audio
+                               (manual dir), with build_report.json
 """
 
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from ctxtag import audio
+from ctxtag import errors
+from ctxtag import files
 from ctxtag import labels
-from ctxtag.sources import simulated as simulation_lib
+from ctxtag.sources import build_report
+from ctxtag.sources import mels
+from ctxtag.sources import options as options_lib
+from ctxtag.sources import simulated
+from ctxtag.sources import zenodo
+
+SPLITS = ("train", "validation", "test")
 
 
 @dataclasses.dataclass(kw_only=True)
 class ContextualTagsConfig(tfds.core.BuilderConfig):
-  """A source of contextual-tag data.
+  """A source of contextual-tag data and its settings.
 
   Attributes:
-    simulation: settings of a simulated world; the only source so far.
-      Further sources (the paper's public CSVs with users' audio, users' own
-      playlists) add their own fields and are read from the manual dir.
+    source: "simulated" or "zenodo".
+    settings: the source's settings: `simulated.SimulationConfig` or
+      `zenodo.Options`.
   """
-  simulation: simulation_lib.SimulationConfig | None = None
+  source: str
+  settings: object
 
   @property
   def excerpt_seconds(self) -> float:
-    return self.simulation.excerpt_seconds
+    return self.settings.excerpt_seconds
+
+  @property
+  def simulation(self) -> simulated.SimulationConfig | None:
+    return self.settings if self.source == "simulated" else None
 
 
 _SIMULATED_NOTES = (
-    "A simulated listening world (ctxtag.sources.simulated) whose tracks are rendered"
-    " to audio; pairs carry their true context distribution.")
+    "A simulated listening world (ctxtag.sources.simulated) whose tracks are"
+    " rendered to audio; pairs carry their true context distribution.")
 
 BUILDER_CONFIGS = (
     ContextualTagsConfig(
         name="simulated",
         description=_SIMULATED_NOTES + " Sized for the CPU reproduction.",
-        simulation=simulation_lib.SimulationConfig()),
+        source="simulated", settings=simulated.SimulationConfig()),
     ContextualTagsConfig(
         name="simulated_small",
         description=_SIMULATED_NOTES + " Tiny, for tests.",
-        simulation=simulation_lib.SimulationConfig(
+        source="simulated", settings=simulated.SimulationConfig(
             num_tracks=60, num_users=200, train_tracks=40,
             validation_tracks=20, test_tracks=20, excerpt_seconds=2.0)),
+    ContextualTagsConfig(
+        name="zenodo",
+        description=("The paper's public release (Zenodo 3961560): its"
+                     " splits, users' embeddings, and the tracks' audio or"
+                     " the authors' mels, from the manual dir."),
+        source="zenodo", settings=zenodo.Options()),
 )
+
+# The settings each source takes as --option key=value, by source.
+_SETTINGS_NAME = {"simulated": "simulation", "zenodo": "zenodo"}
 
 
 def features_for(config: ContextualTagsConfig) -> tfds.features.FeaturesDict:
@@ -57,7 +86,7 @@ def features_for(config: ContextualTagsConfig) -> tfds.features.FeaturesDict:
       "user_embedding": tfds.features.Tensor(
           shape=(labels.USER_EMBEDDING_DIM,), dtype=np.float32),
   }
-  if config.simulation is not None:
+  if config.source == "simulated":
     pair["context_probs"] = tfds.features.Tensor(
         shape=(labels.NUM_LABELS,), dtype=np.float32)
   return tfds.features.FeaturesDict({
@@ -69,14 +98,60 @@ def features_for(config: ContextualTagsConfig) -> tfds.features.FeaturesDict:
   })
 
 
+def config_with_overrides(name: str,
+                          overrides: dict[str, str]) -> ContextualTagsConfig:
+  """The builder config `name`, with its source's settings replaced.
+
+  A changed dataset gets its own config name (hence its own directory), so a
+  dataset built with other settings is never taken for this one.
+
+  Args:
+    name: one of BUILDER_CONFIGS' names.
+    overrides: setting -> value as text, e.g. {"num_tracks": "500"}.
+  """
+  known = {config.name: config for config in BUILDER_CONFIGS}
+  if name not in known:
+    raise errors.ConfigError(f"unknown contextual_tags config {name!r};"
+                             f" known: {sorted(known)}")
+  base = known[name]
+  if not overrides:
+    return base
+  settings, suffix = options_lib.replace(
+      base.settings, overrides, _SETTINGS_NAME[base.source])
+  if not suffix:
+    return base
+  return dataclasses.replace(
+      base, name=f"{name}-{suffix}", settings=settings,
+      description=f"{base.description} Settings: {suffix}.")
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for contextual_tags."""
 
+  # New configs leave the data of existing ones unchanged: same version.
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {
-      "1.0.0": "Simulated sources; one example per track per split.",
+      "1.0.0": "One example per track per split; simulated configs, then the"
+               " zenodo config (the paper's release with users' audio) with"
+               " build_report.json.",
   }
   BUILDER_CONFIGS = list(BUILDER_CONFIGS)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = zenodo.MANUAL_DOWNLOAD_INSTRUCTIONS
+
+  def __init__(self, *, strict: bool = False, workers: int | None = None,
+               beam_options=None, **kwargs):
+    """Args beyond TFDS's:
+
+    strict: the first defective input item is an error, not a counted skip.
+    workers: processes decoding audio (default: all cores).
+    beam_options: Apache Beam PipelineOptions: build on Beam (audio stage and
+      example writing) instead of in this process and a process pool.
+    """
+    self._strict = strict
+    self._workers = workers or os.cpu_count() or 1
+    self._beam_options = beam_options
+    self._report = None
+    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -86,14 +161,33 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    del dl_manager  # Simulated data needs no download.
-    world = simulation_lib.World(self.builder_config.simulation)
-    return {
-        split: self._generate_examples(world, split)
-        for split in ("train", "validation", "test")
-    }
+    config = self.builder_config
+    if config.source == "simulated":
+      world = simulated.World(config.settings)
+      return {split: self._generate_examples(split, world=world)
+              for split in SPLITS}
+    self._report = build_report.BuildReport(self._strict)
+    prepared = zenodo.prepare(
+        _manual_dir(dl_manager), config.settings,
+        os.path.join(os.fspath(dl_manager.download_dir), "ctxtag_mels"),
+        self._workers, self._report, self._beam_options)
+    return {split: self._generate_examples(split, prepared=prepared)
+            for split in SPLITS}
 
-  def _generate_examples(self, world: simulation_lib.World, split: str):
+  def _download_and_prepare(self, dl_manager, download_config):
+    super()._download_and_prepare(dl_manager, download_config)
+    if self._report is not None:  # inside TFDS's incomplete dir until done
+      files.write_json(os.path.join(self.data_dir, build_report.REPORT_FILE),
+                       self._report.to_json())
+
+  def _generate_examples(self, split: str, world=None, prepared=None):
+    """The examples of `split`: from the simulated `world`, or from the
+    tracks a real source `prepared` (an iterator, or a Beam transform)."""
+    if world is not None:
+      return self._simulated_examples(world, split)
+    return self._real_examples(prepared.tracks[split], prepared.cache_dir)
+
+  def _simulated_examples(self, world: simulated.World, split: str):
     for track in world.split_examples(split):
       yield track.song_id, {
           "song_id": track.song_id,
@@ -106,57 +200,39 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           } for pair in track.pairs],
       }
 
+  def _real_examples(self, tracks, cache_dir: str):
+    if not tracks:
+      raise errors.DatasetError(
+          "a split has no pair left after the defects were dropped; see"
+          " the build report printed above")
+    make = _ExampleMaker(cache_dir)
+    if self._beam_options is None:
+      return map(make, tracks)
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+    return beam.Create(tracks) | beam.Map(make)
 
-def parse_overrides(text: str) -> dict[str, str]:
-  """"key=value,key=value" -> {key: value}; "" -> {}."""
-  overrides = {}
-  for item in filter(None, (part.strip() for part in text.split(","))):
-    key, equals, value = item.partition("=")
-    if not equals or not key.strip() or not value.strip():
-      raise ValueError(f"simulation override {item!r} is not key=value")
-    overrides[key.strip()] = value.strip()
-  return overrides
+
+class _ExampleMaker:
+  """TrackPairs -> (key, example), reading the mel from the cache; a class
+  so Beam can pickle it."""
+
+  def __init__(self, cache_dir: str):
+    self.cache_dir = cache_dir
+
+  def __call__(self, track):
+    return track.song_id, {
+        "song_id": track.song_id,
+        "mel": mels.load(self.cache_dir, track.song_id),
+        "pairs": {"user_id": track.user_id_P, "label": track.label_P,
+                  "user_embedding": track.user_embedding_PxE},
+    }
 
 
-def config_with_overrides(name: str,
-                          overrides: dict[str, str]) -> ContextualTagsConfig:
-  """The builder config `name`, with simulation settings replaced.
-
-  A changed world gets its own config name (hence its own directory), so a
-  dataset built with other settings is never taken for this one.
-
-  Args:
-    name: one of BUILDER_CONFIGS' names.
-    overrides: simulation setting -> value as text, e.g. {"num_tracks":
-      "500", "user_influence": "0.8"}.
-  """
-  known = {config.name: config for config in BUILDER_CONFIGS}
-  if name not in known:
-    raise ValueError(f"unknown contextual_tags config {name!r}; known:"
-                     f" {sorted(known)}")
-  base = known[name]
-  if not overrides:
-    return base
-  if base.simulation is None:
-    raise ValueError(f"config {name!r} is not simulated; it takes no"
-                     " simulation overrides")
-  fields = {f.name: f.type for f in
-            dataclasses.fields(simulation_lib.SimulationConfig)}
-  values = {}
-  for key, text in sorted(overrides.items()):
-    if key not in fields:
-      raise ValueError(f"unknown simulation setting {key!r}; known:"
-                       f" {sorted(fields)}")
-    kind = fields[key]
-    try:
-      values[key] = kind(text)
-    except ValueError:
-      raise ValueError(f"simulation setting {key}={text!r} is not of type"
-                       f" {kind.__name__}") from None
-  simulation = dataclasses.replace(base.simulation, **values)
-  simulation.validate()
-  suffix = "-".join(f"{key}{value}" for key, value in values.items())
-  return ContextualTagsConfig(
-      name=f"{name}-{suffix}",
-      description=f"{base.description} Overrides: {values}.",
-      simulation=simulation)
+def _manual_dir(dl_manager) -> str:
+  try:
+    return os.fspath(dl_manager.manual_dir)
+  except AssertionError as error:
+    raise errors.DatasetError(
+        f"{error}".splitlines()[0] + " Pass it with --manual_dir (build) or"
+        " --config.manual_dir (runs); see contextual_tags' README."
+    ) from None

@@ -1,0 +1,163 @@
+"""From split pair tables to the builder's track examples, counting drops.
+
+The steps every real-data source shares, in this order (each input pair is
+counted under the first reason that takes it out):
+  1. users without a valid embedding are dropped with their pairs;
+  2. tracks without a usable mel are dropped with all their pairs;
+  3. the remaining pairs are grouped by track, per split.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from ctxtag.sources import build_report
+from ctxtag.sources import mels
+from ctxtag.sources import pairs as pairs_lib
+
+SPLITS = ("train", "validation", "test")
+USER_EMBEDDING_MISSING = "user_embedding_missing"
+USER_EMBEDDING_INVALID = "user_embedding_invalid"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackPairs:
+  """One track of one split with its pairs; what an example is made of."""
+  song_id: int
+  user_id_P: np.ndarray
+  label_P: np.ndarray
+  user_embedding_PxE: np.ndarray
+
+
+def _pairs_per(values: dict[str, pairs_lib.Pairs], column: str) -> dict:
+  ids = np.concatenate([getattr(p, column) for p in values.values()])
+  unique, counts = np.unique(ids, return_counts=True)
+  return dict(zip(unique.tolist(), counts.tolist()))
+
+
+def drop_users(splits: dict[str, pairs_lib.Pairs], embeddings,
+               report: build_report.BuildReport) -> dict[str, pairs_lib.Pairs]:
+  """Drops the pairs of users without a valid embedding, counting them.
+
+  Args:
+    splits: split -> pairs.
+    embeddings: has `row_of_user` (valid users), `invalid` (user -> (line,
+      what)) and `path`.
+    report: where drops are counted.
+  """
+  counts = _pairs_per(splits, "user_id")
+  bad = []
+  for user_id, count in sorted(counts.items()):
+    if user_id in embeddings.row_of_user:
+      continue
+    bad.append(user_id)
+    if user_id in embeddings.invalid:
+      line, what = embeddings.invalid[user_id]
+      report.drop(USER_EMBEDDING_INVALID, f"{embeddings.path} line {line}",
+                  f"user {user_id}: {what}", user_id, users=1, pairs=count)
+    else:
+      report.drop(USER_EMBEDDING_MISSING, embeddings.path,
+                  f"no embedding for user {user_id}, who has {count}"
+                  " pair(s)", user_id, users=1, pairs=count)
+  bad = np.asarray(bad, np.int64)
+  return {split: p.take(~np.isin(p.user_id, bad))
+          for split, p in splits.items()}
+
+
+def mel_tasks(splits: dict[str, pairs_lib.Pairs], file_of_stem: dict,
+              kind: str, stem_of_song=None) -> list[mels.Task]:
+  """One extraction task per track that still has pairs."""
+  song_ids = np.unique(np.concatenate([p.song_id for p in splits.values()]))
+  tasks = []
+  for song_id in song_ids.tolist():
+    stem = stem_of_song(song_id) if stem_of_song else str(song_id)
+    tasks.append(mels.Task(song_id, file_of_stem.get(stem), kind))
+  return tasks
+
+
+def drop_tracks(splits: dict[str, pairs_lib.Pairs], statuses: dict[int, dict],
+                where: str,
+                report: build_report.BuildReport) -> dict[str, pairs_lib.Pairs]:
+  """Drops the tracks whose mel failed, with all their pairs; counts
+  padded tracks among those kept."""
+  counts = _pairs_per(splits, "song_id")
+  bad = []
+  for song_id in sorted(statuses):
+    status = statuses[song_id]
+    if status["status"] == mels.OK:
+      report.padded += status["padded_seconds"] > 0
+      continue
+    bad.append(song_id)
+    source = status.get("file", {}).get("path", where)
+    report.drop(status["status"], f"{source}: song {song_id}",
+                status["message"], song_id, tracks=1,
+                pairs=counts.get(song_id, 0))
+  bad = np.asarray(bad, np.int64)
+  return {split: p.take(~np.isin(p.song_id, bad))
+          for split, p in splits.items()}
+
+
+def group_by_track(pairs: pairs_lib.Pairs, embeddings) -> list[TrackPairs]:
+  """The split's tracks in song id order, each with its pairs in input
+  order."""
+  order = np.argsort(pairs.song_id, kind="stable")
+  sorted_pairs = pairs.take(order)
+  song_ids, starts = np.unique(sorted_pairs.song_id, return_index=True)
+  ends = np.append(starts[1:], len(sorted_pairs))
+  tracks = []
+  for song_id, start, end in zip(song_ids.tolist(), starts, ends):
+    users = sorted_pairs.user_id[start:end]
+    rows = [embeddings.row_of_user[u] for u in users.tolist()]
+    tracks.append(TrackPairs(song_id, users, sorted_pairs.label[start:end],
+                             embeddings.vectors_UxE[rows]))
+  return tracks
+
+
+def record_splits(splits: dict[str, pairs_lib.Pairs],
+                  report: build_report.BuildReport) -> None:
+  for split, p in splits.items():
+    report.set_split(split, len(np.unique(p.song_id)), len(p))
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """What the builder writes: per split, its tracks with their pairs; the
+  tracks' mels are in `cache_dir`."""
+  tracks: dict[str, list[TrackPairs]]
+  cache_dir: str
+
+
+def finish(splits: dict[str, pairs_lib.Pairs], embeddings, manual_dir: str,
+           front_end: mels.FrontEnd, kind: str, cache_dir: str, workers: int,
+           report: build_report.BuildReport, beam_options=None,
+           users_first: bool = True, stem_of_song=None) -> Prepared:
+  """Drops users without embeddings and tracks without mels, computing the
+  mels of the rest into `cache_dir`; groups what is left by track.
+
+  Args:
+    splits: split -> pairs that passed the source's own checks.
+    embeddings: user embeddings (`row_of_user`, `vectors_UxE`, `invalid`,
+      `path`).
+    manual_dir: holds the audio/ or spectrograms/ directory.
+    front_end: excerpt settings of the mels.
+    kind: "audio" or "spectrograms".
+    cache_dir: where the mels go.
+    workers: worker processes for the mels.
+    report: where drops are counted.
+    beam_options: run the mels as an Apache Beam pipeline with these options.
+    users_first: drop users before decoding audio (saves decoding tracks
+      whose every pair goes); False judges audio first.
+    stem_of_song: song id -> file stem, when files are not named by id.
+  """
+  if users_first:
+    splits = drop_users(splits, embeddings, report)
+  tasks = mel_tasks(splits, mels.index_files(manual_dir, kind), kind,
+                    stem_of_song)
+  statuses = mels.extract_all(tasks, front_end, cache_dir, workers,
+                              beam_options)
+  splits = drop_tracks(splits, statuses, manual_dir, report)
+  if not users_first:
+    splits = drop_users(splits, embeddings, report)
+  record_splits(splits, report)
+  return Prepared({split: group_by_track(p, embeddings)
+                   for split, p in splits.items()}, cache_dir)

@@ -1,0 +1,163 @@
+"""The paper's public release (Zenodo record 3961560) with users' own audio.
+
+The manual dir holds the release's CSVs and the tracks' audio:
+  train_set.csv, validation_set.csv, test_set.csv
+      song_id,user_id,car,gym,happy,night,relax,running,sad,summer,work,workout
+      one row a (song, user) pair, its context one-hot;
+  user_embeddings.csv
+      user_id, then one column holding a 256-d vector "[0.1, -0.4, ...]";
+  audio/<song_id>.<ext> (mp3, ogg, opus, flac, wav), or
+  spectrograms/mels<song_id>.npz (the authors' mel power, arr_0 (1, 646, 96)).
+
+The release's splits are kept as given. Defective rows, users and tracks are
+skipped and counted in build_report.json (or raise under --strict); a
+missing CSV or column is always an error.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from ctxtag import audio
+from ctxtag import errors
+from ctxtag import labels
+from ctxtag.sources import assemble
+from ctxtag.sources import build_report
+from ctxtag.sources import csv_files
+from ctxtag.sources import mels
+from ctxtag.sources import pairs as pairs_lib
+from ctxtag.sources import user_embeddings
+
+SPLIT_FILES = {"train": "train_set.csv", "validation": "validation_set.csv",
+               "test": "test_set.csv"}
+COLUMNS = ["song_id", "user_id", *labels.LABELS]
+ROW_UNPARSABLE = "row_unparsable"
+LABEL_NOT_ONE_HOT = "label_not_one_hot"
+DUPLICATE_PAIR = "duplicate_pair"
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+Download the CSVs of Zenodo record 3961560 (https://zenodo.org/record/3961560)
+into the manual dir: {', '.join(SPLIT_FILES.values())} and
+{user_embeddings.FILE}. Then add the tracks' audio, either as
+  audio/<song_id>.<ext>            30 s previews (mp3, ogg, opus, flac, wav), or
+  spectrograms/mels<song_id>.npz   the authors' mel spectrograms, arr_0 of
+                                   shape (1, 646, 96).
+Pass the directory with --manual_dir (build) or --config.manual_dir (runs).
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Settings of the zenodo source (`--option key=value`)."""
+  excerpt_seconds: float = audio.PAPER_EXCERPT_SECONDS
+  offset_seconds: float = 0.0  # where the excerpt starts in each file
+  max_padding_seconds: float = 1.0  # a shorter end is zero-padded, counted
+  audio: str = "auto"  # "audio", "spectrograms", or "auto": whichever exists
+
+  def validate(self) -> None:
+    """Raises ConfigError naming the first invalid setting."""
+    if self.excerpt_seconds < audio.MIN_EXCERPT_SECONDS:
+      raise errors.ConfigError(
+          f"zenodo setting excerpt_seconds must be >="
+          f" {audio.MIN_EXCERPT_SECONDS:.3f}, got {self.excerpt_seconds}")
+    for name in ("offset_seconds", "max_padding_seconds"):
+      if getattr(self, name) < 0:
+        raise errors.ConfigError(f"zenodo setting {name} must be >= 0, got"
+                                 f" {getattr(self, name)}")
+    if self.audio not in ("auto",) + mels.KINDS:
+      raise errors.ConfigError(
+          f"zenodo setting audio must be auto, audio or spectrograms, got"
+          f" {self.audio!r}")
+
+  def front_end(self) -> mels.FrontEnd:
+    return mels.FrontEnd(self.excerpt_seconds, self.offset_seconds,
+                         self.max_padding_seconds)
+
+
+def _check_spectrograms(options: Options) -> None:
+  if (options.excerpt_seconds != audio.PAPER_EXCERPT_SECONDS
+      or options.offset_seconds != 0):
+    raise errors.ConfigError(
+        "the authors' spectrograms are fixed 30 s excerpts from the start;"
+        " zenodo settings excerpt_seconds and offset_seconds cannot change"
+        " with audio=spectrograms")
+
+
+def _label_of(values: list[str]) -> int | None:
+  """The context index of a one-hot row, or None if it is not one-hot."""
+  numbers = [float(v) for v in values]
+  if not all(n in (0.0, 1.0) for n in numbers) or sum(numbers) != 1:
+    return None
+  return numbers.index(1.0)
+
+
+def read_split(path: str, report: build_report.BuildReport
+               ) -> pairs_lib.Pairs:
+  """One split CSV -> its pairs, defective rows skipped and counted."""
+  name = os.path.basename(path)
+  songs, users, contexts, seen = [], [], [], set()
+  with csv_files.open_csv(path) as (reader, header):
+    columns = csv_files.require_columns(path, header, COLUMNS)
+    for line, row in reader:
+      where = f"{path} line {line}"
+      try:
+        values = [row[i] for i in columns]
+        song_id, user_id = (csv_files.parse_id(v) for v in values[:2])
+        label = _label_of(values[2:])
+      except (ValueError, IndexError):
+        report.drop(ROW_UNPARSABLE, where, "expected integer ids and 0/1"
+                    f" labels in columns {','.join(COLUMNS)}",
+                    f"{name}:{line}", pairs=1)
+        continue
+      if label is None:
+        report.drop(LABEL_NOT_ONE_HOT, where, "the context columns are not"
+                    " one-hot (exactly one 1, the rest 0)", f"{name}:{line}",
+                    pairs=1)
+        continue
+      if (song_id, user_id) in seen:
+        report.drop(DUPLICATE_PAIR, where, f"(song {song_id}, user"
+                    f" {user_id}) repeats an earlier row; the first is kept",
+                    f"{name}:{line}", pairs=1)
+        continue
+      seen.add((song_id, user_id))
+      songs.append(song_id)
+      users.append(user_id)
+      contexts.append(label)
+  return pairs_lib.Pairs(songs, users, contexts)
+
+
+def read_splits(manual_dir: str, report: build_report.BuildReport
+                ) -> dict[str, pairs_lib.Pairs]:
+  """The release's three splits, as given."""
+  return {split: read_split(os.path.join(manual_dir, name), report)
+          for split, name in SPLIT_FILES.items()}
+
+
+def prepare(manual_dir: str, options: Options, cache_root: str, workers: int,
+            report: build_report.BuildReport,
+            beam_options=None) -> assemble.Prepared:
+  """Reads the release, checks every row, user and track, computes mels.
+
+  Args:
+    manual_dir: where the CSVs and the audio are.
+    options: the source's settings.
+    cache_root: directory for mel caches (one subdirectory per front end).
+    workers: worker processes for decoding audio.
+    report: where defects are counted (or raised, under strict).
+    beam_options: run the audio stage on Apache Beam with these options.
+
+  Returns:
+    The tracks of each split with their pairs, and the mels' cache dir.
+  """
+  splits = read_splits(manual_dir, report)
+  embeddings = user_embeddings.read(
+      os.path.join(manual_dir, user_embeddings.FILE))
+  kind = (mels.detect_kind(manual_dir) if options.audio == "auto"
+          else options.audio)
+  if kind == "spectrograms":
+    _check_spectrograms(options)
+  front_end = options.front_end()
+  cache_dir = os.path.join(cache_root, f"{kind}-{front_end.fingerprint()}")
+  return assemble.finish(splits, embeddings, manual_dir, front_end, kind,
+                         cache_dir, workers, report, beam_options)
