@@ -81,3 +81,46 @@ def test_unreadable_audio_fails_naming_the_file(tmp_path):
     audio.log_mel_from_file(path)
   with pytest.raises(audio.AudioError, match="missing.wav"):
     audio.log_mel_from_file(tmp_path / "missing.wav")
+
+
+@pytest.mark.parametrize("rate,fmt", [(44100, "WAV"), (48000, "FLAC"),
+                                      (44100, "MP3"), (48000, "OGG")])
+def test_excerpt_decoding_equals_the_whole_file_at_any_offset(
+    tmp_path, rate, fmt):
+  rng = np.random.default_rng(rate)
+  path = tmp_path / f"track.{fmt.lower()}"
+  soundfile.write(path, rng.uniform(-0.5, 0.5, size=(rate * 6, 2)), rate,
+                  format=fmt)
+  whole, whole_rate = audio.load_audio(path)
+  for offset in (0.0, 1.3):
+    expected = audio.log_mel(whole, whole_rate, 3, offset_seconds=offset)
+    ours = audio.log_mel_from_file(path, 3, offset_seconds=offset)
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_padding_is_allowed_up_to_a_limit_and_reported(tmp_path):
+  path = tmp_path / "short.wav"
+  soundfile.write(path, _sine(440, 2.5), audio.SAMPLE_RATE)
+  mel, padded = audio.excerpt_from_file(path, 3, max_padding_seconds=1.0)
+  assert padded == pytest.approx(0.5, abs=1e-3)
+  assert mel.shape == (audio.num_frames(3), 96)
+  with pytest.raises(audio.AudioTooShortError,
+                     match="short.wav: 1.50 s of audio.*1 s that may be"):
+    audio.excerpt_from_file(path, 3, offset_seconds=1.0,
+                            max_padding_seconds=1.0)
+
+
+def test_bad_samples_paths_and_lengths_fail_clearly(tmp_path):
+  path = tmp_path / "nan.wav"
+  wave = _sine(440, 3)
+  wave[100] = np.nan
+  soundfile.write(path, wave, audio.SAMPLE_RATE, subtype="FLOAT")
+  with pytest.raises(audio.AudioError, match="nan.wav: the audio holds NaN"):
+    audio.log_mel_from_file(path, excerpt_seconds=2)
+  with pytest.raises(audio.AudioError, match="gone.mp3: no such file"):
+    audio.log_mel_from_file(tmp_path / "gone.mp3")
+  for seconds in (float("nan"), float("inf"), 1e-6, -1.0):
+    with pytest.raises(audio.AudioError, match="excerpt_seconds must be"):
+      audio.log_mel(_sine(440, 3), excerpt_seconds=seconds)
+  with pytest.raises(audio.AudioError, match="offset must be a finite"):
+    audio.log_mel(_sine(440, 3), excerpt_seconds=1, offset_seconds=-1)

@@ -205,3 +205,33 @@ def test_reproduction_runs_on_the_release_at_646_frames(tmp_path):
   report = open(os.path.join(workdir, "report.md")).read()
   assert "the paper's own public release (Zenodo record 3961560)" in report
   assert "0 dropped" in report
+
+
+def test_a_killed_build_leaves_no_dataset_and_resumes_its_mels(
+    tmp_path, monkeypatch):
+  manual = fixture.write_release(str(tmp_path / "manual"))
+  data = str(tmp_path / "data")
+  real = audio.excerpt_from_file
+  calls = []
+
+  def killed_after_three(*args, **kwargs):
+    if len(calls) == 3:
+      raise KeyboardInterrupt("simulated kill")
+    calls.append(os.path.basename(str(args[0])))
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(audio, "excerpt_from_file", killed_after_three)
+  with pytest.raises(KeyboardInterrupt):
+    common.build("contextual_tags/zenodo", data, manual, OPTIONS, workers=1)
+  path = input_pipeline.dataset_dir(data,
+                                    "contextual_tags/zenodo-excerpt_seconds2.0")
+  assert not os.path.exists(path)
+  done, calls[:] = list(calls), []
+  monkeypatch.setattr(audio, "excerpt_from_file",
+                      lambda *a, **k: calls.append(
+                          os.path.basename(str(a[0]))) or real(*a, **k))
+  built = common.build("contextual_tags/zenodo", data, manual, OPTIONS,
+                       workers=1)
+  assert built == path
+  assert not set(done) & set(calls)  # finished mels are not decoded again
+  assert len(done) + len(calls) == 8  # every file with pairs, once
