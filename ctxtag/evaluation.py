@@ -5,6 +5,9 @@ Notation (PAPER.md): for the test pairs, G is the one-hot ground truth per
 user models one softmax vector per pair. Binary predictions threshold scores
 at `score >= 0.5`; precision of a context with no predicted positive is 0, as
 is F1 when precision and recall are both 0 (scikit-learn's zero_division=0).
+A metric that is undefined for the data (AUC of a context with no positive
+or no negative, a mean over no defined value) is NaN here and null in
+results.json.
 """
 
 import numpy as np
@@ -49,6 +52,13 @@ def auc_per_label(truth_NxC: np.ndarray, scores_NxC: np.ndarray) -> np.ndarray:
   return np.where((positives > 0) & (negatives > 0), auc, np.nan)
 
 
+def mean_of_defined(values) -> float:
+  """Mean of the non-NaN values; NaN (without a warning) if there are none."""
+  values = np.asarray(values, np.float64)
+  defined = values[~np.isnan(values)]
+  return float(defined.mean()) if defined.size else float("nan")
+
+
 def binary_metrics(truth_NxC, predicted_NxC, scores_NxC) -> dict:
   """Per-context AUC (of the scores), recall, precision and F1 (of the
   binary predictions), and their means over contexts."""
@@ -64,7 +74,7 @@ def binary_metrics(truth_NxC, predicted_NxC, scores_NxC) -> dict:
       "per_label": {
           label: {m: float(per_metric[m][i]) for m in METRICS}
           for i, label in enumerate(labels.LABELS)},
-      "average": {m: float(np.nanmean(per_metric[m])) for m in METRICS},
+      "average": {m: mean_of_defined(per_metric[m]) for m in METRICS},
   }
 
 

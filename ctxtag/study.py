@@ -8,6 +8,7 @@ The results follow DESIGN.md's `results.json` contract; keys beyond it:
 
 import numpy as np
 
+from ctxtag import errors
 from ctxtag import evaluation
 from ctxtag import labels
 from ctxtag import tables
@@ -45,7 +46,14 @@ def evaluate(groundtruth: tables.Table, audio: tables.Table | None,
 
   Returns:
     The results dict of DESIGN.md (with the extra keys above).
+
+  Raises:
+    errors.UserError: if there is no prediction table at all.
   """
+  if audio is None and not pair_models:
+    raise errors.UserError(
+        "no predictions to evaluate: give an audio model's table, a user"
+        " model's table, or both")
   truth = groundtruth.values_RxC > 0
   users = groundtruth.user_id
   results = {"satisfaction": {}}

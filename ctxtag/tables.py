@@ -4,54 +4,73 @@
   audio-model predictions:   song_id,car,...,workout          (one row a track)
   user-model predictions:    song_id,user_id,car,...,workout  (one row a pair)
 
-Every problem is reported with the file and the line it is on.
+Every problem is reported with the file and the line it is on. Files are read
+as UTF-8 with an optional byte-order mark (Excel writes one). Scores must be
+probabilities: an audio model's sigmoid outputs lie in [0, 1]; a user model's
+softmax row also sums to 1, within `ROW_SUM_TOLERANCE`.
 """
 
 import csv
 import dataclasses
+import io
 import os
 
 import numpy as np
 
+from ctxtag import errors
+from ctxtag import files
 from ctxtag import labels
 
+# A softmax written with 6 decimals sums to 1 within 10 * 5e-7; 1e-3 also
+# admits float16 or 4-decimal exports, and still refuses a row that is not a
+# distribution (a missing context, unnormalised scores).
+ROW_SUM_TOLERANCE = 1e-3
+_INT64 = np.iinfo(np.int64)
 
-class TableError(ValueError):
+
+class TableError(errors.UserError, ValueError):
   """A CSV that does not hold what its role requires."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Table:
-  """Rows of one CSV: ids and a (rows, 10) value block in label order."""
+  """Rows of one CSV: ids and a (rows, 10) value block in label order.
+
+  `line_R` is each row's line in the file, for messages.
+  """
   path: str
   song_id: np.ndarray
   user_id: np.ndarray | None
   values_RxC: np.ndarray
+  line_R: np.ndarray | None = None
 
   def keys(self) -> list:
     if self.user_id is None:
       return self.song_id.tolist()
     return list(zip(self.song_id.tolist(), self.user_id.tolist()))
 
+  def line(self, row: int) -> int:
+    return int(self.line_R[row]) if self.line_R is not None else row + 2
+
 
 def write(path: str, song_id, values_RxC, user_id=None, fmt="%.6f") -> None:
   """Writes a table; `user_id` None gives the per-track layout.
 
-  The rows go to `<path>.partial`, renamed to `path` once complete, so a
+  The rows go to a temporary file renamed to `path` once complete, so a
   killed write never leaves a table that passes for a whole one.
+
+  Raises:
+    files.WriteError: naming `path` (full disk, no permission).
   """
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   id_columns = ["song_id"] + ([] if user_id is None else ["user_id"])
-  partial = path + ".partial"
-  with open(partial, "w", newline="") as f:
+  ids = [np.asarray(song_id)] + ([] if user_id is None
+                                 else [np.asarray(user_id)])
+  with files.atomic_open(path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(id_columns + list(labels.LABELS))
-    ids = [np.asarray(song_id)] + ([] if user_id is None
-                                   else [np.asarray(user_id)])
     for row, values in enumerate(np.asarray(values_RxC)):
       writer.writerow([int(column[row]) for column in ids]
                       + [fmt % v for v in values])
-  os.replace(partial, path)
 
 
 def write_groundtruth(path: str, song_id, user_id, label_P) -> None:
@@ -59,8 +78,74 @@ def write_groundtruth(path: str, song_id, user_id, label_P) -> None:
   write(path, song_id, one_hot, user_id, fmt="%d")
 
 
+def _text(path: str) -> str:
+  """The file decoded as UTF-8 (a leading byte-order mark dropped)."""
+  if not os.path.exists(path):
+    raise TableError(f"{path}: no such file")
+  if os.path.isdir(path):
+    raise TableError(f"{path}: is a directory, expected a CSV file")
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return data.decode("utf-8-sig")
+  except UnicodeDecodeError as error:
+    line = data[:error.start].count(b"\n") + 1
+    raise TableError(
+        f"{path}, line {line}: byte {data[error.start:error.start + 1]!r} is"
+        " not UTF-8; save the file as UTF-8 CSV") from None
+
+
+def _ids(path: str, line: int, fields: list[str]) -> list[int]:
+  try:
+    ids = [int(v) for v in fields]
+  except ValueError:
+    raise TableError(f"{path}, line {line}: ids must be integers, got"
+                     f" {fields}") from None
+  for value in ids:
+    if not _INT64.min <= value <= _INT64.max:
+      raise TableError(f"{path}, line {line}: id {value} does not fit in 64"
+                       " bits")
+  return ids
+
+
+def _numbers(path: str, line: int, fields: list[str]) -> list[float]:
+  try:
+    numbers = [float(v) for v in fields]
+  except ValueError:
+    raise TableError(f"{path}, line {line}: values must be numbers, got"
+                     f" {fields}") from None
+  if not all(np.isfinite(numbers)):
+    raise TableError(f"{path}, line {line}: non-finite value in {fields}")
+  return numbers
+
+
+def _positions(path: str, header: list[str], id_columns: list[str]):
+  header = [name.strip() for name in header]
+  expected = id_columns + list(labels.LABELS)
+  missing = [c for c in expected if c not in header]
+  if missing:
+    raise TableError(f"{path}: missing columns {missing}; expected"
+                     f" {','.join(expected)}")
+  return [header.index(c) for c in expected]
+
+
+def _rows(path: str, reader):
+  """(line, fields) of each non-blank row; csv's own errors name the line."""
+  while True:
+    try:
+      row = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as error:
+      raise TableError(f"{path}, line {reader.line_num}: {error}") from None
+    if row:
+      yield reader.line_num, row
+
+
 def read(path: str, with_user: bool) -> Table:
   """Reads a table, checking columns, ids and values.
+
+  Blank lines are skipped; line numbers in messages are the file's own.
 
   Args:
     path: the CSV file.
@@ -69,50 +154,33 @@ def read(path: str, with_user: bool) -> Table:
   Raises:
     TableError: naming the file and line of the first problem.
   """
-  if not os.path.exists(path):
-    raise TableError(f"{path}: no such file")
   id_columns = ["song_id"] + (["user_id"] if with_user else [])
-  with open(path, newline="") as f:
-    reader = csv.reader(f)
-    header = next(reader, None)
-    if header is None:
-      raise TableError(f"{path}: the file is empty")
-    header = [name.strip() for name in header]
-    missing = [c for c in id_columns + list(labels.LABELS) if c not in header]
-    if missing:
-      raise TableError(f"{path}: missing columns {missing}; expected"
-                       f" {','.join(id_columns + list(labels.LABELS))}")
-    positions = [header.index(c) for c in id_columns + list(labels.LABELS)]
-    ids, values = [], []
-    for line, row in enumerate(reader, start=2):
-      if len(row) != len(header):
-        raise TableError(f"{path}, line {line}: {len(row)} fields, the"
-                         f" header has {len(header)}")
-      fields = [row[p].strip() for p in positions]
-      try:
-        ids.append([int(v) for v in fields[:len(id_columns)]])
-      except ValueError:
-        raise TableError(f"{path}, line {line}: ids must be integers, got"
-                         f" {fields[:len(id_columns)]}") from None
-      try:
-        numbers = [float(v) for v in fields[len(id_columns):]]
-      except ValueError:
-        raise TableError(f"{path}, line {line}: values must be numbers, got"
-                         f" {fields[len(id_columns):]}") from None
-      if not all(np.isfinite(numbers)):
-        raise TableError(f"{path}, line {line}: non-finite value in"
-                         f" {fields[len(id_columns):]}")
-      values.append(numbers)
+  reader = csv.reader(io.StringIO(_text(path), newline=""))
+  rows = _rows(path, reader)
+  _, header = next(rows, (None, None))
+  if header is None:
+    raise TableError(f"{path}: the file is empty")
+  positions = _positions(path, header, id_columns)
+  ids, values, lines = [], [], []
+  for line, row in rows:
+    if len(row) != len(header):
+      raise TableError(f"{path}, line {line}: {len(row)} fields, the"
+                       f" header has {len(header)}")
+    fields = [row[p].strip() for p in positions]
+    ids.append(_ids(path, line, fields[:len(id_columns)]))
+    values.append(_numbers(path, line, fields[len(id_columns):]))
+    lines.append(line)
   if not ids:
     raise TableError(f"{path}: no rows below the header")
   ids = np.asarray(ids, np.int64)
   table = Table(path, ids[:, 0], ids[:, 1] if with_user else None,
-                np.asarray(values, np.float64))
+                np.asarray(values, np.float64), np.asarray(lines))
   seen = {}
-  for line, key in enumerate(table.keys(), start=2):
+  for row, key in enumerate(table.keys()):
     if key in seen:
-      raise TableError(f"{path}, line {line}: {key} repeats line {seen[key]}")
-    seen[key] = line
+      raise TableError(f"{path}, line {table.line(row)}: {key} repeats line"
+                       f" {seen[key]}")
+    seen[key] = table.line(row)
   return table
 
 
@@ -123,9 +191,48 @@ def read_groundtruth(path: str) -> Table:
   bad = np.flatnonzero(~np.isin(values, (0, 1)).all(axis=1)
                        | (values.sum(axis=1) != 1))
   if len(bad):
-    raise TableError(f"{path}, line {bad[0] + 2}: a ground-truth row must"
-                     " hold exactly one 1 among the contexts, got"
+    raise TableError(f"{path}, line {table.line(bad[0])}: a ground-truth row"
+                     " must hold exactly one 1 among the contexts, got"
                      f" {values[bad[0]].tolist()}")
+  return table
+
+
+def _check_probabilities(table: Table, what: str) -> None:
+  outside = np.flatnonzero(((table.values_RxC < 0)
+                            | (table.values_RxC > 1)).any(axis=1))
+  if len(outside):
+    row = outside[0]
+    values = table.values_RxC[row]
+    column = int(np.flatnonzero((values < 0) | (values > 1))[0])
+    raise TableError(
+        f"{table.path}, line {table.line(row)}: {what} scores must lie in"
+        f" [0, 1], got {labels.LABELS[column]}={values[column]:g}; give"
+        " probabilities, not percentages, logits or negated scores")
+
+
+def read_audio_predictions(path: str) -> Table:
+  """Reads an audio model's per-track sigmoid scores, each in [0, 1]."""
+  table = read(path, with_user=False)
+  _check_probabilities(table, "audio-model")
+  return table
+
+
+def read_pair_predictions(path: str) -> Table:
+  """Reads a user model's per-pair softmax scores.
+
+  Raises:
+    TableError: for a value outside [0, 1] or a row that does not sum to 1
+      within ROW_SUM_TOLERANCE, naming the file and line.
+  """
+  table = read(path, with_user=True)
+  _check_probabilities(table, "user-model")
+  sums = table.values_RxC.sum(axis=1)
+  bad = np.flatnonzero(np.abs(sums - 1) > ROW_SUM_TOLERANCE)
+  if len(bad):
+    raise TableError(
+        f"{path}, line {table.line(bad[0])}: a user-model row must be a"
+        f" distribution over the contexts summing to 1 (within"
+        f" {ROW_SUM_TOLERANCE:g}), got a sum of {sums[bad[0]]:.6g}")
   return table
 
 
@@ -140,8 +247,8 @@ def align(table: Table, keys: list, what: str) -> np.ndarray:
   wanted = set(keys)
   for row, key in enumerate(table.keys()):
     if key not in wanted:
-      raise TableError(f"{table.path}, line {row + 2}: {what} id {key} is not"
-                       " in the ground truth")
+      raise TableError(f"{table.path}, line {table.line(row)}: {what} id"
+                       f" {key} is not in the ground truth")
   missing = [key for key in keys if key not in index]
   if missing:
     raise TableError(f"{table.path}: no row for {len(missing)} {what} ids of"

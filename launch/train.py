@@ -39,4 +39,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from launch import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)
