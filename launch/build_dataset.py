@@ -16,6 +16,7 @@ import time
 from absl import app
 from absl import flags
 
+from ctxtag.sources import assemble
 from launch import common
 from tfds_builders import contextual_tags
 
@@ -44,6 +45,16 @@ _STRICT = flags.DEFINE_bool(
 _WORKERS = flags.DEFINE_integer(
     "workers", None, "Processes decoding audio; default: all cores.",
     lower_bound=1)
+_SPLIT_STRATEGY = flags.DEFINE_enum(
+    "split_strategy", "", ["", "given", "random", "cold_user", "cold_track"],
+    "How to split the pairs: '' keeps the source's own splits (zenodo's as"
+    " released; playlists: random); random (over pairs), cold_user (no"
+    " validation/test user in train), cold_track (no validation/test track"
+    " in train). A non-default split is built under a name of its own.")
+_SPLIT_SEED = flags.DEFINE_integer("split_seed", 0, "Seed of a re-split.")
+_SPLIT_FRACTIONS = flags.DEFINE_list(
+    "split_fractions", ["0.56", "0.16", "0.28"],
+    "Train, validation and test shares of the pairs in a re-split.")
 _BEAM = flags.DEFINE_bool(
     "beam", False,
     "Build on Apache Beam (pip install -e '.[beam]'); pass runner flags with"
@@ -76,9 +87,16 @@ def main(argv):
   start = time.time()
   beam_options = (beam_options_from(_BEAM_PIPELINE_OPTIONS.value)
                   if _BEAM.value else None)
+  try:
+    fractions = tuple(float(f) for f in _SPLIT_FRACTIONS.value)
+  except ValueError:
+    raise app.UsageError(f"--split_fractions must be three numbers, got"
+                         f" {','.join(_SPLIT_FRACTIONS.value)}") from None
+  split = assemble.SplitSettings(_SPLIT_STRATEGY.value, _SPLIT_SEED.value,
+                                 fractions)
   path = common.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
                       ",".join(_OPTION.value + _SIM.value), _STRICT.value,
-                      _WORKERS.value, beam_options)
+                      _WORKERS.value, beam_options, split)
   print(f"built {path} in {time.time() - start:.1f} s,"
         f" {_disk_bytes(path) / 1e6:.1f} MB on disk")
   print(common.summary_text(path))

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from ctxtag import audio
 from ctxtag import input_pipeline
 from ctxtag.sources import simulated as simulation
+from ctxtag.sources import assemble
 from ctxtag.sources import options
 from launch import common
 from tfds_builders import contextual_tags
@@ -104,3 +105,34 @@ def test_summary_reports_counts_and_shares(small_dataset_path):
   train = input_pipeline.load_split(small_dataset_path, "train")
   assert f"train{'':6} {train.num_tracks:>7} {train.num_pairs:>8}" in text
   assert "contexts/track" in text and "workout" in text
+
+
+@pytest.mark.parametrize("strategy,field", [("cold_user", "user_id_P"),
+                                            ("cold_track", "song_id_N")])
+def test_cold_splits_share_nothing_with_train(tmp_path, strategy, field):
+  split = assemble.SplitSettings(strategy, seed=1)
+  path = common.build("contextual_tags/simulated_small", str(tmp_path),
+                      split=split)
+  assert path.endswith(f"simulated_small-{strategy}_seed1/1.0.0")
+  loaded = {name: input_pipeline.load_split(path, name)
+            for name in ("train", "validation", "test")}
+  train_ids = set(getattr(loaded["train"], field).tolist())
+  for name in ("validation", "test"):
+    assert not train_ids & set(getattr(loaded[name], field).tolist())
+  world = simulation.World(
+      contextual_tags.config_with_overrides("simulated_small", {}).simulation)
+  expected = world.all_pairs()
+  got = sorted((int(s), int(u), int(c)) for split in loaded.values()
+               for s, u, c in zip(split.pair_song_id_P, split.user_id_P,
+                                  split.label_P))
+  assert got == sorted(zip(expected.song_id.tolist(), expected.user_id.tolist(),
+                           expected.label.tolist()))
+  probs = loaded["test"].context_probs_PxC
+  np.testing.assert_allclose(probs, world.context_probs(
+      loaded["test"].pair_song_id_P, loaded["test"].user_id_P))
+
+
+def test_unknown_split_strategy_is_refused():
+  with pytest.raises(ValueError, match="split_strategy must be one of"):
+    contextual_tags.config_with_overrides(
+        "simulated", {}, assemble.SplitSettings("by_mood"))

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from ctxtag import audio
 from ctxtag import input_pipeline
 from ctxtag import labels
+from ctxtag.sources import assemble
 from ctxtag.sources import build_report
 from ctxtag.sources import csv_files
 from ctxtag.sources import user_embeddings
@@ -235,3 +236,19 @@ def test_a_killed_build_leaves_no_dataset_and_resumes_its_mels(
   assert built == path
   assert not set(done) & set(calls)  # finished mels are not decoded again
   assert len(done) + len(calls) == 8  # every file with pairs, once
+
+
+def test_a_random_resplit_keeps_every_good_pair_once(tmp_path):
+  manual = fixture.write_release(str(tmp_path / "manual"))
+  path = common.build("contextual_tags/zenodo", str(tmp_path / "data"),
+                      manual, OPTIONS, workers=1,
+                      split=assemble.SplitSettings("random", seed=2))
+  assert "zenodo-excerpt_seconds2.0-random_seed2" in path
+  kept = sum((_kept(_records(path, s)) for s in ("train", "validation",
+                                                  "test")), [])
+  assert sorted(kept) == sorted(
+      sum(fixture.EXPECTED_KEPT.values(), []))
+  with open(os.path.join(path, build_report.REPORT_FILE)) as f:
+    report = json.load(f)
+  assert report["dropped"]["audio_missing"]["pairs"] == 2
+  assert sum(s["pairs"] for s in report["splits"].values()) == 15

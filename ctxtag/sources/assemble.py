@@ -1,19 +1,21 @@
 """From split pair tables to the builder's track examples, counting drops.
 
-The steps every real-data source shares, in this order (each input pair is
-counted under the first reason that takes it out):
-  1. users without a valid embedding are dropped with their pairs;
-  2. tracks without a usable mel are dropped with all their pairs;
-  3. the remaining pairs are grouped by track, per split.
+The steps every real-data source shares (each input pair is counted under
+the first reason that takes it out): users without a valid embedding are
+dropped with their pairs; tracks without a usable mel are dropped with all
+their pairs; the pairs are split (as given, or re-split); each split's pairs
+are grouped by track.
 """
 
 import dataclasses
 
 import numpy as np
 
+from ctxtag import errors
 from ctxtag.sources import build_report
 from ctxtag.sources import mels
 from ctxtag.sources import pairs as pairs_lib
+from ctxtag.sources import splits as splits_lib
 
 SPLITS = ("train", "validation", "test")
 USER_EMBEDDING_MISSING = "user_embedding_missing"
@@ -120,24 +122,81 @@ def record_splits(splits: dict[str, pairs_lib.Pairs],
 
 
 @dataclasses.dataclass(frozen=True)
-class Prepared:
-  """What the builder writes: per split, its tracks with their pairs; the
-  tracks' mels are in `cache_dir`."""
-  tracks: dict[str, list[TrackPairs]]
-  cache_dir: str
+class SplitSettings:
+  """How a dataset's pairs are split.
+
+  Attributes:
+    strategy: "" keeps the source's own splits (the release's for zenodo,
+      the world's track draws for simulated; playlists have none and split
+      at "random"); "given" says the same explicitly; "random" (over pairs),
+      "cold_user" (no validation or test user in train) or "cold_track" (no
+      validation or test track in train) re-split every pair.
+    seed: fixes a re-split.
+    fractions: (train, validation, test) shares of the pairs in a re-split.
+  """
+  strategy: str = ""
+  seed: int = 0
+  fractions: tuple[float, float, float] = splits_lib.DEFAULT_FRACTIONS
+
+  def validate(self, has_given: bool) -> None:
+    known = ("", "given") + tuple(splits_lib.STRATEGIES)
+    if self.strategy not in known:
+      raise errors.ConfigError(
+          f"split_strategy must be one of {', '.join(known[1:])}, got"
+          f" {self.strategy!r}")
+    if self.strategy == "given" and not has_given:
+      raise errors.ConfigError(
+          "split_strategy=given: this source has no splits of its own; use"
+          f" one of {', '.join(splits_lib.STRATEGIES)}")
+    splits_lib.check_fractions(self.fractions)
+
+  def resplits(self, has_given: bool) -> bool:
+    return self.strategy not in ("", "given") or not has_given
+
+  def suffix(self, has_given: bool) -> str:
+    """A config-name suffix for a non-default split; "" for the default."""
+    if not self.resplits(has_given) or (
+        not has_given and self.strategy in ("", "random")
+        and self == SplitSettings(self.strategy)):
+      return ""
+    text = f"{self.strategy or 'random'}_seed{self.seed}"
+    if tuple(self.fractions) != splits_lib.DEFAULT_FRACTIONS:
+      text += "_" + "_".join(f"{f:g}" for f in self.fractions)
+    return text
+
+  def apply(self, table: pairs_lib.Pairs) -> dict[str, pairs_lib.Pairs]:
+    return splits_lib.split(table, self.strategy or "random", self.seed,
+                            self.fractions)
 
 
-def finish(splits: dict[str, pairs_lib.Pairs], embeddings, manual_dir: str,
-           front_end: mels.FrontEnd, kind: str, cache_dir: str, workers: int,
-           report: build_report.BuildReport, beam_options=None,
-           users_first: bool = True, stem_of_song=None) -> Prepared:
-  """Drops users without embeddings and tracks without mels, computing the
-  mels of the rest into `cache_dir`; groups what is left by track.
+def pool(splits: dict[str, pairs_lib.Pairs], where: str,
+         report: build_report.BuildReport) -> pairs_lib.Pairs:
+  """All splits' pairs in one table for a re-split; a (song, user) in
+  several splits keeps its first row (counted as a duplicate)."""
+  table = pairs_lib.Pairs.concatenate([splits[s] for s in SPLITS])
+  keys = np.stack([table.song_id, table.user_id], axis=1)
+  _, first = np.unique(keys, axis=0, return_index=True)
+  keep = np.zeros(len(table), bool)
+  keep[first] = True
+  for row in np.flatnonzero(~keep).tolist():
+    report.drop("duplicate_pair", where,
+                f"(song {table.song_id[row]}, user {table.user_id[row]}) is in"
+                " two splits; a re-split keeps its first row",
+                f"song {table.song_id[row]} user {table.user_id[row]}",
+                pairs=1)
+  return table.take(np.sort(first))
+
+
+def drop_tracks_without_mels(
+    splits: dict[str, pairs_lib.Pairs], manual_dir: str,
+    front_end: mels.FrontEnd, kind: str, cache_dir: str, workers: int,
+    report: build_report.BuildReport, beam_options=None,
+    stem_of_song=None) -> dict[str, pairs_lib.Pairs]:
+  """Computes the mels of every track with pairs into `cache_dir` and drops
+  the tracks whose audio is missing or defective, with their pairs.
 
   Args:
-    splits: split -> pairs that passed the source's own checks.
-    embeddings: user embeddings (`row_of_user`, `vectors_UxE`, `invalid`,
-      `path`).
+    splits: split (or any group) -> pairs.
     manual_dir: holds the audio/ or spectrograms/ directory.
     front_end: excerpt settings of the mels.
     kind: "audio" or "spectrograms".
@@ -145,19 +204,29 @@ def finish(splits: dict[str, pairs_lib.Pairs], embeddings, manual_dir: str,
     workers: worker processes for the mels.
     report: where drops are counted.
     beam_options: run the mels as an Apache Beam pipeline with these options.
-    users_first: drop users before decoding audio (saves decoding tracks
-      whose every pair goes); False judges audio first.
     stem_of_song: song id -> file stem, when files are not named by id.
   """
-  if users_first:
-    splits = drop_users(splits, embeddings, report)
   tasks = mel_tasks(splits, mels.index_files(manual_dir, kind), kind,
                     stem_of_song)
   statuses = mels.extract_all(tasks, front_end, cache_dir, workers,
                               beam_options)
-  splits = drop_tracks(splits, statuses, manual_dir, report)
-  if not users_first:
-    splits = drop_users(splits, embeddings, report)
+  return drop_tracks(splits, statuses, manual_dir, report)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """What the builder writes: per split, its tracks with their pairs; the
+  tracks' mels are in `cache_dir`; `song_stems` maps song ids to the names
+  of their audio files where those differ from the ids."""
+  tracks: dict[str, list[TrackPairs]]
+  cache_dir: str
+  song_stems: dict[int, str] | None = None
+
+
+def package(splits: dict[str, pairs_lib.Pairs], embeddings, cache_dir: str,
+            report: build_report.BuildReport,
+            song_stems: dict[int, str] | None = None) -> Prepared:
+  """The final splits, counted in the report and grouped by track."""
   record_splits(splits, report)
-  return Prepared({split: group_by_track(p, embeddings)
-                   for split, p in splits.items()}, cache_dir)
+  return Prepared({split: group_by_track(splits[split], embeddings)
+                   for split in SPLITS}, cache_dir, song_stems)

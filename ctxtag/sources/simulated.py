@@ -22,6 +22,7 @@ import numpy as np
 from ctxtag import audio
 from ctxtag import errors
 from ctxtag import labels
+from ctxtag.sources import pairs as pairs_lib
 
 ATTRIBUTES = ("tempo", "energy", "brightness", "valence", "percussiveness")
 
@@ -190,6 +191,30 @@ class World:
           pairs=tuple(
               Pair(int(u), int(c), self.embedding_UxE[u], p)
               for u, c, p in zip(user_ids, contexts, probs)))
+
+  def all_pairs(self) -> pairs_lib.Pairs:
+    """Every pair of the world's three splits in one table, for a re-split;
+    a (track, user) drawn in two splits keeps its first draw."""
+    rows = {}
+    for split in _SPLITS:
+      for track in self.split_examples(split):
+        for pair in track.pairs:
+          rows.setdefault((track.song_id, pair.user_id), pair.label)
+    keys = sorted(rows)
+    return pairs_lib.Pairs([k[0] for k in keys], [k[1] for k in keys],
+                           [rows[k] for k in keys])
+
+  def track_examples(self, table: pairs_lib.Pairs) -> list[TrackExample]:
+    """The tracks of `table` in song id order, each with its pairs."""
+    examples = []
+    for song_id in np.unique(table.song_id).tolist():
+      rows = np.flatnonzero(table.song_id == song_id)
+      users, contexts = table.user_id[rows], table.label[rows]
+      probs = self.context_probs(np.full(len(rows), song_id), users)
+      examples.append(TrackExample(song_id, tuple(
+          Pair(int(u), int(c), self.embedding_UxE[u], p)
+          for u, c, p in zip(users, contexts, probs))))
+    return examples
 
   def _annotate(self, rng, song_id, num_users):
     """Draws users and one context each, with enough distinct contexts."""

@@ -134,7 +134,8 @@ def read_splits(manual_dir: str, report: build_report.BuildReport
           for split, name in SPLIT_FILES.items()}
 
 
-def prepare(manual_dir: str, options: Options, cache_root: str, workers: int,
+def prepare(manual_dir: str, options: Options,
+            split: assemble.SplitSettings, cache_root: str, workers: int,
             report: build_report.BuildReport,
             beam_options=None) -> assemble.Prepared:
   """Reads the release, checks every row, user and track, computes mels.
@@ -142,6 +143,7 @@ def prepare(manual_dir: str, options: Options, cache_root: str, workers: int,
   Args:
     manual_dir: where the CSVs and the audio are.
     options: the source's settings.
+    split: keep the release's splits, or re-split its pairs.
     cache_root: directory for mel caches (one subdirectory per front end).
     workers: worker processes for decoding audio.
     report: where defects are counted (or raised, under strict).
@@ -159,5 +161,12 @@ def prepare(manual_dir: str, options: Options, cache_root: str, workers: int,
     _check_spectrograms(options)
   front_end = options.front_end()
   cache_dir = os.path.join(cache_root, f"{kind}-{front_end.fingerprint()}")
-  return assemble.finish(splits, embeddings, manual_dir, front_end, kind,
-                         cache_dir, workers, report, beam_options)
+  if split.resplits(has_given=True):
+    splits = {"all": assemble.pool(splits, manual_dir, report)}
+  splits = assemble.drop_users(splits, embeddings, report)
+  splits = assemble.drop_tracks_without_mels(
+      splits, manual_dir, front_end, kind, cache_dir, workers, report,
+      beam_options)
+  if split.resplits(has_given=True):
+    splits = split.apply(splits["all"])
+  return assemble.package(splits, embeddings, cache_dir, report)

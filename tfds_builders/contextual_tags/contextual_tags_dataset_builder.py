@@ -21,6 +21,7 @@ from ctxtag import audio
 from ctxtag import errors
 from ctxtag import files
 from ctxtag import labels
+from ctxtag.sources import assemble
 from ctxtag.sources import build_report
 from ctxtag.sources import mels
 from ctxtag.sources import options as options_lib
@@ -38,9 +39,11 @@ class ContextualTagsConfig(tfds.core.BuilderConfig):
     source: "simulated" or "zenodo".
     settings: the source's settings: `simulated.SimulationConfig` or
       `zenodo.Options`.
+    split: how the pairs are split (the source's own splits by default).
   """
   source: str
   settings: object
+  split: assemble.SplitSettings = assemble.SplitSettings()
 
   @property
   def excerpt_seconds(self) -> float:
@@ -76,6 +79,8 @@ BUILDER_CONFIGS = (
 
 # The settings each source takes as --option key=value, by source.
 _SETTINGS_NAME = {"simulated": "simulation", "zenodo": "zenodo"}
+# Sources with splits of their own (kept unless another strategy is asked).
+_HAS_GIVEN_SPLITS = ("simulated", "zenodo")
 
 
 def features_for(config: ContextualTagsConfig) -> tfds.features.FeaturesDict:
@@ -98,9 +103,11 @@ def features_for(config: ContextualTagsConfig) -> tfds.features.FeaturesDict:
   })
 
 
-def config_with_overrides(name: str,
-                          overrides: dict[str, str]) -> ContextualTagsConfig:
-  """The builder config `name`, with its source's settings replaced.
+def config_with_overrides(
+    name: str, overrides: dict[str, str],
+    split: assemble.SplitSettings = assemble.SplitSettings()
+) -> ContextualTagsConfig:
+  """The builder config `name`, with its source's settings and split changed.
 
   A changed dataset gets its own config name (hence its own directory), so a
   dataset built with other settings is never taken for this one.
@@ -108,21 +115,23 @@ def config_with_overrides(name: str,
   Args:
     name: one of BUILDER_CONFIGS' names.
     overrides: setting -> value as text, e.g. {"num_tracks": "500"}.
+    split: how to split the pairs.
   """
   known = {config.name: config for config in BUILDER_CONFIGS}
   if name not in known:
     raise errors.ConfigError(f"unknown contextual_tags config {name!r};"
                              f" known: {sorted(known)}")
   base = known[name]
-  if not overrides:
-    return base
+  has_given = base.source in _HAS_GIVEN_SPLITS
+  split.validate(has_given)
   settings, suffix = options_lib.replace(
       base.settings, overrides, _SETTINGS_NAME[base.source])
-  if not suffix:
+  suffixes = [text for text in (suffix, split.suffix(has_given)) if text]
+  if not suffixes:  # the same data as `base`: TFDS wants the very object
     return base
   return dataclasses.replace(
-      base, name=f"{name}-{suffix}", settings=settings,
-      description=f"{base.description} Settings: {suffix}.")
+      base, name="-".join([name] + suffixes), settings=settings, split=split,
+      description=f"{base.description} Changed: {', '.join(suffixes)}.")
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -164,11 +173,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     if config.source == "simulated":
       world = simulated.World(config.settings)
-      return {split: self._generate_examples(split, world=world)
+      if config.split.resplits(has_given=True):
+        tables = config.split.apply(world.all_pairs())
+        tracks = {s: world.track_examples(tables[s]) for s in SPLITS}
+      else:
+        tracks = {s: world.split_examples(s) for s in SPLITS}
+      return {split: self._generate_examples(split, world=world,
+                                             tracks=tracks[split])
               for split in SPLITS}
     self._report = build_report.BuildReport(self._strict)
     prepared = zenodo.prepare(
-        _manual_dir(dl_manager), config.settings,
+        _manual_dir(dl_manager), config.settings, config.split,
         os.path.join(os.fspath(dl_manager.download_dir), "ctxtag_mels"),
         self._workers, self._report, self._beam_options)
     return {split: self._generate_examples(split, prepared=prepared)
@@ -180,15 +195,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       files.write_json(os.path.join(self.data_dir, build_report.REPORT_FILE),
                        self._report.to_json())
 
-  def _generate_examples(self, split: str, world=None, prepared=None):
-    """The examples of `split`: from the simulated `world`, or from the
+  def _generate_examples(self, split: str, world=None, tracks=None,
+                         prepared=None):
+    """The examples of `split`: the simulated `world`'s `tracks`, or the
     tracks a real source `prepared` (an iterator, or a Beam transform)."""
     if world is not None:
-      return self._simulated_examples(world, split)
+      return self._simulated_examples(world, tracks)
     return self._real_examples(prepared.tracks[split], prepared.cache_dir)
 
-  def _simulated_examples(self, world: simulated.World, split: str):
-    for track in world.split_examples(split):
+  def _simulated_examples(self, world: simulated.World, tracks):
+    for track in tracks:
       yield track.song_id, {
           "song_id": track.song_id,
           "mel": world.mel(track.song_id).astype(np.float16),
