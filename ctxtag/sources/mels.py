@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from ctxtag import audio
+from ctxtag import errors
 from ctxtag import files
 
 AUDIO_DIR = "audio"
@@ -62,6 +63,50 @@ class FrontEnd:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+@dataclasses.dataclass(frozen=True)
+class AudioSettings:
+  """The audio settings of a real-data source (`--option key=value`)."""
+  excerpt_seconds: float = audio.PAPER_EXCERPT_SECONDS
+  offset_seconds: float = 0.0  # where the excerpt starts in each file
+  max_padding_seconds: float = 1.0  # a shorter end is zero-padded, counted
+  audio: str = "auto"  # "audio", "spectrograms", or "auto": whichever exists
+
+  def validate(self) -> None:
+    """Raises ConfigError naming the first invalid setting."""
+    if self.excerpt_seconds < audio.MIN_EXCERPT_SECONDS:
+      raise errors.ConfigError(
+          f"setting excerpt_seconds must be >= {audio.MIN_EXCERPT_SECONDS:.3f},"
+          f" got {self.excerpt_seconds}")
+    for name in ("offset_seconds", "max_padding_seconds"):
+      if getattr(self, name) < 0:
+        raise errors.ConfigError(f"setting {name} must be >= 0, got"
+                                 f" {getattr(self, name)}")
+    if self.audio not in ("auto",) + KINDS:
+      raise errors.ConfigError(
+          f"setting audio must be auto, audio or spectrograms, got"
+          f" {self.audio!r}")
+
+  def front_end(self) -> "FrontEnd":
+    return FrontEnd(self.excerpt_seconds, self.offset_seconds,
+                    self.max_padding_seconds)
+
+  def kind(self, manual_dir: str) -> str:
+    """"audio" or "spectrograms": as set, or whichever the dir holds."""
+    kind = detect_kind(manual_dir) if self.audio == "auto" else self.audio
+    if kind == "spectrograms" and (
+        self.excerpt_seconds != audio.PAPER_EXCERPT_SECONDS
+        or self.offset_seconds != 0):
+      raise errors.ConfigError(
+          "the authors' spectrograms are fixed 30 s excerpts from the start;"
+          " settings excerpt_seconds and offset_seconds cannot change with"
+          " spectrograms")
+    return kind
+
+  def cache_dir(self, cache_root: str, kind: str) -> str:
+    """Where mels of these settings are cached under `cache_root`."""
+    return os.path.join(cache_root, f"{kind}-{self.front_end().fingerprint()}")
+
+
 def detect_kind(manual_dir: str) -> str:
   """"audio" if manual_dir has audio/, else "spectrograms" if it has
   spectrograms/; an error naming both if it has neither."""
@@ -69,7 +114,7 @@ def detect_kind(manual_dir: str) -> str:
                           ("spectrograms", SPECTROGRAM_DIR)):
     if os.path.isdir(os.path.join(manual_dir, directory)):
       return kind
-  raise FileNotFoundError(
+  raise errors.DatasetError(
       f"{manual_dir}: neither {AUDIO_DIR}/ (audio/<song_id>.mp3 ...) nor"
       f" {SPECTROGRAM_DIR}/ (mels<song_id>.npz) is here; put the tracks'"
       " audio in one of them")

@@ -17,10 +17,6 @@ missing CSV or column is always an error.
 import dataclasses
 import os
 
-import numpy as np
-
-from ctxtag import audio
-from ctxtag import errors
 from ctxtag import labels
 from ctxtag.sources import assemble
 from ctxtag.sources import build_report
@@ -48,40 +44,8 @@ Pass the directory with --manual_dir (build) or --config.manual_dir (runs).
 
 
 @dataclasses.dataclass(frozen=True)
-class Options:
-  """Settings of the zenodo source (`--option key=value`)."""
-  excerpt_seconds: float = audio.PAPER_EXCERPT_SECONDS
-  offset_seconds: float = 0.0  # where the excerpt starts in each file
-  max_padding_seconds: float = 1.0  # a shorter end is zero-padded, counted
-  audio: str = "auto"  # "audio", "spectrograms", or "auto": whichever exists
-
-  def validate(self) -> None:
-    """Raises ConfigError naming the first invalid setting."""
-    if self.excerpt_seconds < audio.MIN_EXCERPT_SECONDS:
-      raise errors.ConfigError(
-          f"zenodo setting excerpt_seconds must be >="
-          f" {audio.MIN_EXCERPT_SECONDS:.3f}, got {self.excerpt_seconds}")
-    for name in ("offset_seconds", "max_padding_seconds"):
-      if getattr(self, name) < 0:
-        raise errors.ConfigError(f"zenodo setting {name} must be >= 0, got"
-                                 f" {getattr(self, name)}")
-    if self.audio not in ("auto",) + mels.KINDS:
-      raise errors.ConfigError(
-          f"zenodo setting audio must be auto, audio or spectrograms, got"
-          f" {self.audio!r}")
-
-  def front_end(self) -> mels.FrontEnd:
-    return mels.FrontEnd(self.excerpt_seconds, self.offset_seconds,
-                         self.max_padding_seconds)
-
-
-def _check_spectrograms(options: Options) -> None:
-  if (options.excerpt_seconds != audio.PAPER_EXCERPT_SECONDS
-      or options.offset_seconds != 0):
-    raise errors.ConfigError(
-        "the authors' spectrograms are fixed 30 s excerpts from the start;"
-        " zenodo settings excerpt_seconds and offset_seconds cannot change"
-        " with audio=spectrograms")
+class Options(mels.AudioSettings):
+  """Settings of the zenodo source (`--option key=value`): the audio's."""
 
 
 def _label_of(values: list[str]) -> int | None:
@@ -155,17 +119,13 @@ def prepare(manual_dir: str, options: Options,
   splits = read_splits(manual_dir, report)
   embeddings = user_embeddings.read(
       os.path.join(manual_dir, user_embeddings.FILE))
-  kind = (mels.detect_kind(manual_dir) if options.audio == "auto"
-          else options.audio)
-  if kind == "spectrograms":
-    _check_spectrograms(options)
-  front_end = options.front_end()
-  cache_dir = os.path.join(cache_root, f"{kind}-{front_end.fingerprint()}")
+  kind = options.kind(manual_dir)
+  cache_dir = options.cache_dir(cache_root, kind)
   if split.resplits(has_given=True):
     splits = {"all": assemble.pool(splits, manual_dir, report)}
   splits = assemble.drop_users(splits, embeddings, report)
   splits = assemble.drop_tracks_without_mels(
-      splits, manual_dir, front_end, kind, cache_dir, workers, report,
+      splits, manual_dir, options.front_end(), kind, cache_dir, workers, report,
       beam_options)
   if split.resplits(has_given=True):
     splits = split.apply(splits["all"])
