@@ -19,6 +19,7 @@ from ctxtag import predictions
 from ctxtag import report
 from ctxtag import study
 from ctxtag import tables
+from ctxtag.sources import assemble
 from ctxtag.sources import build_report
 from ctxtag.sources import options as options_lib
 from tfds_builders import contextual_tags
@@ -35,7 +36,8 @@ def quiet_library_logs() -> None:
 
 def build(dataset: str, data_dir: str, manual_dir: str | None = None,
           options: str = "", strict: bool = False, workers: int | None = None,
-          beam_options=None) -> str:
+          beam_options=None,
+          split: assemble.SplitSettings = assemble.SplitSettings()) -> str:
   """Builds `dataset` under `data_dir` unless it is already complete.
 
   TFDS writes into an `incomplete.*` directory and renames it only once every
@@ -50,6 +52,7 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None,
     strict: the first defective input item is an error, not a counted skip.
     workers: processes decoding audio (default: all cores).
     beam_options: Apache Beam PipelineOptions to build on Beam.
+    split: how to split the pairs (default: the source's own splits).
 
   Returns:
     The versioned directory of the built dataset.
@@ -59,7 +62,7 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None,
     raise errors.ConfigError(f"--dataset must be contextual_tags/<config>,"
                              f" got {dataset!r}")
   config = contextual_tags.config_with_overrides(
-      config_name, options_lib.parse(options))
+      config_name, options_lib.parse(options), split)
   builder = contextual_tags.Builder(
       data_dir=os.path.expanduser(data_dir), config=config,
       file_format="array_record", strict=strict, workers=workers,
@@ -195,7 +198,10 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
   data_dir = config.data_dir or os.path.join(workdir, "data")
   dataset_path = build(config.dataset, data_dir,
                        manual_dir=config.manual_dir or None,
-                       options=config.dataset_options)
+                       options=config.dataset_options,
+                       split=assemble.SplitSettings(
+                           config.split_strategy, config.seed,
+                           tuple(config.split_fractions)))
   files.write_text(os.path.join(workdir, "dataset_path.txt"), dataset_path)
   return dataset_path
 

@@ -25,6 +25,10 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   config.steps_per_epoch = 0  # 0: one pass over the training split
   config.max_epochs = 20
   config.patience = 4  # epochs without a better validation loss before stop
+  config.device_data_budget_mb = 4096  # splits under it live on each device
+  config.steps_per_dispatch = 1  # steps per call (lax.scan), device-held data
+  config.compute_dtype = "float32"  # or "bfloat16"; params stay float32
+  config.cpu_fast_path = False  # CPU-friendly conv stack, same maths (models)
   config.update(overrides)
   return config
 
@@ -43,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   # "random" for playlists, track draws for simulated); "random",
   # "cold_user" or "cold_track" re-split them, seeded by `seed`.
   config.split_strategy = ""
+  config.split_fractions = (0.56, 0.16, 0.28)  # train/validation/test shares
   config.data_dir = ""  # TFDS data dir; "" keeps the dataset in <workdir>/data
   config.models = ("audio", "audio_user", "user")  # what reproduce trains
   config.eval_batch_size = 256  # batch of prediction and validation passes
