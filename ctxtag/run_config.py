@@ -96,6 +96,15 @@ def _models(key, value):
     _fail(key, value, expected)
 
 
+def _fractions(key, value):
+  """Train/validation/test shares, as ctxtag.sources.splits reads them."""
+  if (not isinstance(value, (list, tuple)) or len(value) != 3
+      or not all(_is_number(v) and math.isfinite(v) and v > 0 for v in value)
+      or abs(sum(value) - 1) > 1e-6):
+    _fail(key, value, "three positive numbers (train, validation, test)"
+          " summing to 1")
+
+
 _POSITIVE = _integer(1)
 _FINITE_POSITIVE = _number(0, math.inf, True, True)
 
@@ -131,6 +140,7 @@ CHECKS = {
     "dataset_options": _text,
     "manual_dir": _text,
     "split_strategy": _one_of(SPLIT_STRATEGIES),
+    "split_fractions": _fractions,
     "data_dir": _text,
     "models": _models,
     "eval_batch_size": _POSITIVE,

@@ -484,6 +484,9 @@ def test_cli_message_is_one_line_and_names_the_file():
      "config split_strategy='cold': expected one of ['', 'random',"
      " 'cold_user', 'cold_track', 'given']"),
     ({"seed": -1}, "config seed=-1: expected an integer >= 0"),
+    ({"split_fractions": (0.6, 0.2, 0.3)},
+     "config split_fractions=(0.6, 0.2, 0.3): expected three positive"
+     " numbers (train, validation, test) summing to 1"),
 ])
 def test_bad_config_is_refused_and_never_saved(tmp_path, change, message):
   config = smoke.get_config()
