@@ -170,11 +170,30 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
       details or [f"Dataset: `{dataset_path}`."], training)
 
 
-def save_config(config, workdir: str) -> None:
+def _split_settings(config) -> assemble.SplitSettings:
+  return assemble.SplitSettings(config.split_strategy, config.seed,
+                                tuple(config.split_fractions))
+
+
+def _check_dataset_settings(config) -> None:
+  """What the build will refuse, refused before config.json is written:
+  dataset options, the split, a manual dir that is not there."""
+  name, _, config_name = config.dataset.partition("/")
+  del name  # checked by run_config
+  contextual_tags.config_with_overrides(
+      config_name, options_lib.parse(config.dataset_options),
+      _split_settings(config))
+  if config.manual_dir and not os.path.isdir(
+      os.path.expanduser(config.manual_dir)):
+    raise errors.ConfigError(
+        f"config manual_dir={config.manual_dir!r}: no such directory")
+
+
+def save_config(config, workdir: str, check_dataset: bool = False) -> None:
   """Validates the config, then writes it atomically.
 
   A config that fails validation is never written, so its corrected rerun is
-  not refused.
+  not refused. `check_dataset` also checks the dataset's settings first.
 
   Raises:
     errors.ConfigError: for a bad setting (ctxtag.run_config.validate) or a
@@ -183,6 +202,11 @@ def save_config(config, workdir: str) -> None:
   # Imported here while the module's import block is edited elsewhere.
   from ctxtag import run_config  # pylint: disable=g-import-not-at-top
   from launch.configs import default  # pylint: disable=g-import-not-at-top
+  run_config.validate(
+      config, declared=default.get_config(),
+      datasets=[c.name for c in contextual_tags.BUILDER_CONFIGS])
+  if check_dataset:
+    _check_dataset_settings(config)
   run_config.save(config, os.path.join(workdir, "config.json"),
                   declared=default.get_config(),
                   datasets=[c.name for c in contextual_tags.BUILDER_CONFIGS])
@@ -194,14 +218,12 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
   Returns:
     The versioned directory of the run's dataset.
   """
-  save_config(config, workdir)
+  save_config(config, workdir, check_dataset=True)
   data_dir = config.data_dir or os.path.join(workdir, "data")
   dataset_path = build(config.dataset, data_dir,
                        manual_dir=config.manual_dir or None,
                        options=config.dataset_options,
-                       split=assemble.SplitSettings(
-                           config.split_strategy, config.seed,
-                           tuple(config.split_fractions)))
+                       split=_split_settings(config))
   files.write_text(os.path.join(workdir, "dataset_path.txt"), dataset_path)
   return dataset_path
 

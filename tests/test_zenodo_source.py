@@ -252,3 +252,21 @@ def test_a_random_resplit_keeps_every_good_pair_once(tmp_path):
     report = json.load(f)
   assert report["dropped"]["audio_missing"]["pairs"] == 2
   assert sum(s["pairs"] for s in report["splits"].values()) == 15
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("dataset_options", "offset_seconds=-1", "offset_seconds must be >= 0"),
+    ("dataset_options", "colour=red", "unknown zenodo setting 'colour'"),
+    ("manual_dir", "/no/such/dir", "manual_dir='/no/such/dir': no such"),
+])
+def test_bad_dataset_settings_are_refused_before_the_config_is_saved(
+    tmp_path, key, value, message):
+  from launch.configs import smoke  # pylint: disable=g-import-not-at-top
+  config = smoke.get_config()
+  config.dataset = "contextual_tags/zenodo"
+  config.manual_dir = str(tmp_path)
+  config[key] = value
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=message):
+    common.prepare_run(config, str(workdir))
+  assert not (workdir / "config.json").exists()
