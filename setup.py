@@ -22,6 +22,7 @@ setuptools.setup(
         "numpy",
         "optax",
         "orbax-checkpoint",
+        "scikit-learn",  # user embeddings from listening data (randomized SVD)
         "soundfile",
         "tensorboardX",
         "tensorflow-datasets>=4.9.10",
