@@ -29,9 +29,11 @@ SPLITS = ("train", "validation", "test")
 
 def quiet_library_logs() -> None:
   """Keeps the terminal to progress and results: orbax and TFDS log each
-  checkpoint write and file at INFO. An explicit --verbosity still wins."""
+  checkpoint write and file at INFO, and TFDS warns of every config built
+  with changed settings. An explicit --verbosity still wins."""
   if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)
+    tfds.disable_progress_bar()  # the build prints its own progress
 
 
 def build(dataset: str, data_dir: str, manual_dir: str | None = None,
@@ -92,17 +94,18 @@ def summary_text(dataset_path: str) -> str:
 
 def evaluate_tables(output_dir: str, groundtruth: str, audio: str | None,
                     pair_models: dict[str, str], title: str,
-                    details: list[str], training: dict | None = None) -> dict:
+                    details: list[str], training: dict | None = None,
+                    validation: tuple[str, str] | None = None,
+                    train_groundtruth: str | None = None, train_labels=None,
+                    settings=None) -> dict:
   """Evaluates prediction CSVs; writes results.json, report.md and plots.
 
   Every table is read and checked, and every output rendered, before the
   first byte is written; the outputs then replace earlier ones together.
+  The optional arguments are those of `ctxtag.study.evaluate_csvs`.
   """
-  truth = tables.read_groundtruth(groundtruth)
-  results = study.evaluate(
-      truth, tables.read_audio_predictions(audio) if audio else None,
-      {name: tables.read_pair_predictions(path)
-       for name, path in pair_models.items()})
+  results = study.evaluate_csvs(groundtruth, audio, pair_models, validation,
+                                train_groundtruth, train_labels, settings)
   report.write_outputs(output_dir, results, title, details, training or {})
   return results
 
@@ -149,8 +152,15 @@ def dataset_details(config: ml_collections.ConfigDict,
 
 
 def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
-                     details: list[str] | None = None) -> dict:
-  """Predicts with every trained model of a run and evaluates `split`."""
+                     details: list[str] | None = None,
+                     settings=None) -> dict:
+  """Predicts with every trained model of a run and evaluates `split`.
+
+  The test split also gets thresholds tuned on the validation split and,
+  with an oracle (simulated data), each model's share of the ceiling over
+  the training prior. `settings`: the bootstrap's (ctxtag.evaluation.
+  bootstrap.Settings; default 1,000 resamples, seed 0).
+  """
   config = load_run_config(workdir)
   predictions.write_groundtruth(dataset_path, workdir)
   training = {}
@@ -163,30 +173,17 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
       for name in study.PAIR_MODELS
       if os.path.exists(predictions.path(workdir, split, name))}
   audio = predictions.path(workdir, split, "audio")
+  validation = tuple(predictions.path(workdir, "validation", what)
+                     for what in ("groundtruth", "audio"))
+  tune = split == "test" and all(map(os.path.exists, validation))
   return evaluate_tables(
       workdir, predictions.path(workdir, split, "groundtruth"),
       audio if os.path.exists(audio) else None, pair_models,
       f"ctxtag run: {config.dataset}, {split} split",
-      details or [f"Dataset: `{dataset_path}`."], training)
-
-
-def _split_settings(config) -> assemble.SplitSettings:
-  return assemble.SplitSettings(config.split_strategy, config.seed,
-                                tuple(config.split_fractions))
-
-
-def _check_dataset_settings(config) -> None:
-  """What the build will refuse, refused before config.json is written:
-  dataset options, the split, a manual dir that is not there."""
-  name, _, config_name = config.dataset.partition("/")
-  del name  # checked by run_config
-  contextual_tags.config_with_overrides(
-      config_name, options_lib.parse(config.dataset_options),
-      _split_settings(config))
-  if config.manual_dir and not os.path.isdir(
-      os.path.expanduser(config.manual_dir)):
-    raise errors.ConfigError(
-        f"config manual_dir={config.manual_dir!r}: no such directory")
+      details or [f"Dataset: `{dataset_path}`."], training,
+      validation=validation if tune else None,
+      train_labels=input_pipeline.load_split(dataset_path, "train").label_P
+      if "oracle" in pair_models else None, settings=settings)
 
 
 def save_config(config, workdir: str, check_dataset: bool = False) -> None:

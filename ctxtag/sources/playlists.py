@@ -57,9 +57,12 @@ import numpy as np
 
 from ctxtag import errors
 from ctxtag import labels
+from ctxtag.sources import assemble
 from ctxtag.sources import build_report
 from ctxtag.sources import interactions as interactions_lib
+from ctxtag.sources import mels
 from ctxtag.sources import pairs as pairs_lib
+from ctxtag.sources import user_embeddings
 
 PLAYLISTS_FILE = "playlists.csv"
 PLAYLIST_TRACKS_FILE = "playlist_tracks.csv"
@@ -84,6 +87,16 @@ _INT64_MIN, _INT64_MAX = -2**63, 2**63 - 1
 _SONG_ID_MASK = 2**63 - 1
 _WORD_EDGES = re.compile(r"\w(.*\w)?", re.DOTALL)
 _AUDIO_STEM = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+Put into the manual dir either {PLAYLISTS_FILE} (playlist_id,user_id,title)
+and {PLAYLIST_TRACKS_FILE} (playlist_id,song_id), or Million Playlist
+Dataset slices (*.json); the tracks' audio as audio/<song_id>.<ext> (for MPD
+slices: audio/<track URI id>.<ext>) or spectrograms/mels<song_id>.npz; and,
+optionally, user_embeddings.csv (else embeddings are computed from the
+playlists).
+"""
 
 
 class PlaylistError(errors.UserError, ValueError):
@@ -793,3 +806,81 @@ def _stats(inputs, context_P, codes, pairs, conflicting) -> dict[str, int]:
       "kept_tracks": len(_distinct(pairs.song_id)),
       "kept_users": len(_distinct(pairs.user_id)),
   }
+
+
+# The dataset: rules 4 to 6 and what the builder writes.
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(mels.AudioSettings):
+  """Settings of the playlists source (`--option key=value`): the audio's,
+  the collection rules' thresholds, and the embeddings' seed."""
+  min_users: int = 5
+  max_users: int = 10
+  min_contexts: int = 3
+  # "" for the ten labels, else "keyword;keyword=label;...", e.g.
+  # "gym;training=workout" (quote it on the command line).
+  keywords: str = ""
+  embedding_seed: int = 0  # of the SVD, when embeddings are computed
+
+  def validate(self) -> None:
+    super().validate()
+    self.rules()
+
+  def rules(self) -> MiningRules:
+    keywords = tuple(k.strip() for k in self.keywords.split(";")
+                     if k.strip()) or labels.LABELS
+    return MiningRules(self.min_users, self.max_users, self.min_contexts,
+                       keywords)
+
+
+COMPUTED_EMBEDDINGS = "(computed from the playlists)"
+
+
+def _computed_embeddings(mined: MinedPairs, pairs: pairs_lib.Pairs,
+                         seed: int) -> user_embeddings.UserEmbeddings:
+  users = np.unique(pairs.user_id)
+  vectors = interactions_lib.user_embeddings(mined.interactions, users,
+                                             seed=seed)
+  return user_embeddings.UserEmbeddings(
+      path=COMPUTED_EMBEDDINGS,
+      row_of_user={u: i for i, u in enumerate(users.tolist())},
+      vectors_UxE=vectors, invalid={})
+
+
+def prepare(manual_dir: str, options: Options, split, cache_root: str,
+            workers: int, report: build_report.BuildReport,
+            beam_options=None) -> assemble.Prepared:
+  """The collection rules in order, then the split.
+
+  1-3 mine the playlists (`mine`); 4 drops kept tracks without usable audio,
+  with their pairs, without filtering again; 5 drops users without a valid
+  embedding when user_embeddings.csv is given, else embeds every user from
+  the whole interaction matrix; 6 splits the pairs.
+
+  Args:
+    manual_dir: the playlists, the audio and optionally user_embeddings.csv.
+    options: the source's settings.
+    split: an `assemble.SplitSettings` (default: random).
+    cache_root: directory for mel caches.
+    workers: processes decoding audio.
+    report: where skips are counted (or raised, under strict).
+    beam_options: run the audio stage on Apache Beam with these options.
+  """
+  mined = mine(read_playlist_inputs(manual_dir), options.rules(), report)
+  kind = options.kind(manual_dir)
+  cache_dir = options.cache_dir(cache_root, kind)
+  stems = mined.song_uris
+  table = assemble.drop_tracks_without_mels(
+      {"all": mined.pairs}, manual_dir, options.front_end(), kind, cache_dir,
+      workers, report, beam_options,
+      stem_of_song=(lambda song_id: stems[song_id]) if stems else None)
+  embeddings_path = os.path.join(manual_dir, user_embeddings.FILE)
+  if os.path.exists(embeddings_path):
+    embeddings = user_embeddings.read(embeddings_path)
+    table = assemble.drop_users(table, embeddings, report)
+  else:
+    embeddings = _computed_embeddings(mined, table["all"],
+                                      options.embedding_seed)
+  return assemble.package(split.apply(table["all"]), embeddings, cache_dir,
+                          report, song_stems=stems)

@@ -9,6 +9,8 @@ a source in `ctxtag.sources`, picked by the config:
   simulated, simulated_small   a simulated world (no download)
   zenodo                       the paper's public CSVs with users' own audio
                                (manual dir), with build_report.json
+  playlists                    contexts mined from users' playlists (manual
+                               dir), with build_report.json
 """
 
 import dataclasses
@@ -25,10 +27,12 @@ from ctxtag.sources import assemble
 from ctxtag.sources import build_report
 from ctxtag.sources import mels
 from ctxtag.sources import options as options_lib
+from ctxtag.sources import playlists
 from ctxtag.sources import simulated
 from ctxtag.sources import zenodo
 
 SPLITS = ("train", "validation", "test")
+SONG_IDS_FILE = "song_ids.csv"
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -36,9 +40,9 @@ class ContextualTagsConfig(tfds.core.BuilderConfig):
   """A source of contextual-tag data and its settings.
 
   Attributes:
-    source: "simulated" or "zenodo".
-    settings: the source's settings: `simulated.SimulationConfig` or
-      `zenodo.Options`.
+    source: "simulated", "zenodo" or "playlists".
+    settings: the source's settings: `simulated.SimulationConfig`,
+      `zenodo.Options` or `playlists.Options`.
     split: how the pairs are split (the source's own splits by default).
   """
   source: str
@@ -70,6 +74,13 @@ BUILDER_CONFIGS = (
             num_tracks=60, num_users=200, train_tracks=40,
             validation_tracks=20, test_tracks=20, excerpt_seconds=2.0)),
     ContextualTagsConfig(
+        name="playlists",
+        description=("Contexts mined from users' own playlists by the"
+                     " paper's collection rules, with the tracks' audio and"
+                     " user embeddings given or computed from the playlists;"
+                     " from the manual dir."),
+        source="playlists", settings=playlists.Options()),
+    ContextualTagsConfig(
         name="zenodo",
         description=("The paper's public release (Zenodo 3961560): its"
                      " splits, users' embeddings, and the tracks' audio or"
@@ -78,7 +89,11 @@ BUILDER_CONFIGS = (
 )
 
 # The settings each source takes as --option key=value, by source.
-_SETTINGS_NAME = {"simulated": "simulation", "zenodo": "zenodo"}
+_SETTINGS_NAME = {"simulated": "simulation", "zenodo": "zenodo",
+                  "playlists": "playlists"}
+# Each real-data source's prepare(manual_dir, settings, split, cache_root,
+# workers, report, beam_options) -> assemble.Prepared.
+_PREPARE = {"zenodo": zenodo.prepare, "playlists": playlists.prepare}
 # Sources with splits of their own (kept unless another strategy is asked).
 _HAS_GIVEN_SPLITS = ("simulated", "zenodo")
 
@@ -145,7 +160,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                " build_report.json.",
   }
   BUILDER_CONFIGS = list(BUILDER_CONFIGS)
-  MANUAL_DOWNLOAD_INSTRUCTIONS = zenodo.MANUAL_DOWNLOAD_INSTRUCTIONS
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "zenodo:" + zenodo.MANUAL_DOWNLOAD_INSTRUCTIONS
+      + "playlists:" + playlists.MANUAL_DOWNLOAD_INSTRUCTIONS)
 
   def __init__(self, *, strict: bool = False, workers: int | None = None,
                beam_options=None, **kwargs):
@@ -159,7 +176,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     self._strict = strict
     self._workers = workers or os.cpu_count() or 1
     self._beam_options = beam_options
-    self._report = None
+    self._report = self._prepared = None
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -182,7 +199,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                              tracks=tracks[split])
               for split in SPLITS}
     self._report = build_report.BuildReport(self._strict)
-    prepared = zenodo.prepare(
+    prepared = self._prepared = _PREPARE[config.source](
         _manual_dir(dl_manager), config.settings, config.split,
         os.path.join(os.fspath(dl_manager.download_dir), "ctxtag_mels"),
         self._workers, self._report, self._beam_options)
@@ -194,6 +211,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if self._report is not None:  # inside TFDS's incomplete dir until done
       files.write_json(os.path.join(self.data_dir, build_report.REPORT_FILE),
                        self._report.to_json())
+    if self._prepared is not None and self._prepared.song_stems:
+      _write_song_ids(os.path.join(self.data_dir, SONG_IDS_FILE),
+                      self._prepared)
 
   def _generate_examples(self, split: str, world=None, tracks=None,
                          prepared=None):
@@ -201,7 +221,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     tracks a real source `prepared` (an iterator, or a Beam transform)."""
     if world is not None:
       return self._simulated_examples(world, tracks)
-    return self._real_examples(prepared.tracks[split], prepared.cache_dir)
+    return self._real_examples(split, prepared.tracks[split],
+                               prepared.cache_dir)
 
   def _simulated_examples(self, world: simulated.World, tracks):
     for track in tracks:
@@ -216,11 +237,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           } for pair in track.pairs],
       }
 
-  def _real_examples(self, tracks, cache_dir: str):
+  def _real_examples(self, split: str, tracks, cache_dir: str):
     if not tracks:
       raise errors.DatasetError(
-          "a split has no pair left after the defects were dropped; see"
-          " the build report printed above")
+          f"split {split!r} has no pair left: {self._report.dropped_pairs()}"
+          f" pairs were dropped ({', '.join(self._report.dropped) or 'none'});"
+          " check the inputs, or loosen the rules with --option")
     make = _ExampleMaker(cache_dir)
     if self._beam_options is None:
       return map(make, tracks)
@@ -242,6 +264,16 @@ class _ExampleMaker:
         "pairs": {"user_id": track.user_id_P, "label": track.label_P,
                   "user_embedding": track.user_embedding_PxE},
     }
+
+
+def _write_song_ids(path: str, prepared) -> None:
+  """song_id -> the id its audio is named by (an MPD track URI's id), for
+  every song the dataset holds."""
+  songs = sorted({t.song_id for tracks in prepared.tracks.values()
+                  for t in tracks})
+  with files.atomic_open(path, "w", newline="") as f:
+    f.write("song_id,uri_id\n")
+    f.writelines(f"{song},{prepared.song_stems[song]}\n" for song in songs)
 
 
 def _manual_dir(dl_manager) -> str:
