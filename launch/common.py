@@ -86,6 +86,24 @@ def build_report_text(dataset_path: str) -> str:
     return build_report.format_report(json.load(f))
 
 
+def _split_settings(config) -> assemble.SplitSettings:
+  return assemble.SplitSettings(config.split_strategy, config.seed,
+                                tuple(config.split_fractions))
+
+
+def _check_dataset_settings(config) -> None:
+  """What the build will refuse, refused before config.json is written:
+  dataset options, the split, a manual dir that is not there."""
+  config_name = config.dataset.partition("/")[2]  # the form: run_config
+  contextual_tags.config_with_overrides(
+      config_name, options_lib.parse(config.dataset_options),
+      _split_settings(config))
+  if config.manual_dir and not os.path.isdir(
+      os.path.expanduser(config.manual_dir)):
+    raise errors.ConfigError(
+        f"config manual_dir={config.manual_dir!r}: no such directory")
+
+
 def summary_text(dataset_path: str) -> str:
   summaries = {split: dataset_stats.summarize(
       input_pipeline.load_split(dataset_path, split)) for split in SPLITS}
