@@ -16,6 +16,7 @@ import time
 from absl import app
 from absl import flags
 
+from ctxtag import dataset_check
 from ctxtag.sources import assemble
 from launch import common
 from tfds_builders import contextual_tags
@@ -55,6 +56,13 @@ _SPLIT_SEED = flags.DEFINE_integer("split_seed", 0, "Seed of a re-split.")
 _SPLIT_FRACTIONS = flags.DEFINE_list(
     "split_fractions", ["0.56", "0.16", "0.28"],
     "Train, validation and test shares of the pairs in a re-split.")
+_FORCE_REBUILD = flags.DEFINE_bool(
+    "force_rebuild", False,
+    "Delete the dataset if it is there (e.g. damaged) and build it anew.")
+_VERIFY = flags.DEFINE_bool(
+    "verify", False,
+    "After building (or finding) the dataset, read every record to check"
+    " that none is damaged.")
 _BEAM = flags.DEFINE_bool(
     "beam", False,
     "Build on Apache Beam (pip install -e '.[beam]'); pass runner flags with"
@@ -96,7 +104,12 @@ def main(argv):
                                  fractions)
   path = common.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
                       ",".join(_OPTION.value + _SIM.value), _STRICT.value,
-                      _WORKERS.value, beam_options, split)
+                      _WORKERS.value, beam_options, split,
+                      _FORCE_REBUILD.value)
+  if _VERIFY.value:
+    dataset_check.check(path, full=True,
+                        rebuild="rebuild it with --force_rebuild")
+    print(f"verified: every record of {path} reads")
   print(f"built {path} in {time.time() - start:.1f} s,"
         f" {_disk_bytes(path) / 1e6:.1f} MB on disk")
   print(common.summary_text(path))

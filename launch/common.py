@@ -3,14 +3,17 @@
 No flags here: every launcher defines its own and calls these functions.
 """
 
+import glob
 import json
 import os
+import shutil
 
 from absl import flags
 from absl import logging
 import ml_collections
 import tensorflow_datasets as tfds
 
+from ctxtag import dataset_check
 from ctxtag import dataset_stats
 from ctxtag import errors
 from ctxtag import files
@@ -39,7 +42,8 @@ def quiet_library_logs() -> None:
 def build(dataset: str, data_dir: str, manual_dir: str | None = None,
           options: str = "", strict: bool = False, workers: int | None = None,
           beam_options=None,
-          split: assemble.SplitSettings = assemble.SplitSettings()) -> str:
+          split: assemble.SplitSettings = assemble.SplitSettings(),
+          force_rebuild: bool = False) -> str:
   """Builds `dataset` under `data_dir` unless it is already complete.
 
   TFDS writes into an `incomplete.*` directory and renames it only once every
@@ -55,6 +59,7 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None,
     workers: processes decoding audio (default: all cores).
     beam_options: Apache Beam PipelineOptions to build on Beam.
     split: how to split the pairs (default: the source's own splits).
+    force_rebuild: delete the dataset if it is there and build it anew.
 
   Returns:
     The versioned directory of the built dataset.
@@ -65,16 +70,41 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None,
                              f" got {dataset!r}")
   config = contextual_tags.config_with_overrides(
       config_name, options_lib.parse(options), split)
-  builder = contextual_tags.Builder(
-      data_dir=os.path.expanduser(data_dir), config=config,
-      file_format="array_record", strict=strict, workers=workers,
-      beam_options=beam_options)
   if manual_dir and not os.path.isdir(manual_dir):
     raise errors.DatasetError(f"--manual_dir {manual_dir}: no such directory")
+  data_dir = os.path.expanduser(data_dir)
+  path = os.path.join(data_dir, contextual_tags.Builder.name, config.name,
+                      str(contextual_tags.Builder.VERSION))
+  rebuild = (f"rebuild it with `python -m launch.build_dataset"
+             f" --dataset={dataset} --data_dir={data_dir} --force_rebuild"
+             f" ...`, or delete {path} and rerun: a run rebuilds a missing"
+             " dataset")
+  _remove_stale_builds(path, force_rebuild)
+  if os.path.exists(path):  # TFDS would read it back and trust it
+    dataset_check.check(path, rebuild=rebuild)
+  builder = contextual_tags.Builder(
+      data_dir=data_dir, config=config, file_format="array_record",
+      strict=strict, workers=workers, beam_options=beam_options)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=os.path.abspath(os.path.expanduser(manual_dir))
       if manual_dir else None, beam_options=beam_options))
-  return os.fspath(builder.data_path)
+  if os.fspath(builder.data_path) != path:
+    raise AssertionError(f"TFDS built {builder.data_path}, not {path}")
+  return path
+
+
+def _remove_stale_builds(path: str, force_rebuild: bool) -> None:
+  """Deletes what killed builds left (TFDS's `incomplete.*` directories) and,
+  with `force_rebuild`, the dataset itself. One build at a time per data
+  dir: a build running beside this one would lose its directory."""
+  parent, version = os.path.split(path)
+  for stale in glob.glob(os.path.join(glob.escape(parent),
+                                      f"incomplete.*_{version}")):
+    print(f"removing {stale}, left by an interrupted build", flush=True)
+    shutil.rmtree(stale, ignore_errors=True)
+  if force_rebuild and os.path.exists(path):
+    print(f"removing {path} to rebuild it (--force_rebuild)", flush=True)
+    shutil.rmtree(path)
 
 
 def build_report_text(dataset_path: str) -> str:

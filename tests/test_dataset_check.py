@@ -1,0 +1,84 @@
+"""A damaged dataset is named, never read as whole, and rebuilt on request."""
+
+import glob
+import os
+import shutil
+
+import pytest
+
+from ctxtag import dataset_check
+from ctxtag import errors
+from ctxtag import input_pipeline
+from launch import common
+
+NAME = "contextual_tags/simulated_small"
+
+
+@pytest.fixture()
+def built(tmp_path, small_dataset_path):
+  data_dir = tmp_path / "data"
+  path = input_pipeline.dataset_dir(data_dir, NAME)
+  shutil.copytree(small_dataset_path, path)
+  return str(data_dir), path
+
+
+def _train_file(path: str) -> str:
+  return glob.glob(os.path.join(path, "*-train.array_record-*"))[0]
+
+
+def test_a_whole_dataset_passes(built):
+  _, path = built
+  dataset_check.check(path, full=True)
+
+
+def test_truncated_info_is_named(built):
+  data_dir, path = built
+  info = os.path.join(path, "dataset_info.json")
+  text = open(info).read()
+  open(info, "w").write(text[:len(text) // 2])
+  with pytest.raises(errors.DatasetError,
+                     match=r"dataset_info.json: damaged .*--force_rebuild"):
+    common.build(NAME, data_dir)
+
+
+def test_a_short_record_file_is_named(built):
+  data_dir, path = built
+  target = _train_file(path)
+  data = open(target, "rb").read()
+  open(target, "wb").write(data[:len(data) // 2])
+  with pytest.raises(errors.DatasetError,
+                     match=os.path.basename(target) + ": damaged"):
+    common.build(NAME, data_dir)
+  rebuilt = common.build(NAME, data_dir, force_rebuild=True)
+  dataset_check.check(rebuilt, full=True)
+  assert input_pipeline.load_split(rebuilt, "train").num_tracks == 40
+
+
+def test_a_flipped_byte_is_found_by_the_full_check(built):
+  _, path = built
+  target = _train_file(path)
+  data = bytearray(open(target, "rb").read())
+  data[len(data) // 3] ^= 0xFF
+  open(target, "wb").write(bytes(data))
+  with pytest.raises(errors.DatasetError,
+                     match=r"array_record-00000-of-00001: damaged \(record"
+                           r" \d+ of split 'train' cannot be read"):
+    dataset_check.check(path, full=True)
+
+
+def test_a_missing_shard_is_named(built):
+  _, path = built
+  os.remove(_train_file(path))
+  with pytest.raises(errors.DatasetError, match="0 of 1 shard files"):
+    dataset_check.check(path)
+
+
+def test_a_stale_incomplete_build_is_removed(tmp_path, small_dataset_path):
+  data_dir = tmp_path / "data"
+  path = input_pipeline.dataset_dir(data_dir, NAME)
+  stale = os.path.join(os.path.dirname(path), "incomplete.ABC123_1.0.0")
+  os.makedirs(stale)
+  open(os.path.join(stale, "half.array_record"), "w").write("x")
+  shutil.copytree(small_dataset_path, path)
+  common.build(NAME, str(data_dir))
+  assert not os.path.exists(stale)
