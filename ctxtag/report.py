@@ -22,6 +22,7 @@ import numpy as np
 from ctxtag import evaluation
 from ctxtag import files
 from ctxtag import labels
+from ctxtag.evaluation import ranking
 
 # The paper's test-set figures (PAPER.md); ranges are given as their middle.
 PAPER_PROTOCOLS = {
@@ -43,6 +44,8 @@ PROTOCOL_ROWS = (
     ("user_sg", "SG, audio + user"),
     ("user_only_sg", "SG, user only"),
     ("oracle_sg", "SG, oracle (true distribution)"),
+    ("mo_mg_tuned", "MO-MG, audio, thresholds tuned on validation"),
+    ("mo_sg_tuned", "MO-SG, audio, thresholds tuned on validation"),
 )
 MODEL_NAMES = {"audio": "audio", "audio_user": "audio + user",
                "user": "user only", "oracle": "oracle (true distribution)"}
@@ -50,6 +53,24 @@ MODEL_NAMES = {"audio": "audio", "audio_user": "audio + user",
 
 def _cell(value) -> str:
   return "" if value is None or np.isnan(value) else f"{value:.3f}"
+
+
+def _cell_ci(values: dict, metric: str) -> str:
+  """"0.291 [0.280, 0.302]": the value and its interval, where it has one."""
+  cell = _cell(values.get(metric))
+  low, high = values.get(f"{metric}_ci") or (None, None)
+  if cell and low is not None and high is not None and not (
+      np.isnan(low) or np.isnan(high)):
+    cell += f" [{low:.3f}, {high:.3f}]"
+  return cell
+
+
+def _p_value(value) -> str:
+  if value is None or np.isnan(value):
+    return ""
+  if value == 0:  # below the smallest float scipy can return
+    return "< 1e-300"
+  return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
 
 
 def protocol_table(results: dict) -> list[str]:
@@ -62,7 +83,7 @@ def protocol_table(results: dict) -> list[str]:
     ours = results[key]["average"]
     paper = PAPER_PROTOCOLS.get(key, {})
     lines.append(f"| {title} | " + " | ".join(
-        [_cell(ours[m]) for m in evaluation.METRICS]
+        [_cell_ci(ours, m) for m in evaluation.METRICS]
         + [_cell(paper.get(m)) for m in evaluation.METRICS]) + " |")
   return lines
 
@@ -78,9 +99,86 @@ def satisfaction_table(results: dict) -> list[str]:
     ours = results["satisfaction"][key]
     paper = PAPER_SATISFACTION.get(key, {})
     lines.append(f"| {title} | " + " | ".join(
-        [_cell(ours[m]) for m in metrics]
+        [_cell_ci(ours, m) for m in metrics]
         + [_cell(paper.get(m)) for m in metrics]) + " |")
   return lines
+
+
+def ranking_table(results: dict) -> list[str]:
+  lines = ["| model | hit@1 | hit@3 | MRR | NDCG@3 |", "|---|---|---|---|---|"]
+  for key, title in MODEL_NAMES.items():
+    if key in results.get("ranking", {}):
+      lines.append(f"| {title} | " + " | ".join(
+          _cell_ci(results["ranking"][key], m) for m in ranking.METRICS)
+                   + " |")
+  return lines
+
+
+def comparison_table(results: dict) -> list[str]:
+  lines = ["| comparison | metric | difference [95% interval] | Wilcoxon p |",
+           "|---|---|---|---|"]
+  for key, metrics in results.get("comparisons", {}).items():
+    a, _, b = key.partition("_vs_")
+    for metric, entry in metrics.items():
+      lines.append(
+          f"| {MODEL_NAMES.get(a, a)} - {MODEL_NAMES.get(b, b)} | {metric} | "
+          + _cell_ci({"d": entry["difference"], "d_ci": entry["ci"]}, "d")
+          + f" | {_p_value(entry['p_value'])} |")
+  return lines
+
+
+def thresholds_table(results: dict) -> list[str]:
+  keys = [k for k in ("mo_mg_tuned", "mo_sg_tuned") if k in results]
+  lines = ["| context | " + " | ".join(
+      f"MO-{k.split('_')[1].upper()} threshold" for k in keys) + " |",
+           "|---|" + "---|" * len(keys)]
+  for label in labels.LABELS:
+    lines.append(f"| {label} | " + " | ".join(
+        _cell(results[k]["thresholds"][label]) for k in keys) + " |")
+  return lines
+
+
+def ceiling_table(ceiling: dict) -> list[str]:
+  models = list(ceiling["share"])
+  lines = ["| metric | prior | oracle | " + " | ".join(
+      f"{MODEL_NAMES.get(m, m)} share" for m in models) + " |",
+           "|---|---|---|" + "---|" * len(models)]
+  for group, metrics in ceiling["baseline"].items():
+    for metric, baseline in metrics.items():
+      lines.append(
+          f"| {group} {metric} | {_cell(baseline)} |"
+          f" {_cell(ceiling['oracle'][group][metric])} | " + " | ".join(
+              _cell(ceiling["share"][m][group][metric]) for m in models)
+          + " |")
+  return lines
+
+
+def statistics_sections(results: dict) -> list[str]:
+  """report.md's sections beyond the paper: ranking, comparisons, tuned
+  thresholds, share of the ceiling."""
+  lines = []
+  if results.get("ranking"):
+    lines += ["", "## Ranking of the true context (per user, then averaged)",
+              ""] + ranking_table(results)
+  if results.get("comparisons"):
+    lines += ["", "## Paired comparisons over the same users", ""]
+    lines += comparison_table(results)
+  if "mo_mg_tuned" in results:
+    lines += ["", "## Thresholds tuned on validation (max F1 per context)",
+              ""] + thresholds_table(results)
+  if "ceiling_share" in results:
+    lines += ["", "## Share of the ceiling: (model - prior) / (oracle -"
+              " prior)", ""] + ceiling_table(results["ceiling_share"])
+  return lines
+
+
+def _bootstrap_line(results: dict) -> list[str]:
+  settings = results.get("bootstrap")
+  if not settings or not settings["resamples"]:
+    return []
+  return ["", f"Intervals in brackets: {settings['confidence']:.0%} bootstrap"
+          f" over users ({settings['resamples']:,} resamples, seed"
+          f" {settings['seed']}); AUC intervals are {settings['auc']}."]
 
 
 def per_context_table(protocol: dict) -> list[str]:
@@ -109,9 +207,11 @@ def report_text(results: dict, title: str, details: list[str],
       "The paper's figures come from its real data (Deezer playlists and"
       " previews); this run's come from the data named above. Compare the"
       " patterns, not the numbers.",
+      ] + _bootstrap_line(results) + [
       "", "## Protocols (mean over contexts)", ""] + protocol_table(results)
   lines += ["", "## User satisfaction (per user, then averaged)", ""]
   lines += satisfaction_table(results)
+  lines += statistics_sections(results)
   if training:
     lines += ["", "## Training", "",
               "| model | epochs | best epoch | best validation loss |"
@@ -134,9 +234,10 @@ def _heights(values) -> np.ndarray:
   return np.array([np.nan if v is None else v for v in values], np.float64)
 
 
-def _png(figure) -> bytes:
+def _png(figure, tight: bool = True) -> bytes:
   buffer = io.BytesIO()
-  figure.tight_layout()
+  if tight:
+    figure.tight_layout()
   figure.savefig(buffer, format="png", dpi=100)
   plt.close(figure)
   return buffer.getvalue()
@@ -160,21 +261,40 @@ def plot_training_curves(training: dict[str, dict]) -> bytes:
 
 
 def plot_per_context(results: dict) -> bytes:
-  keys = [(k, t) for k, t in PROTOCOL_ROWS if k in results]
-  figure, axes = plt.subplots(len(keys), 1, figsize=(10, 2.6 * len(keys)),
-                              squeeze=False)
-  positions = np.arange(labels.NUM_LABELS)
-  width = 0.2
-  for axis, (key, title) in zip(axes[:, 0], keys):
-    for offset, metric in enumerate(evaluation.METRICS):
-      values = _heights([results[key]["per_label"][label][metric]
-                         for label in labels.LABELS])
-      axis.bar(positions + (offset - 1.5) * width, values, width,
-               label=metric)
-    axis.set(title=title, ylim=(0, 1))
-    axis.set_xticks(positions, labels.LABELS)
-  axes[0, 0].legend(ncol=4, loc="upper right")
-  return _png(figure)
+  """One heat map per metric: protocols (rows) by contexts (columns).
+
+  Heat maps rather than bars: 8 protocols x 10 contexts x 4 metrics are 320
+  bars, slow to draw (over a second at paper scale) and hard to compare.
+  Undefined metrics are blank; the numbers are in report.md.
+  """
+  keys = [key for key, _ in PROTOCOL_ROWS if key in results]
+  height = 0.45 * len(keys) + 1.4
+  figure, axes = plt.subplots(1, len(evaluation.METRICS), sharey=True,
+                              figsize=(16, height))
+  for axis, metric in zip(axes, evaluation.METRICS):
+    values = np.array([_heights([results[key]["per_label"][label][metric]
+                                 for label in labels.LABELS])
+                       for key in keys])
+    image = axis.imshow(values, vmin=0, vmax=1, cmap="viridis",
+                        aspect="auto")
+    axis.set_xticks(np.arange(labels.NUM_LABELS), labels.LABELS, rotation=90)
+    axis.set_title(metric)
+  axes[0].set_yticks(np.arange(len(keys)), keys)
+  # Fixed margins: tight_layout measures every label and doubles the time.
+  bottom, top = 0.95 / height, 1 - 0.35 / height
+  figure.subplots_adjust(left=0.08, right=0.92, bottom=bottom, top=top,
+                         wspace=0.05)
+  figure.colorbar(image, cax=figure.add_axes([0.935, bottom, 0.01,
+                                              top - bottom]))
+  return _png(figure, tight=False)
+
+
+def _error_bars(values: dict, metrics, heights) -> np.ndarray | None:
+  """(2, metrics) distances from each bar to its interval's ends."""
+  if not all(values.get(f"{m}_ci") for m in metrics):
+    return None
+  ends = np.array([_heights(values[f"{m}_ci"]) for m in metrics]).T
+  return np.nan_to_num(np.abs(ends - heights))
 
 
 def plot_satisfaction(results: dict) -> bytes:
@@ -186,11 +306,14 @@ def plot_satisfaction(results: dict) -> bytes:
   for offset, key in enumerate(models):
     values = _heights([results["satisfaction"][key][m] for m in metrics])
     axis.bar(positions + offset * width, values, width,
-             label=MODEL_NAMES[key])
+             label=MODEL_NAMES[key], yerr=_error_bars(
+                 results["satisfaction"][key], metrics, values), capsize=3)
   axis.set_xticks(positions + width * (len(models) - 1) / 2, metrics)
-  axis.set(title="User satisfaction", ylim=(0, 1))
+  axis.set(title="User satisfaction (bars: 95% interval over users)",
+           ylim=(0, 1))
   axis.legend()
-  return _png(figure)
+  figure.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.9)
+  return _png(figure, tight=False)
 
 
 def plots(results: dict, training: dict[str, dict]) -> dict[str, bytes]:

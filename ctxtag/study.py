@@ -1,23 +1,56 @@
-"""The paper's study from prediction tables: every protocol, one results dict.
+"""The paper's study from prediction tables: every protocol and statistic,
+one results dict.
 
-The results follow DESIGN.md's `results.json` contract; keys beyond it:
-`user_only_sg` (the user-only model under protocol 4), `oracle_sg` and
-`satisfaction.oracle` (the true distribution, simulated data only), and
-`satisfaction.user`.
+The results follow DESIGN.md's `results.json` contract. Keys beyond it
+(README.md, "Beyond the paper: statistics", shows them with an example):
+
+  user_only_sg, oracle_sg     protocol 4 for the user-only model and the
+                              oracle (the true distribution, simulated data)
+  satisfaction.user/.oracle   protocol 5 for those models
+  <sg protocol>.average.<metric>_ci, satisfaction.<model>.<metric>_ci
+                              95% bootstrap intervals over users, [low, high]
+  ranking.<model>             hit@1, hit@3, mrr, ndcg@3 (+ _ci)
+  comparisons.<a>_vs_<b>      {metric: {difference, ci, p_value}}
+  mo_mg_tuned, mo_sg_tuned    thresholds tuned on validation (+ thresholds)
+  ceiling_share               prior, baseline, oracle and each model's share
+  bootstrap                   how the intervals were made
 """
+
+import dataclasses
 
 import numpy as np
 
 from ctxtag import errors
-from ctxtag import evaluation
 from ctxtag import labels
 from ctxtag import tables
-
+from ctxtag.evaluation import auc
+from ctxtag.evaluation import bootstrap
+from ctxtag.evaluation import ceiling
+from ctxtag.evaluation import protocols
+from ctxtag.evaluation import ranking
+from ctxtag.evaluation import thresholds
+from ctxtag.evaluation import users as users_lib
 
 # Per-pair models: name -> (protocol key, satisfaction key).
 PAIR_MODELS = {"audio_user": ("user_sg", "audio_user"),
                "user": ("user_only_sg", "user"),
                "oracle": ("oracle_sg", "oracle")}
+# Every model in report order, and the pairs compared (a, b): a - b.
+MODELS = ("audio", "audio_user", "user", "oracle")
+COMPARISONS = (("audio_user", "audio"), ("user", "audio"),
+               ("audio_user", "user"))
+# The single-output SG protocol of each model, for its share of the ceiling.
+SINGLE_OUTPUT_SG = {"audio": "so_sg", "audio_user": "user_sg",
+                    "user": "user_only_sg", "oracle": "oracle_sg"}
+AUC_METHOD = ("expanded in the users' resample counts, not re-sorted per"
+              " resample (ctxtag/evaluation/auc.py)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+  """The validation split's ground truth and audio scores, for tuning."""
+  groundtruth: tables.Table
+  audio: tables.Table
 
 
 def track_truth(groundtruth: tables.Table):
@@ -30,22 +63,265 @@ def track_truth(groundtruth: tables.Table):
   song_ids, track_P = np.unique(groundtruth.song_id, return_inverse=True)
   track_P = track_P.ravel()
   union = np.zeros((len(song_ids), labels.NUM_LABELS), bool)
-  np.logical_or.at(union, track_P, groundtruth.values_RxC > 0)
+  union[track_P, np.argmax(groundtruth.values_RxC, axis=1)] = True
   return song_ids, track_P, union
 
 
+class _Columns:
+  """Per-user statistics gathered into one matrix, addressed by name, so
+  that every resample needs a single matrix product."""
+
+  def __init__(self):
+    self._blocks = {}
+
+  def add(self, name: str, values_UxK: np.ndarray) -> None:
+    values = np.asarray(values_UxK, np.float64)
+    self._blocks[name] = values.reshape(len(values), -1)
+
+  def resample(self, settings: bootstrap.Settings) -> dict[str, np.ndarray]:
+    """{name: (resamples, K) count-weighted sums over users}."""
+    names = list(self._blocks)
+    sums = bootstrap.resampled_sums(
+        np.concatenate([self._blocks[n] for n in names], axis=1), settings)
+    edges = np.cumsum([0] + [self._blocks[n].shape[1] for n in names])
+    return {n: sums[:, a:b] for n, a, b in zip(names, edges[:-1], edges[1:])}
+
+
+@dataclasses.dataclass
+class _Study:
+  """What every statistic reads: the pairs (sorted by user: `order_P` of
+  the ground truth's rows), their users and the columns."""
+  truth_PxC: np.ndarray
+  users: users_lib.Users
+  columns: _Columns
+  positives_UxC: np.ndarray
+  order_P: np.ndarray
+  per_user: dict = dataclasses.field(default_factory=dict)
+  placement_totals: dict = dataclasses.field(default_factory=dict)
+  protocol_scores: dict = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def create(cls, groundtruth: tables.Table) -> "_Study":
+    """The study of `groundtruth`'s pairs, sorted by user (every statistic
+    is a sum over pairs, so their order is free; sorted, per-user sums are
+    plain segment sums). Apply `order_P` to every per-pair array."""
+    users = users_lib.Users.from_ids(groundtruth.user_id)
+    order_P = users.order_P
+    truth = groundtruth.values_RxC[order_P] > 0
+    users = users.in_user_order()
+    study = cls(truth, users, _Columns(), users.sum(truth), order_P)
+    study.columns.add("positives", study.positives_UxC)
+    study.columns.add("pairs", users.pairs_U)
+    return study
+
+  def protocol(self, key: str, predicted_PxC, scores_key: str) -> dict:
+    """An SG protocol's point estimates from per-user counts; its counts
+    join the columns for the intervals."""
+    tp, fp = protocols.sg_counts_per_user(self.users, self.truth_PxC,
+                                          predicted_PxC)
+    self.columns.add(f"{key}/tp", tp)
+    self.columns.add(f"{key}/fp", fp)
+    result = protocols.metrics_from_counts(
+        tp.sum(axis=0), fp.sum(axis=0), self.positives_UxC.sum(axis=0),
+        self.placement_totals[scores_key][0])
+    self.protocol_scores[key] = scores_key
+    return result
+
+  def scores(self, key: str, scores_PxC) -> None:
+    """AUC placements of one set of pair scores (shared by protocols)."""
+    auc_C, placement_PxC = auc.placements(self.truth_PxC, scores_PxC)
+    per_user = self.users.sum(placement_PxC)
+    self.columns.add(f"auc/{key}", per_user)
+    self.placement_totals[key] = (auc_C, per_user.sum(axis=0))
+
+  def model(self, name: str, scores_PxC) -> None:
+    """Per-user satisfaction and ranking of a model's pair scores."""
+    satisfaction = protocols.satisfaction_per_user(
+        self.users, self.truth_PxC, protocols.one_hot_argmax(scores_PxC))
+    self.per_user[f"satisfaction/{name}"] = np.stack(
+        [satisfaction[m] for m in protocols.SATISFACTION_METRICS], axis=1)
+    self.per_user[f"ranking/{name}"] = ranking.per_user(
+        self.users, self.truth_PxC, scores_PxC)
+    for kind in ("satisfaction", "ranking"):
+      self.columns.add(f"{kind}/{name}", self.per_user[f"{kind}/{name}"])
+
+
+def _model_scores(groundtruth, audio, pair_models):
+  """{model: pair scores} in MODELS order, and the audio's track view."""
+  scores, tracks = {}, None
+  if audio is not None:
+    song_ids, track_P, union = track_truth(groundtruth)
+    track_scores = tables.align(audio, (song_ids,), "song")
+    scores["audio"] = track_scores[track_P]
+    tracks = (union, track_scores)
+  for name, table in pair_models.items():
+    if name not in PAIR_MODELS:
+      raise ValueError(f"unknown pair model {name!r}; known:"
+                       f" {sorted(PAIR_MODELS)}")
+  for name in MODELS[1:]:
+    if name in pair_models:
+      scores[name] = tables.align(
+          pair_models[name], (groundtruth.song_id, groundtruth.user_id),
+          "(song, user)")
+  return scores, tracks
+
+
+def _points(study: _Study, scores: dict, tracks, validation) -> dict:
+  """Every point estimate; fills the study's columns on the way."""
+  results = {"satisfaction": {}, "ranking": {}}
+  for name, scores_PxC in scores.items():
+    study.scores(name, scores_PxC)
+    study.model(name, scores_PxC)
+    mean = study.per_user[f"satisfaction/{name}"].mean(axis=0)
+    results["satisfaction"][name] = dict(
+        zip(protocols.SATISFACTION_METRICS, mean.tolist()),
+        users=study.users.count)
+    results["ranking"][name] = dict(zip(
+        ranking.METRICS,
+        study.per_user[f"ranking/{name}"].mean(axis=0).tolist()))
+    predicted = protocols.one_hot_argmax(scores_PxC)
+    if name == "audio":
+      union, track_scores = tracks
+      results["mo_mg"] = protocols.mo_mg(union, track_scores)
+      results["mo_sg"] = study.protocol(
+          "mo_sg", scores_PxC >= protocols.THRESHOLD, "audio")
+      if validation is not None:
+        tuned = _tuned(study, validation, union, track_scores, scores_PxC)
+        results["mo_mg_tuned"], results["mo_sg_tuned"] = tuned
+    results[SINGLE_OUTPUT_SG[name]] = study.protocol(
+        SINGLE_OUTPUT_SG[name], predicted, name)
+  return results
+
+
+def _tuned(study: _Study, validation: Validation, union, track_scores,
+           pair_track_scores):
+  """mo_mg_tuned and mo_sg_tuned: thresholds from validation, on test."""
+  song_ids, track_P, validation_union = track_truth(validation.groundtruth)
+  validation_tracks = tables.align(validation.audio, (song_ids,), "song")
+  mo_mg_tuned = thresholds.tuned_protocol(validation_union, validation_tracks,
+                                          union, track_scores)
+  thresholds_C = thresholds.tune(validation.groundtruth.values_RxC > 0,
+                                 validation_tracks[track_P])
+  mo_sg_tuned = study.protocol("mo_sg_tuned",
+                               pair_track_scores >= thresholds_C, "audio")
+  mo_sg_tuned["thresholds"] = dict(zip(labels.LABELS, thresholds_C.tolist()))
+  return mo_mg_tuned, mo_sg_tuned
+
+
+def _mean_over_contexts(values_BxC: np.ndarray) -> np.ndarray:
+  """Each row's mean over its defined (non-NaN) values; NaN if none."""
+  defined = ~np.isnan(values_BxC)
+  count = defined.sum(axis=1)
+  total = np.where(defined, values_BxC, 0).sum(axis=1)
+  return np.divide(total, count, out=np.full(len(total), np.nan),
+                   where=count > 0)
+
+
+def _set_intervals(target: dict, metrics, resampled_BxK, confidence) -> None:
+  for metric, ci in zip(metrics, bootstrap.intervals(resampled_BxK,
+                                                     confidence)):
+    target[f"{metric}_ci"] = ci.tolist()
+
+
+def _add_intervals(results: dict, study: _Study, sums: dict,
+                   settings: bootstrap.Settings) -> None:
+  """`<metric>_ci` of every per-user mean and every SG protocol's average."""
+  num_users, confidence = study.users.count, settings.confidence
+  for kind, metrics in (("satisfaction", protocols.SATISFACTION_METRICS),
+                        ("ranking", ranking.METRICS)):
+    for name, values in results[kind].items():
+      _set_intervals(values, metrics, sums[f"{kind}/{name}"] / num_users,
+                     confidence)
+  positives = sums["positives"]
+  for key, scores_key in study.protocol_scores.items():
+    average = protocols.average_from_counts(sums[f"{key}/tp"],
+                                            sums[f"{key}/fp"], positives)
+    auc_C, placement_total_C = study.placement_totals[scores_key]
+    average["auc"] = _mean_over_contexts(auc.resampled(
+        sums[f"auc/{scores_key}"], positives, sums["pairs"], auc_C,
+        placement_total_C, study.positives_UxC.sum(axis=0),
+        len(study.truth_PxC)))
+    _set_intervals(results[key]["average"], protocols.METRICS,
+                   np.stack([average[m] for m in protocols.METRICS], axis=1),
+                   confidence)
+
+
+def _comparisons(results: dict, study: _Study, sums: dict,
+                 settings: bootstrap.Settings) -> dict:
+  """Paired comparisons over the same users: a - b of every per-user metric,
+  its paired-bootstrap interval and a Wilcoxon signed-rank p-value."""
+  comparisons = {}
+  for a, b in COMPARISONS:
+    if a not in results["ranking"] or b not in results["ranking"]:
+      continue
+    entry = {}
+    for kind, metrics in (("satisfaction", protocols.SATISFACTION_METRICS),
+                          ("ranking", ranking.METRICS)):
+      differences_UxK = study.per_user[f"{kind}/{a}"] - study.per_user[
+          f"{kind}/{b}"]
+      cis = bootstrap.intervals(
+          (sums[f"{kind}/{a}"] - sums[f"{kind}/{b}"]) / study.users.count,
+          settings.confidence)
+      p_values = bootstrap.wilcoxon_p(differences_UxK)
+      for column, metric in enumerate(metrics):
+        entry[metric] = {
+            "difference": results[kind][a][metric] - results[kind][b][metric],
+            "ci": cis[column].tolist(),
+            "p_value": float(p_values[column])}
+    comparisons[f"{a}_vs_{b}"] = entry
+  return comparisons
+
+
+def _groups(results: dict, model: str) -> dict:
+  """A model's metrics in ceiling.GROUPS."""
+  return {
+      "satisfaction": {m: results["satisfaction"][model][m]
+                       for m in protocols.SATISFACTION_METRICS},
+      "ranking": {m: results["ranking"][model][m] for m in ranking.METRICS},
+      "sg": {m: results[SINGLE_OUTPUT_SG[model]]["average"][m]
+             for m in protocols.METRICS}}
+
+
+def _ceiling(results: dict, study: _Study, user_ids_P, prior_C) -> dict:
+  """The prior's metrics, the oracle's, and every model's share of the gap."""
+  prior_PxC = np.broadcast_to(np.asarray(prior_C, np.float64),
+                              study.truth_PxC.shape)
+  predicted = protocols.one_hot_argmax(prior_PxC)
+  satisfaction = protocols.satisfaction(user_ids_P, study.truth_PxC,
+                                        predicted)
+  baseline = {
+      "satisfaction": {m: satisfaction[m]
+                       for m in protocols.SATISFACTION_METRICS},
+      "ranking": ranking.ranking(user_ids_P, study.truth_PxC, prior_PxC),
+      "sg": protocols.binary_metrics(study.truth_PxC, predicted,
+                                     prior_PxC)["average"]}
+  oracle = _groups(results, "oracle")
+  models = {m: _groups(results, m) for m in MODELS[:-1]
+            if m in results["ranking"]}
+  return {"prior": dict(zip(labels.LABELS, np.asarray(prior_C).tolist())),
+          "baseline": baseline, "oracle": oracle,
+          "share": ceiling.shares(models, baseline, oracle)}
+
+
 def evaluate(groundtruth: tables.Table, audio: tables.Table | None,
-             pair_models: dict[str, tables.Table]) -> dict:
-  """Runs every protocol the given predictions allow.
+             pair_models: dict[str, tables.Table],
+             validation: Validation | None = None, prior=None,
+             settings: bootstrap.Settings = bootstrap.Settings()) -> dict:
+  """Runs every protocol and statistic the given predictions allow.
 
   Args:
     groundtruth: one-hot ground truth per pair.
     audio: per-track audio-model scores, or None.
     pair_models: per-pair scores by model name: "audio_user", "user",
       "oracle".
+    validation: the validation split's ground truth and audio scores; with
+      `audio`, gives mo_mg_tuned and mo_sg_tuned.
+    prior: the training split's context shares (C,); with an "oracle",
+      gives ceiling_share.
+    settings: the bootstrap's resamples, seed and confidence.
 
   Returns:
-    The results dict of DESIGN.md (with the extra keys above).
+    The results dict of DESIGN.md, with the keys of the module docstring.
 
   Raises:
     errors.UserError: if there is no prediction table at all.
@@ -54,25 +330,47 @@ def evaluate(groundtruth: tables.Table, audio: tables.Table | None,
     raise errors.UserError(
         "no predictions to evaluate: give an audio model's table, a user"
         " model's table, or both")
-  truth = groundtruth.values_RxC > 0
-  users = groundtruth.user_id
-  results = {"satisfaction": {}}
-  if audio is not None:
-    song_ids, track_P, union = track_truth(groundtruth)
-    track_scores = tables.align(audio, song_ids.tolist(), "song")
-    pair_track_scores = track_scores[track_P]
-    results["mo_mg"] = evaluation.mo_mg(union, track_scores)
-    results["mo_sg"] = evaluation.mo_sg(truth, pair_track_scores)
-    results["so_sg"] = evaluation.so_sg(truth, pair_track_scores)
-    results["satisfaction"]["audio"] = evaluation.satisfaction(
-        users, truth, evaluation.one_hot_argmax(pair_track_scores))
-  for name, table in pair_models.items():
-    if name not in PAIR_MODELS:
-      raise ValueError(f"unknown pair model {name!r}; known:"
-                       f" {sorted(PAIR_MODELS)}")
-    protocol, key = PAIR_MODELS[name]
-    scores = tables.align(table, groundtruth.keys(), "(song, user)")
-    results[protocol] = evaluation.user_sg(truth, scores)
-    results["satisfaction"][key] = evaluation.satisfaction(
-        users, truth, evaluation.one_hot_argmax(scores))
+  scores, tracks = _model_scores(groundtruth, audio, pair_models)
+  study = _Study.create(groundtruth)
+  scores = {name: values[study.order_P] for name, values in scores.items()}
+  results = _points(study, scores, tracks, validation)
+  sums = study.columns.resample(settings)
+  _add_intervals(results, study, sums, settings)
+  results["comparisons"] = _comparisons(results, study, sums, settings)
+  if prior is not None and "oracle" in scores:
+    results["ceiling_share"] = _ceiling(
+        results, study, study.users.ids_U[study.users.index_P], prior)
+  results["bootstrap"] = dict(settings.describe(), auc=AUC_METHOD)
   return results
+
+
+def evaluate_csvs(groundtruth: str, audio: str | None,
+                  pair_models: dict[str, str],
+                  validation: tuple[str, str] | None = None,
+                  train_groundtruth: str | None = None, train_labels=None,
+                  settings: bootstrap.Settings | None = None) -> dict:
+  """`evaluate` on CSV files in the public layout (ctxtag.tables).
+
+  Args:
+    groundtruth: the ground truth CSV of the evaluated split.
+    audio: the audio model's per-track CSV, or None.
+    pair_models: per-pair CSVs by model name (PAIR_MODELS).
+    validation: (ground truth CSV, audio CSV) of the validation split.
+    train_groundtruth: the training split's ground truth CSV, for the prior
+      of ceiling_share.
+    train_labels: the training split's labels (indices in the label order),
+      if `train_groundtruth` is None.
+    settings: the bootstrap's settings (default: bootstrap.Settings()).
+  """
+  if train_groundtruth is not None:
+    train_labels = np.argmax(
+        tables.read_groundtruth(train_groundtruth).values_RxC, axis=1)
+  prior = None if train_labels is None else ceiling.prior(train_labels)
+  return evaluate(
+      tables.read_groundtruth(groundtruth),
+      tables.read_audio_predictions(audio) if audio else None,
+      {name: tables.read_pair_predictions(path)
+       for name, path in pair_models.items()},
+      Validation(tables.read_groundtruth(validation[0]),
+                 tables.read_audio_predictions(validation[1]))
+      if validation else None, prior, settings or bootstrap.Settings())

@@ -26,6 +26,7 @@ from ctxtag import labels
 # distribution (a missing context, unnormalised scores).
 ROW_SUM_TOLERANCE = 1e-3
 _INT64 = np.iinfo(np.int64)
+_BOM = "\ufeff".encode()
 
 
 class TableError(errors.UserError, ValueError):
@@ -78,14 +79,17 @@ def write_groundtruth(path: str, song_id, user_id, label_P) -> None:
   write(path, song_id, one_hot, user_id, fmt="%d")
 
 
-def _text(path: str) -> str:
-  """The file decoded as UTF-8 (a leading byte-order mark dropped)."""
+def _bytes(path: str) -> bytes:
   if not os.path.exists(path):
     raise TableError(f"{path}: no such file")
   if os.path.isdir(path):
     raise TableError(f"{path}: is a directory, expected a CSV file")
   with open(path, "rb") as f:
-    data = f.read()
+    return f.read()
+
+
+def _text(path: str, data: bytes) -> str:
+  """`data` decoded as UTF-8 (a leading byte-order mark dropped)."""
   try:
     return data.decode("utf-8-sig")
   except UnicodeDecodeError as error:
@@ -142,20 +146,51 @@ def _rows(path: str, reader):
       yield reader.line_num, row
 
 
-def read(path: str, with_user: bool) -> Table:
-  """Reads a table, checking columns, ids and values.
+def _fast(path: str, data: bytes, id_columns: list[str]) -> Table | None:
+  """The table parsed by numpy's C reader, or None if the file is anything
+  but plain: then `_checked` reads it row by row and names the problem.
 
-  Blank lines are skipped; line numbers in messages are the file's own.
-
-  Args:
-    path: the CSV file.
-    with_user: whether the layout has a user_id column.
-
-  Raises:
-    TableError: naming the file and line of the first problem.
+  Plain means ASCII without quotes, the header on the first line with the
+  expected columns and no others, no blank lines, and every field a number
+  that int() (ids) or float() (values) reads the same way, finite, with no
+  repeated key. Whatever passes here, `_checked` would accept with the same
+  values; 51,120 rows take 0.1 s here and about 1 s there.
   """
-  id_columns = ["song_id"] + (["user_id"] if with_user else [])
-  reader = csv.reader(io.StringIO(_text(path), newline=""))
+  if not data.isascii() or b'"' in data:
+    return None
+  header, _, body = data.partition(b"\n")
+  names = [name.strip() for name in header.decode().rstrip("\r").split(",")]
+  expected = id_columns + list(labels.LABELS)
+  if sorted(names) != sorted(expected) or not body.strip():
+    return None
+  dtype = np.dtype([(name, np.int64 if name in id_columns else np.float64)
+                    for name in names])
+  try:
+    rows = np.loadtxt(io.BytesIO(body), dtype=dtype, delimiter=",",
+                      comments=None, ndmin=1)
+  except ValueError:
+    return None
+  values = np.stack([rows[label] for label in labels.LABELS], axis=1)
+  num_lines = body.count(b"\n") + (not body.endswith(b"\n"))
+  if len(rows) != num_lines or not np.isfinite(values).all():
+    return None  # blank lines (numbered differently) or a non-finite value
+  table = Table(path, rows["song_id"], rows["user_id"] if len(id_columns) > 1
+                else None, values, np.arange(2, len(rows) + 2))
+  return None if _has_repeats(table) else table
+
+
+def _has_repeats(table: Table) -> bool:
+  if table.user_id is None:
+    ordered = np.sort(table.song_id)
+    return bool((ordered[1:] == ordered[:-1]).any())
+  order = np.lexsort((table.user_id, table.song_id))
+  song, user = table.song_id[order], table.user_id[order]
+  return bool(((song[1:] == song[:-1]) & (user[1:] == user[:-1])).any())
+
+
+def _checked(path: str, text: str, id_columns: list[str]) -> Table:
+  """The table read row by row, raising at the first problem."""
+  reader = csv.reader(io.StringIO(text, newline=""))
   rows = _rows(path, reader)
   _, header = next(rows, (None, None))
   if header is None:
@@ -173,7 +208,7 @@ def read(path: str, with_user: bool) -> Table:
   if not ids:
     raise TableError(f"{path}: no rows below the header")
   ids = np.asarray(ids, np.int64)
-  table = Table(path, ids[:, 0], ids[:, 1] if with_user else None,
+  table = Table(path, ids[:, 0], ids[:, 1] if len(id_columns) > 1 else None,
                 np.asarray(values, np.float64), np.asarray(lines))
   seen = {}
   for row, key in enumerate(table.keys()):
@@ -182,6 +217,26 @@ def read(path: str, with_user: bool) -> Table:
                        f" {seen[key]}")
     seen[key] = table.line(row)
   return table
+
+
+def read(path: str, with_user: bool) -> Table:
+  """Reads a table, checking columns, ids and values.
+
+  Blank lines are skipped; line numbers in messages are the file's own.
+
+  Args:
+    path: the CSV file.
+    with_user: whether the layout has a user_id column.
+
+  Raises:
+    TableError: naming the file and line of the first problem.
+  """
+  id_columns = ["song_id"] + (["user_id"] if with_user else [])
+  data = _bytes(path)
+  if data.startswith(_BOM):
+    data = data[len(_BOM):]
+  return _fast(path, data, id_columns) or _checked(path, _text(path, data),
+                                                   id_columns)
 
 
 def read_groundtruth(path: str) -> Table:
@@ -236,21 +291,63 @@ def read_pair_predictions(path: str) -> Table:
   return table
 
 
-def align(table: Table, keys: list, what: str) -> np.ndarray:
+def align(table: Table, keys, what: str) -> np.ndarray:
   """The rows of `table` for `keys`, in that order.
+
+  Args:
+    table: a table read by `read`.
+    keys: song ids, or (song id, user id) pairs: a list, or for speed a
+      tuple of arrays (song_id_K,) or (song_id_K, user_id_K).
+    what: what a key is, for messages ("song", "(song, user)").
 
   Raises:
     TableError: for a row whose id the ground truth lacks, or a key the
       table lacks.
   """
-  index = {key: row for row, key in enumerate(table.keys())}
-  wanted = set(keys)
-  for row, key in enumerate(table.keys()):
-    if key not in wanted:
-      raise TableError(f"{table.path}, line {table.line(row)}: {what} id"
-                       f" {key} is not in the ground truth")
-  missing = [key for key in keys if key not in index]
-  if missing:
-    raise TableError(f"{table.path}: no row for {len(missing)} {what} ids of"
-                     f" the ground truth, e.g. {missing[0]}")
-  return table.values_RxC[[index[key] for key in keys]]
+  wanted = _key_columns(keys, table.user_id is not None)
+  own = [table.song_id] + ([] if table.user_id is None else [table.user_id])
+  if all(np.array_equal(a, b) for a, b in zip(own, wanted)):
+    return table.values_RxC  # written in the ground truth's order
+  own_code, wanted_code = _codes(own, wanted)
+  order = np.argsort(own_code, kind="stable")
+  found = np.minimum(np.searchsorted(own_code, wanted_code, sorter=order),
+                     len(order) - 1)
+  rows = order[found]
+  missing = own_code[rows] != wanted_code
+  extra = ~np.isin(own_code, wanted_code)
+  if extra.any():
+    row = int(np.argmax(extra))
+    raise TableError(f"{table.path}, line {table.line(row)}: {what} id"
+                     f" {table.keys()[row]} is not in the ground truth")
+  if missing.any():
+    example = _key(wanted, int(np.argmax(missing)))
+    raise TableError(f"{table.path}: no row for {int(missing.sum())} {what}"
+                     f" ids of the ground truth, e.g. {example}")
+  return table.values_RxC[rows]
+
+
+def _key_columns(keys, with_user: bool) -> list[np.ndarray]:
+  if isinstance(keys, tuple):
+    return [np.asarray(column, np.int64) for column in keys]
+  if with_user:
+    pairs = np.asarray(keys, np.int64).reshape(-1, 2)
+    return [pairs[:, 0], pairs[:, 1]]
+  return [np.asarray(keys, np.int64)]
+
+
+def _key(columns: list[np.ndarray], index: int):
+  values = tuple(int(column[index]) for column in columns)
+  return values if len(values) > 1 else values[0]
+
+
+def _codes(own: list[np.ndarray], wanted: list[np.ndarray]):
+  """One int64 code per key, equal iff the keys are equal."""
+  if len(own) == 1:
+    return own[0], wanted[0]
+  codes = []
+  for own_column, wanted_column in zip(own, wanted):
+    _, inverse = np.unique(np.concatenate([own_column, wanted_column]),
+                           return_inverse=True)
+    codes.append(inverse.ravel())
+  combined = codes[0] * (codes[1].max() + 1) + codes[1]
+  return combined[:len(own[0])], combined[len(own[0]):]

@@ -214,8 +214,11 @@ def test_one_pair_gives_a_null_mean_auc(tmp_path):
   for protocol in ("mo_mg", "mo_sg", "so_sg"):
     assert results[protocol]["average"]["auc"] is None
   # Thresholded at 0.5, every context is predicted: only happy is right.
-  assert ("| MO-SG, audio (thresholded, vs user's context) |  | 0.100 |"
-          " 0.100 | 0.100 |") in (out / "report.md").read_text()
+  # One user: every resample draws it, so the intervals have no width.
+  assert ("| MO-SG, audio (thresholded, vs user's context) |  |"
+          " 0.100 [0.100, 0.100] | 0.100 [0.100, 0.100] |"
+          " 0.100 [0.100, 0.100] |") in (out / "report.md").read_text()
+  assert results["mo_sg"]["average"]["auc_ci"] == [None, None]
 
 
 # --- Writes: atomic, and a full disk keeps earlier outputs ---------------

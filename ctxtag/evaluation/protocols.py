@@ -11,9 +11,10 @@ results.json.
 """
 
 import numpy as np
-import scipy.stats
 
 from ctxtag import labels
+from ctxtag.evaluation import auc
+from ctxtag.evaluation import users as users_lib
 
 THRESHOLD = 0.5
 METRICS = ("auc", "recall", "precision", "f1")
@@ -41,15 +42,7 @@ def auc_per_label(truth_NxC: np.ndarray, scores_NxC: np.ndarray) -> np.ndarray:
 
   A column whose truth is all positive or all negative gets NaN.
   """
-  truth = np.asarray(truth_NxC, bool)
-  ranks = scipy.stats.rankdata(scores_NxC, axis=0)
-  positives = truth.sum(axis=0)
-  negatives = truth.shape[0] - positives
-  rank_sum = (ranks * truth).sum(axis=0)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    auc = (rank_sum - positives * (positives + 1) / 2) / (
-        positives * negatives)
-  return np.where((positives > 0) & (negatives > 0), auc, np.nan)
+  return auc.placements(truth_NxC, scores_NxC)[0]
 
 
 def mean_of_defined(values) -> float:
@@ -65,10 +58,16 @@ def binary_metrics(truth_NxC, predicted_NxC, scores_NxC) -> dict:
   truth = np.asarray(truth_NxC, bool)
   predicted = np.asarray(predicted_NxC, bool)
   tp = (truth & predicted).sum(axis=0)
-  fp = (~truth & predicted).sum(axis=0)
-  fn = (truth & ~predicted).sum(axis=0)
-  recall, precision, f1 = recall_precision_f1(tp, fp, fn)
-  per_metric = {"auc": auc_per_label(truth, scores_NxC), "recall": recall,
+  return metrics_from_counts(tp, predicted.sum(axis=0) - tp,
+                             truth.sum(axis=0), auc_per_label(truth,
+                                                              scores_NxC))
+
+
+def metrics_from_counts(tp_C, fp_C, positives_C, auc_C) -> dict:
+  """binary_metrics' dict from pooled counts and per-context AUC."""
+  recall, precision, f1 = recall_precision_f1(
+      tp_C, fp_C, np.asarray(positives_C) - tp_C)
+  per_metric = {"auc": np.asarray(auc_C, np.float64), "recall": recall,
                 "precision": precision, "f1": f1}
   return {
       "per_label": {
@@ -79,6 +78,7 @@ def binary_metrics(truth_NxC, predicted_NxC, scores_NxC) -> dict:
 
 
 def one_hot_argmax(scores_NxC: np.ndarray) -> np.ndarray:
+  """One-hot of each row's highest score (the first, among ties)."""
   return np.eye(labels.NUM_LABELS, dtype=bool)[np.argmax(scores_NxC, axis=1)]
 
 
@@ -109,13 +109,43 @@ def user_sg(pair_truth_PxC, pair_scores_PxC) -> dict:
                         pair_scores_PxC)
 
 
+def satisfaction_per_user(users: users_lib.Users, truth_PxC,
+                          predicted_PxC) -> dict[str, np.ndarray]:
+  """Protocol 5 before the mean over users: each user's four metrics.
+
+  Computed from per-(user, context) counts, with no loop over users.
+
+  Args:
+    users: the users of the pairs.
+    truth_PxC: one-hot ground truth of each pair.
+    predicted_PxC: one-hot (or any binary) prediction of each pair.
+
+  Returns:
+    {"accuracy", "recall", "precision", "f1"}, each of shape (users,).
+  """
+  truth = np.asarray(truth_PxC, bool)
+  predicted = np.asarray(predicted_PxC, bool)
+  tp = users.sum(truth & predicted)
+  positives = users.sum(truth)
+  fp = users.sum(predicted) - tp
+  fn = positives - tp
+  tn = users.pairs_U[:, None] - tp - fp - fn
+  recall, precision, f1 = recall_precision_f1(tp, fp, fn)
+  metric = {"accuracy": (tp + tn) / users.pairs_U[:, None],
+            "recall": recall, "precision": precision, "f1": f1}
+  active = positives > 0
+  # Every user has at least one pair, so at least one active context.
+  return {name: (values * active).sum(axis=1) / active.sum(axis=1)
+          for name, values in metric.items()}
+
+
 def satisfaction(user_ids_P, truth_PxC, predicted_PxC) -> dict:
   """5. User satisfaction.
 
   For each user, over the user's pairs and for each context present in the
   user's ground truth (active contexts): binary accuracy, recall, precision
   and F1 of the one-hot predictions; mean over active contexts, then over
-  users. Computed from per-(user, context) counts, with no loop over users.
+  users.
 
   Args:
     user_ids_P: user of each pair.
@@ -125,33 +155,35 @@ def satisfaction(user_ids_P, truth_PxC, predicted_PxC) -> dict:
   Returns:
     {"accuracy", "recall", "precision", "f1", "users"}.
   """
-  _, user_P = np.unique(np.asarray(user_ids_P), return_inverse=True)
-  user_P = user_P.ravel()
+  users = users_lib.Users.from_ids(user_ids_P)
+  per_user = satisfaction_per_user(users, truth_PxC, predicted_PxC)
+  result = {name: float(values.mean()) for name, values in per_user.items()}
+  result["users"] = users.count
+  return result
+
+
+def sg_counts_per_user(users: users_lib.Users, truth_PxC,
+                       predicted_PxC) -> tuple[np.ndarray, np.ndarray]:
+  """Each user's true and false positives per context, (users, C) each.
+
+  With the users' positives (`users.sum(truth_PxC)`), these are the
+  sufficient statistics of an SG protocol's recall, precision and F1.
+  """
   truth = np.asarray(truth_PxC, bool)
   predicted = np.asarray(predicted_PxC, bool)
-  num_users = user_P.max() + 1
+  tp = users.sum(truth & predicted)
+  return tp, users.sum(predicted) - tp
 
-  def per_user(values_PxC):
-    counts = np.zeros((num_users, labels.NUM_LABELS))
-    np.add.at(counts, user_P, values_PxC.astype(np.float64))
-    return counts
 
-  tp = per_user(truth & predicted)
-  positives = per_user(truth)
-  predicted_positives = per_user(predicted)
-  pairs = np.bincount(user_P, minlength=num_users)[:, None]
-  fp, fn = predicted_positives - tp, positives - tp
-  tn = pairs - tp - fp - fn
-  recall, precision, f1 = recall_precision_f1(tp, fp, fn)
-  metric = {"accuracy": (tp + tn) / pairs, "recall": recall,
-            "precision": precision, "f1": f1}
-  active = positives > 0
-  result = {
-      name: float((_divide((values * active).sum(axis=1),
-                           active.sum(axis=1))).mean())
-      for name, values in metric.items()}
-  result["users"] = int(num_users)
-  return result
+def average_from_counts(tp_XxC, fp_XxC, positives_XxC) -> dict:
+  """Recall, precision and F1 of pooled counts, averaged over contexts.
+
+  Works on any leading shape: (C,) gives floats, (B, C) gives (B,) arrays.
+  """
+  recall, precision, f1 = recall_precision_f1(
+      tp_XxC, fp_XxC, np.asarray(positives_XxC) - tp_XxC)
+  return {"recall": recall.mean(axis=-1), "precision": precision.mean(axis=-1),
+          "f1": f1.mean(axis=-1)}
 
 
 PROTOCOLS = {"mo_mg": mo_mg, "mo_sg": mo_sg, "so_sg": so_sg,

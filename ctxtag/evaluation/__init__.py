@@ -1,0 +1,31 @@
+"""Evaluation: the paper's five protocols and the statistics beyond them.
+
+  protocols.py  the five protocols, one function each (PAPER.md)
+  users.py      per-user sums without a loop over users
+  ranking.py    hit@k, MRR and NDCG@3 of the true context, per user
+  auc.py        AUC from placement values, and its per-user terms
+  bootstrap.py  intervals over users, paired comparisons of two models
+  thresholds.py per-context thresholds tuned on validation
+  ceiling.py    each model's share of the oracle's gain over the prior
+
+The protocols' names are importable from here too (`evaluation.satisfaction`,
+`evaluation.mo_mg`, ...), as they were when this package was one module.
+"""
+
+from ctxtag.evaluation.protocols import auc_per_label
+from ctxtag.evaluation.protocols import average_from_counts
+from ctxtag.evaluation.protocols import binary_metrics
+from ctxtag.evaluation.protocols import mean_of_defined
+from ctxtag.evaluation.protocols import METRICS
+from ctxtag.evaluation.protocols import mo_mg
+from ctxtag.evaluation.protocols import mo_sg
+from ctxtag.evaluation.protocols import one_hot_argmax
+from ctxtag.evaluation.protocols import PROTOCOLS
+from ctxtag.evaluation.protocols import recall_precision_f1
+from ctxtag.evaluation.protocols import satisfaction
+from ctxtag.evaluation.protocols import satisfaction_per_user
+from ctxtag.evaluation.protocols import SATISFACTION_METRICS
+from ctxtag.evaluation.protocols import sg_counts_per_user
+from ctxtag.evaluation.protocols import so_sg
+from ctxtag.evaluation.protocols import THRESHOLD
+from ctxtag.evaluation.protocols import user_sg
