@@ -382,6 +382,22 @@ def test_bad_csv_ends_with_one_line_naming_file_and_line(tmp_path):
     (["--split=train", "--workdir={tmp}"], 2,
      "error: flag --split=train: value should be one of <validation|test>"
      " (see --helpshort)"),
+    (["--groundtruth={gt}", "--audio_predictions={gt}",
+      "--validation_groundtruth={gt}", "--output_dir={out}"], 2,
+     "error: thresholds are tuned on validation with both"
+     " --validation_groundtruth and --validation_audio_predictions; give"
+     " both or neither"),
+    (["--groundtruth={gt}", "--user_predictions={gt}",
+      "--validation_groundtruth={gt}", "--validation_audio_predictions={gt}",
+      "--output_dir={out}"], 2,
+     "error: --validation_audio_predictions tunes the audio model's"
+     " thresholds; give --audio_predictions too"),
+    (["--workdir={tmp}", "--train_groundtruth={gt}"], 2,
+     "error: --workdir evaluates a run; it takes no --train_groundtruth"),
+    (["--groundtruth={gt}", "--audio_predictions={gt}",
+      "--bootstrap_resamples=-1", "--output_dir={out}"], 2,
+     "error: flag --bootstrap_resamples=-1: -1 is not a non-negative"
+     " integer (see --helpshort)"),
 ])
 def test_evaluate_usage_errors_write_nothing(tmp_path, args, status, line):
   gt = _write(tmp_path / "gt.csv", HEADER, [GOOD_ROW])

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from ctxtag import evaluation
+from ctxtag import files
+from ctxtag import input_pipeline
 from ctxtag import labels
 from ctxtag import study
 from ctxtag import tables
@@ -87,6 +89,122 @@ def test_evaluate_launcher_writes_results_and_report(csvs):
   assert (out / "plots" / "satisfaction.png").stat().st_size > 1000
 
 
+def test_launcher_with_every_table_writes_every_statistic(csvs):
+  d = csvs["dir"]
+  rng = np.random.default_rng(2)
+  tables.write(str(d / "oracle.csv"), csvs["song"],
+               rng.dirichlet(np.ones(10), size=120), csvs["user"])
+  tables.write_groundtruth(str(d / "train.csv"), np.arange(50),
+                           np.arange(50), rng.integers(0, 10, size=50))
+  out = d / "out"
+  subprocess.run(
+      [sys.executable, "-m", "launch.evaluate", f"--groundtruth={d}/gt.csv",
+       f"--audio_predictions={d}/audio.csv",
+       f"--user_predictions={d}/user.csv",
+       f"--user_only_predictions={d}/user.csv",
+       f"--oracle_predictions={d}/oracle.csv",
+       f"--validation_groundtruth={d}/gt.csv",
+       f"--validation_audio_predictions={d}/audio.csv",
+       f"--train_groundtruth={d}/train.csv", "--bootstrap_resamples=50",
+       "--bootstrap_seed=4", f"--output_dir={out}"],
+      check=True, capture_output=True, cwd=os.path.dirname(
+          os.path.dirname(os.path.abspath(__file__))))
+  results = json.loads((out / "results.json").read_text())
+  assert results["bootstrap"]["resamples"] == 50
+  assert results["bootstrap"]["seed"] == 4
+  for model in ("audio", "audio_user", "user", "oracle"):
+    assert set(results["ranking"][model]) == {
+        "hit@1", "hit@3", "mrr", "ndcg@3", "hit@1_ci", "hit@3_ci", "mrr_ci",
+        "ndcg@3_ci"}
+    assert len(results["satisfaction"][model]["f1_ci"]) == 2
+  for protocol in ("mo_sg", "so_sg", "user_sg", "user_only_sg", "oracle_sg",
+                   "mo_sg_tuned"):
+    low, high = results[protocol]["average"]["f1_ci"]
+    assert low <= results[protocol]["average"]["f1"] <= high
+  assert set(results["comparisons"]) == {
+      "audio_user_vs_audio", "user_vs_audio", "audio_user_vs_user"}
+  # The same table as audio + user and as user only: no difference.
+  assert results["comparisons"]["audio_user_vs_user"]["f1"] == {
+      "difference": 0.0, "ci": [0.0, 0.0], "p_value": 1.0}
+  assert set(results["mo_mg_tuned"]["thresholds"]) == set(labels.LABELS)
+  assert set(results["ceiling_share"]["share"]) == {"audio", "audio_user",
+                                                    "user"}
+  train_shares = np.bincount(np.argmax(tables.read_groundtruth(
+      str(d / "train.csv")).values_RxC, axis=1), minlength=10) / 50
+  np.testing.assert_allclose(
+      list(results["ceiling_share"]["prior"].values()), train_shares)
+  report = (out / "report.md").read_text()
+  f1 = results["satisfaction"]["audio"]
+  assert (f"| audio | {f1['accuracy']:.3f} [{f1['accuracy_ci'][0]:.3f},"
+          f" {f1['accuracy_ci'][1]:.3f}] |") in report
+  for heading in ("## Ranking of the true context", "## Paired comparisons",
+                  "## Thresholds tuned on validation",
+                  "## Share of the ceiling"):
+    assert heading in report
+
+
+def test_plain_and_unusual_csvs_read_the_same(tmp_path):
+  # The fast reader (numpy) takes the plain file; the others go row by row
+  # (tables._checked). Both must give the same table.
+  rng = np.random.default_rng(3)
+  scores = rng.dirichlet(np.ones(10), size=6)
+  rows = [f"{s},{-u}," + ",".join(f"{v:.6f}" for v in row)
+          for s, u, row in zip(range(6), range(100, 106), scores)]
+  plain = _write(tmp_path / "plain.csv", HEADER, rows)
+  variants = {
+      "crlf_bom": ("\ufeff" + HEADER + "\r\n" + "\r\n".join(rows)
+                   + "\r\n"),
+      "blank_lines": HEADER + "\n\n" + "\n\n".join(rows) + "\n\n",
+      "quoted": HEADER + "\n" + "\n".join(
+          '"' + r.replace(",", '","') + '"' for r in rows) + "\n",
+      "spaces_exponents": HEADER + "\n" + "\n".join(
+          f"{s}, {-u} ," + ",".join(f"{v:.6e}" for v in row)
+          for s, u, row in zip(range(6), range(100, 106), scores)) + "\n",
+      "columns_reordered": ("user_id,song_id," + ",".join(labels.LABELS[::-1])
+                            + "\n" + "\n".join(
+                                f"{-u},{s}," + ",".join(
+                                    f"{v:.6f}" for v in row[::-1])
+                                for s, u, row in zip(range(6), range(100, 106),
+                                                     scores)) + "\n"),
+  }
+  expected = tables.read(plain, with_user=True)
+  assert tables._fast(plain, open(plain, "rb").read(),
+                      ["song_id", "user_id"]) is not None
+  np.testing.assert_array_equal(expected.line_R, np.arange(2, 8))
+  for name, text in variants.items():
+    path = tmp_path / f"{name}.csv"
+    path.write_text(text, encoding="utf-8")
+    table = tables.read(str(path), with_user=True)
+    np.testing.assert_array_equal(table.song_id, expected.song_id)
+    np.testing.assert_array_equal(table.user_id, expected.user_id)
+    np.testing.assert_allclose(table.values_RxC, expected.values_RxC,
+                               atol=1e-6, err_msg=name)
+  blank = tables.read(str(tmp_path / "blank_lines.csv"), with_user=True)
+  assert blank.line_R.tolist() == [3, 5, 7, 9, 11, 13]  # the file's lines
+  # Values are parsed exactly as float() parses them.
+  assert expected.values_RxC.tolist() == [[float(f"{v:.6f}") for v in row]
+                                          for row in scores]
+
+
+def test_align_finds_rows_in_any_order(csvs):
+  truth = tables.read_groundtruth(str(csvs["dir"] / "gt.csv"))
+  user = tables.read_pair_predictions(str(csvs["dir"] / "user.csv"))
+  order = np.random.default_rng(0).permutation(len(user.song_id))
+  shuffled = tables.Table("u.csv", user.song_id[order], user.user_id[order],
+                          user.values_RxC[order])
+  np.testing.assert_array_equal(
+      tables.align(shuffled, truth.keys(), "(song, user)"), user.values_RxC)
+  np.testing.assert_array_equal(
+      tables.align(shuffled, (truth.song_id, truth.user_id), "(song, user)"),
+      user.values_RxC)
+  swapped = tables.Table("s.csv", user.user_id, user.song_id,
+                         user.values_RxC)
+  # Row 1's key (0, 0) reads the same swapped; row 2's (1, 0) is unknown.
+  with pytest.raises(tables.TableError, match=r"s.csv, line 3: \(song,"
+                     r" user\) id \(1, 0\) is not in the ground truth"):
+    tables.align(swapped, truth.keys(), "(song, user)")
+
+
 @pytest.mark.parametrize("header,row,message", [
     (HEADER.replace(",work,", ","), "1,2,0,0,0,0,0,0,0,0,1",
      r"gt.csv: missing columns \['work'\]"),
@@ -129,8 +247,17 @@ def test_reproduce_runs_end_to_end_and_reuses_a_finished_run(tmp_path):
     assert key in results
   assert set(results["satisfaction"]) == {"audio", "audio_user", "user",
                                           "oracle"}
+  # The statistics beyond the paper, from the run's own files: validation
+  # predictions for the tuned thresholds, the train split for the prior.
+  assert set(results["ranking"]) == {"audio", "audio_user", "user", "oracle"}
+  assert "thresholds" in results["mo_sg_tuned"]
+  train = input_pipeline.load_split(
+      open(os.path.join(workdir, "dataset_path.txt")).read().strip(), "train")
+  np.testing.assert_allclose(
+      list(results["ceiling_share"]["prior"].values()),
+      np.bincount(train.label_P, minlength=10) / len(train.label_P))
   saved = json.load(open(os.path.join(workdir, "results.json")))
-  assert saved == json.loads(json.dumps(results))
+  assert saved == files.strict_json(results)
   for name in ("training_curves", "per_context", "satisfaction"):
     assert os.path.getsize(os.path.join(workdir, "plots", f"{name}.png")) > 0
   test_audio = open(os.path.join(workdir, "predictions", "test_audio.csv"))
@@ -143,7 +270,7 @@ def test_reproduce_runs_end_to_end_and_reuses_a_finished_run(tmp_path):
 
   stamp = os.path.getmtime(os.path.join(workdir, "audio", "summary.json"))
   again = reproduce.reproduce(config, workdir)
-  assert again == results
+  assert files.strict_json(again) == files.strict_json(results)  # NaN != NaN
   assert os.path.getmtime(
       os.path.join(workdir, "audio", "summary.json")) == stamp
 
