@@ -17,6 +17,7 @@ The results follow DESIGN.md's `results.json` contract. Keys beyond it
 """
 
 import dataclasses
+import typing
 
 import numpy as np
 
@@ -147,15 +148,22 @@ class _Study:
       self.columns.add(f"{kind}/{name}", self.per_user[f"{kind}/{name}"])
 
 
+class _Tracks(typing.NamedTuple):
+  """The audio model's view: tracks, not pairs."""
+  union_NxC: np.ndarray  # each track's contexts over its pairs
+  scores_NxC: np.ndarray  # the audio model's scores
+  track_P: np.ndarray  # each pair's track (ground truth order)
+
+
 def _model_scores(groundtruth, audio, pair_models):
-  """{model: pair scores} in MODELS order, and the audio's track view."""
+  """{model: pair scores} in MODELS order, and the audio's _Tracks."""
   scores, tracks = {}, None
   if audio is not None:
     song_ids, track_P, union = track_truth(groundtruth)
     track_scores = tables.align(audio, (song_ids,), "song")
     scores["audio"] = track_scores[track_P]
-    tracks = (union, track_scores, track_P)
-  for name, table in pair_models.items():
+    tracks = _Tracks(union, track_scores, track_P)
+  for name in pair_models:
     if name not in PAIR_MODELS:
       raise ValueError(f"unknown pair model {name!r}; known:"
                        f" {sorted(PAIR_MODELS)}")
@@ -172,7 +180,7 @@ def _points(study: _Study, scores: dict, tracks, validation) -> dict:
   results = {"satisfaction": {}, "ranking": {}}
   for name, scores_PxC in scores.items():
     if name == "audio":
-      study.scores(name, tracks[1], tracks[2][study.order_P])
+      study.scores(name, tracks.scores_NxC, tracks.track_P[study.order_P])
     else:
       study.scores(name, scores_PxC)
     study.model(name, scores_PxC)
@@ -185,25 +193,24 @@ def _points(study: _Study, scores: dict, tracks, validation) -> dict:
         study.per_user[f"ranking/{name}"].mean(axis=0).tolist()))
     predicted = protocols.one_hot_argmax(scores_PxC)
     if name == "audio":
-      union, track_scores, _ = tracks
-      results["mo_mg"] = protocols.mo_mg(union, track_scores)
+      results["mo_mg"] = protocols.mo_mg(tracks.union_NxC, tracks.scores_NxC)
       results["mo_sg"] = study.protocol(
           "mo_sg", scores_PxC >= protocols.THRESHOLD, "audio")
       if validation is not None:
-        tuned = _tuned(study, validation, union, track_scores, scores_PxC)
+        tuned = _tuned(study, validation, tracks, scores_PxC)
         results["mo_mg_tuned"], results["mo_sg_tuned"] = tuned
     results[SINGLE_OUTPUT_SG[name]] = study.protocol(
         SINGLE_OUTPUT_SG[name], predicted, name)
   return results
 
 
-def _tuned(study: _Study, validation: Validation, union, track_scores,
+def _tuned(study: _Study, validation: Validation, tracks: _Tracks,
            pair_track_scores):
   """mo_mg_tuned and mo_sg_tuned: thresholds from validation, on test."""
   song_ids, track_P, validation_union = track_truth(validation.groundtruth)
   validation_tracks = tables.align(validation.audio, (song_ids,), "song")
   mo_mg_tuned = thresholds.tuned_protocol(validation_union, validation_tracks,
-                                          union, track_scores)
+                                          tracks.union_NxC, tracks.scores_NxC)
   thresholds_C = thresholds.tune(validation.groundtruth.values_RxC > 0,
                                  validation_tracks[track_P])
   mo_sg_tuned = study.protocol("mo_sg_tuned",

@@ -12,6 +12,7 @@ from ctxtag import evaluation
 from ctxtag import files
 from ctxtag import input_pipeline
 from ctxtag import labels
+from ctxtag import report
 from ctxtag import study
 from ctxtag import tables
 from launch import common
@@ -286,3 +287,17 @@ def test_reproduce_runs_end_to_end_and_reuses_a_finished_run(tmp_path):
   other.seed = 1
   with pytest.raises(ValueError, match="made with another config"):
     reproduce.reproduce(other, workdir)
+
+
+def test_report_cells_intervals_and_p_values():
+  values = {"f1": 0.2914, "f1_ci": [0.2801, 0.3025], "auc": float("nan"),
+            "auc_ci": [0.1, 0.2], "recall": 0.5, "recall_ci": [None, None]}
+  assert report._cell_ci(values, "f1") == "0.291 [0.280, 0.302]"
+  assert report._cell_ci(values, "auc") == ""  # undefined: an empty cell
+  assert report._cell_ci(values, "recall") == "0.500"  # no interval
+  assert [report._p_value(p) for p in (0.0271, 6.3e-4, 0.0, None)] == [
+      "0.027", "6.3e-04", "< 1e-300", ""]
+  # Error bars: the distances from each bar down and up to its interval.
+  bars = report._error_bars(values, ["f1"], np.array([0.2914]))
+  np.testing.assert_allclose(bars, [[0.2914 - 0.2801], [0.3025 - 0.2914]])
+  assert report._error_bars({"f1": 0.3}, ["f1"], np.array([0.3])) is None
