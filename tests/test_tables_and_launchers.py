@@ -301,3 +301,25 @@ def test_report_cells_intervals_and_p_values():
   bars = report._error_bars(values, ["f1"], np.array([0.2914]))
   np.testing.assert_allclose(bars, [[0.2914 - 0.2801], [0.3025 - 0.2914]])
   assert report._error_bars({"f1": 0.3}, ["f1"], np.array([0.3])) is None
+
+
+@pytest.mark.parametrize("values,decimals", [
+    ("0.100000," * 9 + "1.000000", 6),  # as tables.write writes them
+    ("0.1," * 9 + "1.0", 1),
+    ("0.1," * 9 + "1.00", None),  # decimals differ: floats are parsed
+    ("0.1," * 9 + "1", None),  # a field without a "."
+    ("0.1," * 9 + "1.e", None),
+    ("0.1," * 9 + "1.0e0", None),
+])
+def test_fixed_decimals_only_when_every_label_field_has_them(values, decimals):
+  body = f"1,2,{values}\n3,4,{values}\n".encode()
+  assert tables._fixed_decimals(body, 12) == decimals
+
+
+def test_an_id_with_a_dot_is_refused_not_shifted(tmp_path):
+  # Ten dots on the line, one in an id and none in "1": the ids' integer
+  # parse refuses it, and the row-by-row reader names the line.
+  path = _write(tmp_path / "gt.csv", HEADER, [
+      "1.5,2," + "0.1," * 8 + "0.2,1", "3,4," + "0.1," * 9 + "0.1"])
+  with pytest.raises(tables.TableError, match=r"gt.csv, line 2: ids must be"):
+    tables.read(path, with_user=True)
