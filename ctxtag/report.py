@@ -314,8 +314,11 @@ def plot_satisfaction(results: dict) -> bytes:
              label=MODEL_NAMES[key], yerr=_error_bars(
                  results["satisfaction"][key], metrics, values), capsize=3)
   axis.set_xticks(positions + width * (len(models) - 1) / 2, metrics)
-  axis.set(title="User satisfaction (bars: 95% interval over users)",
-           ylim=(0, 1))
+  settings = results.get("bootstrap") or {}
+  title = "User satisfaction"
+  if settings.get("resamples"):
+    title += f" (bars: {settings['confidence']:.0%} interval over users)"
+  axis.set(title=title, ylim=(0, 1))
   axis.legend()
   figure.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.9)
   return _png(figure, tight=False)
