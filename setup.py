@@ -23,6 +23,7 @@ setuptools.setup(
         "optax",
         "orbax-checkpoint",
         "scikit-learn",  # user embeddings from listening data (randomized SVD)
+        "scipy",  # Wilcoxon signed-rank tests of paired model comparisons
         "soundfile",
         "tensorboardX",
         "tensorflow-datasets>=4.9.10",
