@@ -1,9 +1,10 @@
-"""Input pipeline: a built contextual_tags split -> numpy batches.
+"""Input pipeline: a built contextual_tags split -> batches, on host or device.
 
 A split is read with `tfds.data_source` (random access into array_record,
-no TensorFlow). Its small table of pairs is loaded once; mel spectrograms are
-read per batch by track, so a track's mel is stored and read once however
-many pairs refer to it.
+no TensorFlow). Its small table of pairs is read once per process, without
+decoding a single mel, and reused by every caller (`load_split` is cached).
+Mel spectrograms are read by track, so a track's mel is stored and read once
+however many pairs refer to it.
 
 Three kinds of batches:
   * tracks, for the audio model: mel + multi-hot union of the split's
@@ -11,6 +12,15 @@ Three kinds of batches:
   * pairs, for the audio + user model: mel + user embedding + one-hot context;
   * users, for the user-only model: pairs without the mel, which it never
     reads.
+
+Two ways to feed them:
+  * host batches (`train_batches`, `eval_batches`): numpy arrays gathered on
+    the host, for splits too large to keep on the device;
+  * device-resident tables (`resident_tables` + `gather_batch`): the split's
+    arrays go to the device once and a jitted step gathers its batch from a
+    few indices (`train_indices`, `eval_indices`), so the host sends nothing
+    else.
+Both produce the same batches in the same order.
 
 Training batches are a pure function of (seed, step): each epoch is a fresh
 permutation drawn from (seed, epoch), so a run resumed at step s sees exactly
@@ -24,6 +34,7 @@ import os
 from collections.abc import Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -31,14 +42,24 @@ from ctxtag import labels
 
 Batch = dict[str, np.ndarray]
 
+KINDS = ("tracks", "pairs", "users")
+# How many records one read of all mels asks the data source for at a time:
+# big enough to amortise the per-call cost, small enough to bound the
+# temporary list of decoded records.
+_MEL_READ_CHUNK = 256
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Split:
   """One split of a built contextual_tags dataset.
 
+  Compared and hashed by identity: `load_split` hands out one object per
+  split, so caches may key on it.
+
   Attributes:
     name: the split's name.
-    source: random-access records, one per track.
+    source: random-access records, one per track, mels decoded.
+    mel_shape: (frames, mel bands) of every mel.
     song_id_N: song id of each track record.
     pair_track_P: index (into the records) of each pair's track.
     user_id_P: user of each pair.
@@ -49,6 +70,7 @@ class Split:
   """
   name: str
   source: object
+  mel_shape: tuple[int, int]
   song_id_N: np.ndarray
   pair_track_P: np.ndarray
   user_id_P: np.ndarray
@@ -81,9 +103,25 @@ class Split:
 
   def mels(self, track_indices: np.ndarray) -> np.ndarray:
     """float32 mels of the given tracks, (len(track_indices), T, F)."""
+    if "mel_NxTxF" in self.__dict__:  # all read already: no record reads
+      return self.mel_NxTxF[track_indices].astype(np.float32)
     unique, inverse = np.unique(track_indices, return_inverse=True)
     read = np.stack([self.source[int(i)]["mel"] for i in unique])
     return read.astype(np.float32)[inverse]
+
+  @functools.cached_property
+  def mel_NxTxF(self) -> np.ndarray:
+    """Every track's mel as stored (float16), in record order.
+
+    Read on first use only (device-resident training); kept, since a
+    reproduction trains several models on the same split.
+    """
+    mels = np.empty((self.num_tracks, *self.mel_shape), np.float16)
+    for start in range(0, self.num_tracks, _MEL_READ_CHUNK):
+      stop = min(start + _MEL_READ_CHUNK, self.num_tracks)
+      records = self.source.__getitems__(list(range(start, stop)))
+      mels[start:stop] = [record["mel"] for record in records]
+    return mels
 
 
 def dataset_dir(data_dir: os.PathLike | str, dataset: str,
@@ -93,26 +131,41 @@ def dataset_dir(data_dir: os.PathLike | str, dataset: str,
 
 
 def load_split(dataset_path: os.PathLike | str, split: str) -> Split:
-  """Opens `split` of the dataset built at `dataset_path`.
+  """Opens `split` of the dataset built at `dataset_path`, once per process.
+
+  A reproduction asks for the same splits about twenty times (training,
+  validation, restoring, predicting, ground truth); they are read once and
+  the same `Split` is returned. A dataset rebuilt in place (a new
+  dataset_info.json) is read afresh.
 
   Args:
     dataset_path: the versioned directory of a built dataset (see
       `dataset_dir`).
     split: "train", "validation" or "test".
   """
-  dataset_path = os.fspath(dataset_path)
-  if not os.path.exists(os.path.join(dataset_path, "dataset_info.json")):
+  dataset_path = os.path.realpath(os.fspath(dataset_path))
+  info_path = os.path.join(dataset_path, "dataset_info.json")
+  if not os.path.exists(info_path):
     raise FileNotFoundError(
         f"{dataset_path}: no complete dataset here (dataset_info.json is"
         " missing); build it with `python -m launch.build_dataset`")
+  return _load_split(dataset_path, split, os.stat(info_path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_split(dataset_path: str, split: str, info_mtime_ns: int) -> Split:
+  del info_mtime_ns  # only part of the cache key
   builder = tfds.builder_from_directory(dataset_path)
   if split not in builder.info.splits:
     raise ValueError(f"{dataset_path}: no split {split!r}; it has"
                      f" {sorted(builder.info.splits.keys())}")
-  source = builder.as_data_source(split)
+  # The pair table needs no mel: skipping their decoding leaves the records'
+  # small fields, parsed once here.
+  table_source = builder.as_data_source(
+      split, decoders={"mel": tfds.decode.SkipDecoding()})
   song_ids, tracks, users, contexts, embeddings, probs = [], [], [], [], [], []
-  for index in range(len(source)):
-    record = source[index]
+  for index in range(len(table_source)):
+    record = table_source[index]
     pairs = record["pairs"]
     song_ids.append(record["song_id"])
     tracks.extend([index] * len(pairs["label"]))
@@ -122,7 +175,8 @@ def load_split(dataset_path: os.PathLike | str, split: str) -> Split:
     probs.extend(pairs.get("context_probs", []))
   return Split(
       name=split,
-      source=source,
+      source=builder.as_data_source(split),
+      mel_shape=tuple(builder.info.features["mel"].shape),
       song_id_N=np.asarray(song_ids, np.int64),
       pair_track_P=np.asarray(tracks, np.int64),
       user_id_P=np.asarray(users, np.int64),
@@ -131,6 +185,12 @@ def load_split(dataset_path: os.PathLike | str, split: str) -> Split:
           -1, labels.USER_EMBEDDING_DIM),
       context_probs_PxC=(np.asarray(probs, np.float32) if probs else None),
   )
+
+
+def _check_kind(kind: str) -> None:
+  if kind not in KINDS:
+    raise ValueError(
+        f"batch kind must be 'tracks', 'pairs' or 'users', got {kind!r}")
 
 
 def _process_slice(global_batch: int) -> slice:
@@ -145,21 +205,31 @@ def _process_slice(global_batch: int) -> slice:
 
 def _make_batch(split: Split, kind: str, indices: np.ndarray,
                 mask: np.ndarray) -> Batch:
+  _check_kind(kind)
   if kind == "tracks":
     return {"mel": split.mels(indices),
             "labels": split.track_labels_NxC[indices],
             "mask": mask, "index": indices}
+  batch = {"user_embedding": split.user_embedding_PxE[indices],
+           "labels": split.pair_labels_PxC[indices],
+           "mask": mask, "index": indices}
   if kind == "pairs":
-    return {"mel": split.mels(split.pair_track_P[indices]),
-            "user_embedding": split.user_embedding_PxE[indices],
-            "labels": split.pair_labels_PxC[indices],
-            "mask": mask, "index": indices}
-  if kind == "users":
-    return {"user_embedding": split.user_embedding_PxE[indices],
-            "labels": split.pair_labels_PxC[indices],
-            "mask": mask, "index": indices}
-  raise ValueError(
-      f"batch kind must be 'tracks', 'pairs' or 'users', got {kind!r}")
+    batch["mel"] = split.mels(split.pair_track_P[indices])
+  return batch
+
+
+def example_batch(split: Split, kind: str, batch_size: int) -> Batch:
+  """Zeros shaped like a batch of `kind`, for initialising a model: Flax
+  initialisers depend on shapes only, so no record needs reading."""
+  _check_kind(kind)
+  batch = {"labels": np.zeros((batch_size, labels.NUM_LABELS), np.float32),
+           "mask": np.ones(batch_size, np.float32)}
+  if kind != "tracks":
+    batch["user_embedding"] = np.zeros(
+        (batch_size, labels.USER_EMBEDDING_DIM), np.float32)
+  if kind != "users":
+    batch["mel"] = np.zeros((batch_size, *split.mel_shape), np.float32)
+  return batch
 
 
 def num_examples(split: Split, kind: str) -> int:
@@ -176,9 +246,9 @@ def steps_per_epoch(split: Split, kind: str, batch_size: int) -> int:
   return steps
 
 
-def train_batches(split: Split, kind: str, batch_size: int, seed: int,
-                  start_step: int = 0) -> Iterator[Batch]:
-  """Endless shuffled training batches from step `start_step` on.
+def train_indices(split: Split, kind: str, batch_size: int, seed: int,
+                  start_step: int = 0) -> Iterator[np.ndarray]:
+  """Endless shuffled example indices of training batches, from `start_step`.
 
   Each epoch is a permutation drawn from (seed, epoch); its last incomplete
   batch is left out, a different remainder each epoch.
@@ -191,7 +261,8 @@ def train_batches(split: Split, kind: str, batch_size: int, seed: int,
     start_step: the first step to produce, for resuming.
 
   Yields:
-    This process's share of each global batch.
+    This process's share of each global batch: indices of tracks ("tracks")
+    or pairs, (batch_size / processes,).
   """
   per_epoch = steps_per_epoch(split, kind, batch_size)
   size = num_examples(split, kind)
@@ -201,18 +272,24 @@ def train_batches(split: Split, kind: str, batch_size: int, seed: int,
     epoch, position = divmod(step, per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(size)
     for position in range(position, per_epoch):
-      indices = order[position * batch_size:(position + 1) * batch_size]
-      indices = indices[local]
-      yield _make_batch(split, kind, indices,
-                        np.ones(len(indices), np.float32))
+      yield order[position * batch_size:(position + 1) * batch_size][local]
       step += 1
 
 
-def eval_batches(split: Split, kind: str,
-                 batch_size: int) -> Iterator[Batch]:
-  """Every example of `split` once, in order, in batches of `batch_size`.
+def train_batches(split: Split, kind: str, batch_size: int, seed: int,
+                  start_step: int = 0) -> Iterator[Batch]:
+  """Endless shuffled host batches of `train_indices` (same arguments)."""
+  _check_kind(kind)
+  for indices in train_indices(split, kind, batch_size, seed, start_step):
+    yield _make_batch(split, kind, indices, np.ones(len(indices), np.float32))
 
-  The last batch is padded with copies of example 0 whose `mask` is 0.
+
+def eval_indices(split: Split, kind: str,
+                 batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Every example of `split` once, in order: (indices, mask) per batch.
+
+  The last batch is padded with example 0, whose `mask` is 0 there. Yields
+  this process's share of each global batch.
   """
   size = num_examples(split, kind)
   local = _process_slice(batch_size)
@@ -220,4 +297,71 @@ def eval_batches(split: Split, kind: str,
     indices = np.arange(start, start + batch_size)
     mask = (indices < size).astype(np.float32)
     indices = np.where(indices < size, indices, 0)
-    yield _make_batch(split, kind, indices[local], mask[local])
+    yield indices[local], mask[local]
+
+
+def eval_batches(split: Split, kind: str,
+                 batch_size: int) -> Iterator[Batch]:
+  """Host batches of `eval_indices` (same arguments)."""
+  _check_kind(kind)
+  for indices, mask in eval_indices(split, kind, batch_size):
+    yield _make_batch(split, kind, indices, mask)
+
+
+def resident_fields(kind: str) -> tuple[str, ...]:
+  """The split arrays a batch of `kind` is gathered from (see
+  `resident_array`)."""
+  _check_kind(kind)
+  return {"tracks": ("mel_NxTxF", "track_labels_NxC"),
+          "pairs": ("mel_NxTxF", "pair_track_P", "user_embedding_PxE",
+                    "pair_labels_PxC"),
+          "users": ("user_embedding_PxE", "pair_labels_PxC")}[kind]
+
+
+def resident_array(split: Split, field: str) -> np.ndarray:
+  """One array of `resident_fields`, on the host, as it goes to the device.
+
+  Mels stay float16 as stored: half the device memory, and widening to
+  float32 happens exactly inside the step. Track indices are int32, the
+  accelerators' native index type.
+  """
+  if field == "pair_track_P":
+    return split.pair_track_P.astype(np.int32)
+  return getattr(split, field)
+
+
+def resident_bytes(split: Split, kind: str) -> int:
+  """Device bytes of `kind`'s resident tables of `split`, without reading
+  any mel."""
+  mel_bytes = split.num_tracks * int(np.prod(split.mel_shape)) * 2
+  sizes = {"mel_NxTxF": mel_bytes,
+           "track_labels_NxC": split.num_tracks * labels.NUM_LABELS * 4,
+           "pair_track_P": split.num_pairs * 4,
+           "user_embedding_PxE": split.user_embedding_PxE.nbytes,
+           "pair_labels_PxC": split.num_pairs * labels.NUM_LABELS * 4}
+  return sum(sizes[field] for field in resident_fields(kind))
+
+
+def gather_batch(tables: dict, indices_B: jax.Array, kind: str) -> dict:
+  """The batch of `kind` at `indices_B`, gathered from resident tables.
+
+  Traced inside jitted steps; equals `_make_batch` of the host path for the
+  same indices (mels widened from float16 exactly as on the host).
+
+  Args:
+    tables: {field: array} of `resident_fields(kind)`.
+    indices_B: int example indices (tracks for "tracks", else pairs).
+    kind: "tracks", "pairs" or "users".
+
+  Returns:
+    The model inputs: mel and/or user_embedding, labels; no mask.
+  """
+  if kind == "tracks":
+    return {"mel": tables["mel_NxTxF"][indices_B].astype(jnp.float32),
+            "labels": tables["track_labels_NxC"][indices_B]}
+  batch = {"user_embedding": tables["user_embedding_PxE"][indices_B],
+           "labels": tables["pair_labels_PxC"][indices_B]}
+  if kind == "pairs":
+    tracks_B = tables["pair_track_P"][indices_B]
+    batch["mel"] = tables["mel_NxTxF"][tracks_B].astype(jnp.float32)
+  return batch

@@ -8,11 +8,31 @@
     that tells how much of the user model's gain needs the audio at all.
 
 Batch norm on the input is part of each model, as in the paper.
+
+`cpu_fast_path=True` swaps the conv blocks for the same maths arranged for
+XLA:CPU, whose own kernels are slow on three of them (measured on a 2-core
+AMD EPYC, paper sizes, per 8 examples): max-pool gradients (select-and-
+scatter), weight gradients (a convolution over the whole image, 30-48
+GFLOP/s against ~95 for the forward pass) and the 1-channel first layer
+(5-7 GFLOP/s). Here max-pooling is a reshape + max with a gradient that
+routes each window's gradient to its first maximum (as select-and-scatter
+does), ReLU follows the pool (equal, on a quarter of the values), weight
+gradients are im2col matrix products over chunks of the batch, and the
+first layer is nine shifted multiply-adds with a matrix-product input
+gradient. Outputs and gradients equal the straightforward model's to float
+rounding (tests/test_models.py).
+
+Every model takes a compute `dtype`: with bfloat16 the layers compute in
+bfloat16 while parameters (and so the optimiser state) stay float32, and the
+logits come back float32 for the loss.
 """
 
 from collections.abc import Sequence
+import functools
+from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -22,48 +42,227 @@ from ctxtag import labels
 _BATCH_NORM_MOMENTUM = 0.99
 
 
-def _batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
+def _batch_norm(train: bool, dtype: Any,
+                name: str | None = None) -> nn.BatchNorm:
+  # Flax computes the batch statistics in float32 whatever `dtype` is.
   return nn.BatchNorm(use_running_average=not train,
-                      momentum=_BATCH_NORM_MOMENTUM, name=name)
+                      momentum=_BATCH_NORM_MOMENTUM, dtype=dtype, name=name)
 
 
 class ConvStack(nn.Module):
   """Input batch norm, then [conv 3x3 SAME + ReLU + max-pool 2x2] per width."""
   widths: Sequence[int]
+  dtype: Any = jnp.float32
+  cpu_fast_path: bool = False
 
   @nn.compact
   def __call__(self, mel_BxTxF: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = _batch_norm(train, name="input_norm")(mel_BxTxF[..., None])
-    for width in self.widths:
-      x = nn.relu(nn.Conv(width, (3, 3), padding="SAME")(x))
+    x = _batch_norm(train, self.dtype, name="input_norm")(
+        mel_BxTxF[..., None])
+    for index, width in enumerate(self.widths):
+      if self.cpu_fast_path:
+        x = FastConvBlock(width, self.dtype, name=f"Conv_{index}")(x)
+        continue
+      x = nn.relu(nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype)(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     return x.reshape(x.shape[0], -1)
+
+
+class FastConvBlock(nn.Module):
+  """conv 3x3 SAME + ReLU + max-pool 2x2, arranged for XLA:CPU.
+
+  Its parameters are nn.Conv's (same names, shapes and initialisers), so a
+  checkpoint serves either path.
+  """
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (3, 3, x_BxHxWxC.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    x = x_BxHxWxC.astype(self.dtype)
+    z = conv3x3(x, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    return nn.relu(max_pool_2x2(z))
+
+
+def _pad_even(x_BxHxWxC: jnp.ndarray, value: float) -> jnp.ndarray:
+  """Pads H and W at their end to even sizes, as SAME pooling does."""
+  height, width = x_BxHxWxC.shape[1:3]
+  return jnp.pad(x_BxHxWxC, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)),
+                 constant_values=value)
+
+
+def _windows(x_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
+  """The 2x2 windows: (B, H/2, 2, W/2, 2, C) of the -inf-padded input."""
+  x = _pad_even(x_BxHxWxC, -jnp.inf)
+  batch, height, width, channels = x.shape
+  return x.reshape(batch, height // 2, 2, width // 2, 2, channels)
+
+
+def _pool_with_choice(x_BxHxWxC):
+  """Each 2x2 window's max and which of its 4 elements (row-major) is the
+  first maximum, the element XLA's select-and-scatter picks on ties."""
+  windows = _windows(x_BxHxWxC)
+  top_left, top_right = windows[:, :, 0, :, 0], windows[:, :, 0, :, 1]
+  low_left, low_right = windows[:, :, 1, :, 0], windows[:, :, 1, :, 1]
+  top = jnp.maximum(top_left, top_right)
+  low = jnp.maximum(low_left, low_right)
+  top_choice = jnp.where(top_left >= top_right, 0, 1).astype(jnp.int8)
+  low_choice = jnp.where(low_left >= low_right, 2, 3).astype(jnp.int8)
+  choice = jnp.where(top >= low, top_choice, low_choice)
+  return jnp.maximum(top, low), choice
+
+
+def max_pool_2x2(x_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
+  """nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")."""
+  return _max_pool(x_BxHxWxC, x_BxHxWxC.shape[1:3])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool(x_BxHxWxC, height_width):
+  del height_width  # for the backward pass
+  return _windows(x_BxHxWxC).max(axis=(2, 4))
+
+
+def _max_pool_forward(x_BxHxWxC, height_width):
+  # The choice is kept rather than found again in the backward pass by
+  # comparing input and max: XLA may recompute a fused input there with
+  # other rounding, and equality tests would then drop gradients.
+  del height_width
+  return _pool_with_choice(x_BxHxWxC)
+
+
+def _max_pool_backward(height_width, choice, grad_BxhxwxC):
+  grads = [jnp.where(choice == element, grad_BxhxwxC, 0)
+           for element in range(4)]
+  grad = jnp.stack([jnp.stack(grads[:2], axis=3), jnp.stack(grads[2:], axis=3)],
+                   axis=2)
+  batch, half_height, _, half_width, _, channels = grad.shape
+  grad = grad.reshape(batch, half_height * 2, half_width * 2, channels)
+  height, width = height_width
+  return (grad[:, :height, :width],)
+
+
+_max_pool.defvjp(_max_pool_forward, _max_pool_backward)
+
+
+def _shifted(x_BxHxWxC: jnp.ndarray) -> list[jnp.ndarray]:
+  """The nine 3x3-tap views of the zero-padded input, row-major taps."""
+  height, width = x_BxHxWxC.shape[1:3]
+  padded = jnp.pad(x_BxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return [padded[:, row:row + height, column:column + width]
+          for row in range(3) for column in range(3)]
+
+
+def _reference_conv(x_BxHxWxC, kernel_3x3xCxD):
+  return jax.lax.conv_general_dilated(
+      x_BxHxWxC, kernel_3x3xCxD, (1, 1), "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def conv3x3(x_BxHxWxC: jnp.ndarray, kernel_3x3xCxD: jnp.ndarray):
+  """A 3x3 SAME convolution, stride 1, NHWC x HWIO -> NHWC, no bias."""
+  if x_BxHxWxC.shape[-1] == 1:
+    # One input channel: nine broadcast multiply-adds in one fused loop.
+    taps_9xD = kernel_3x3xCxD.reshape(9, -1)
+    return sum(view * taps_9xD[tap]
+               for tap, view in enumerate(_shifted(x_BxHxWxC)))
+  return _reference_conv(x_BxHxWxC, kernel_3x3xCxD)
+
+
+def _conv_forward(x_BxHxWxC, kernel_3x3xCxD):
+  return conv3x3(x_BxHxWxC, kernel_3x3xCxD), (x_BxHxWxC, kernel_3x3xCxD)
+
+
+def _conv_backward(residuals, grad_BxHxWxD):
+  x_BxHxWxC, kernel_3x3xCxD = residuals
+  if x_BxHxWxC.shape[-1] == 1:
+    grad_x = _one_channel_input_grad(kernel_3x3xCxD, grad_BxHxWxD)
+  else:  # XLA's own input gradient is a fast, canonical convolution
+    _, vjp = jax.vjp(lambda x: _reference_conv(x, kernel_3x3xCxD), x_BxHxWxC)
+    grad_x = vjp(grad_BxHxWxD)[0]
+  return grad_x, _kernel_grad(x_BxHxWxC, grad_BxHxWxD).astype(
+      kernel_3x3xCxD.dtype)
+
+
+conv3x3.defvjp(_conv_forward, _conv_backward)
+
+
+def _one_channel_input_grad(kernel_3x3x1xD, grad_BxHxWxD):
+  """Input gradient of a 1-channel conv: one (BHW, D) x (D, 9) product,
+  then each tap's column added back at its offset."""
+  batch, height, width, depth = grad_BxHxWxD.shape
+  per_tap = (grad_BxHxWxD.reshape(-1, depth)
+             @ kernel_3x3x1xD.reshape(9, depth).T).reshape(
+                 batch, height, width, 9)
+  padded = jnp.pad(per_tap, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  grad = sum(padded[:, 2 - row:2 - row + height, 2 - column:2 - column + width,
+                    3 * row + column]
+             for row in range(3) for column in range(3))
+  return grad[..., None]
+
+
+# Bytes of im2col patches per chunk of the batch, near a CPU's last-level
+# cache (measured best with a 32 MB L3: 2 examples of the paper's second
+# layer, 36 MB; the whole batch at once was 2x slower).
+_PATCH_CHUNK_BYTES = 40 * 2**20
+
+
+def _kernel_grad(x_BxHxWxC, grad_BxHxWxD):
+  """(3, 3, C, D) weight gradient as im2col products over batch chunks."""
+  batch, height, width, channels = x_BxHxWxC.shape
+  depth = grad_BxHxWxD.shape[-1]
+  example_bytes = height * width * 9 * channels * x_BxHxWxC.dtype.itemsize
+  chunk = _largest_divisor(batch, max(1, _PATCH_CHUNK_BYTES // example_bytes))
+
+  def add_chunk(total, chunk_inputs):
+    x, grad = chunk_inputs
+    patches = jnp.concatenate(_shifted(x), axis=-1).reshape(-1, 9 * channels)
+    return total + jnp.dot(patches.T, grad.reshape(-1, depth),
+                           preferred_element_type=jnp.float32), None
+
+  chunks = (x_BxHxWxC.reshape(batch // chunk, chunk, height, width, channels),
+            grad_BxHxWxD.reshape(batch // chunk, chunk, height, width, depth))
+  total, _ = jax.lax.scan(add_chunk, jnp.zeros((9 * channels, depth),
+                                               jnp.float32), chunks)
+  return total.reshape(3, 3, channels, depth)
+
+
+@functools.lru_cache(maxsize=None)
+def _largest_divisor(number: int, at_most: int) -> int:
+  return max(d for d in range(1, min(number, at_most) + 1) if number % d == 0)
 
 
 class UserBranch(nn.Module):
   """batch-norm(embedding) -> dense(s) -> batch-norm."""
   widths: Sequence[int]
   activation: str  # "linear" (the paper) or "relu" (the deep variant)
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, embedding_BxE: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = _batch_norm(train, name="input_norm")(embedding_BxE)
+    x = _batch_norm(train, self.dtype, name="input_norm")(embedding_BxE)
     for width in self.widths:
-      x = nn.Dense(width)(x)
+      x = nn.Dense(width, dtype=self.dtype)(x)
       x = nn.relu(x) if self.activation == "relu" else x
-    return _batch_norm(train, name="output_norm")(x)
+    return _batch_norm(train, self.dtype, name="output_norm")(x)
 
 
 class Head(nn.Module):
   """dense(hidden) sigmoid -> dropout -> dense(10) logits."""
   hidden: int
   dropout_rate: float
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = nn.sigmoid(nn.Dense(self.hidden)(features))
+    x = nn.sigmoid(nn.Dense(self.hidden, dtype=self.dtype)(features))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(labels.NUM_LABELS)(x)
+    logits = nn.Dense(labels.NUM_LABELS, dtype=self.dtype)(x)
+    return logits.astype(jnp.float32)  # losses are taken in float32
 
 
 class AudioTagger(nn.Module):
@@ -71,11 +270,14 @@ class AudioTagger(nn.Module):
   conv_widths: Sequence[int]
   hidden: int
   dropout_rate: float
+  dtype: Any = jnp.float32
+  cpu_fast_path: bool = False
 
   @nn.compact
   def __call__(self, batch: dict, train: bool = False) -> jnp.ndarray:
-    audio = ConvStack(self.conv_widths)(batch["mel"], train)
-    return Head(self.hidden, self.dropout_rate)(audio, train)
+    audio = ConvStack(self.conv_widths, self.dtype, self.cpu_fast_path)(
+        batch["mel"], train)
+    return Head(self.hidden, self.dropout_rate, self.dtype)(audio, train)
 
 
 class AudioUserTagger(nn.Module):
@@ -85,20 +287,24 @@ class AudioUserTagger(nn.Module):
   dropout_rate: float
   user_widths: Sequence[int]
   deep: bool
+  dtype: Any = jnp.float32
+  cpu_fast_path: bool = False
 
   @nn.compact
   def __call__(self, batch: dict, train: bool = False) -> jnp.ndarray:
-    audio = ConvStack(self.conv_widths)(batch["mel"], train)
+    audio = ConvStack(self.conv_widths, self.dtype, self.cpu_fast_path)(
+        batch["mel"], train)
     if self.deep:
       for width in (512, 256, 128):
-        audio = nn.relu(nn.Dense(width)(audio))
-      user = UserBranch((192, 128), "relu")(batch["user_embedding"], train)
-    else:
-      audio = _batch_norm(train, name="audio_norm")(audio)
-      user = UserBranch(self.user_widths, "linear")(
+        audio = nn.relu(nn.Dense(width, dtype=self.dtype)(audio))
+      user = UserBranch((192, 128), "relu", self.dtype)(
           batch["user_embedding"], train)
-    fused = jnp.concatenate([audio, user], axis=-1)
-    return Head(self.hidden, self.dropout_rate)(fused, train)
+    else:
+      audio = _batch_norm(train, self.dtype, name="audio_norm")(audio)
+      user = UserBranch(self.user_widths, "linear", self.dtype)(
+          batch["user_embedding"], train)
+    fused = jnp.concatenate([audio, user.astype(audio.dtype)], axis=-1)
+    return Head(self.hidden, self.dropout_rate, self.dtype)(fused, train)
 
 
 class UserTagger(nn.Module):
@@ -106,12 +312,53 @@ class UserTagger(nn.Module):
   hidden: int
   dropout_rate: float
   user_widths: Sequence[int]
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, batch: dict, train: bool = False) -> jnp.ndarray:
-    user = UserBranch(self.user_widths, "linear")(
+    user = UserBranch(self.user_widths, "linear", self.dtype)(
         batch["user_embedding"], train)
-    return Head(self.hidden, self.dropout_rate)(user, train)
+    return Head(self.hidden, self.dropout_rate, self.dtype)(user, train)
+
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _compute_dtype(config: ml_collections.ConfigDict):
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"config compute_dtype must be one of"
+                     f" {sorted(COMPUTE_DTYPES)}, got {config.compute_dtype!r}")
+  return COMPUTE_DTYPES[config.compute_dtype]
+
+
+def _audio(config):
+  return AudioTagger(tuple(config.conv_widths), config.hidden,
+                     config.dropout_rate, _compute_dtype(config),
+                     config.cpu_fast_path)
+
+
+def _audio_user(config):
+  return AudioUserTagger(tuple(config.conv_widths), config.hidden,
+                         config.dropout_rate, tuple(config.user_widths),
+                         config.deep, _compute_dtype(config),
+                         config.cpu_fast_path)
+
+
+def _user(config):
+  return UserTagger(config.hidden, config.dropout_rate,
+                    tuple(config.user_widths), _compute_dtype(config))
+
+
+# One entry per model: how to build it from its config section, what it
+# predicts (several contexts per track, or one per pair) and the batches it
+# trains on (the user-only model's carry no mel: it never reads one).
+MODELS = {
+    "audio": (_audio, "multi_label", "tracks"),
+    "audio_user": (_audio_user, "single_label", "pairs"),
+    "user": (_user, "single_label", "users"),
+}
+OUTPUTS = {name: output for name, (_, output, _) in MODELS.items()}
+BATCH_KINDS = {name: kind for name, (_, _, kind) in MODELS.items()}
 
 
 def create_model(name: str, config: ml_collections.ConfigDict) -> nn.Module:
@@ -121,21 +368,6 @@ def create_model(name: str, config: ml_collections.ConfigDict) -> nn.Module:
     name: which model.
     config: the model section of a run config (see launch/configs/default.py).
   """
-  if name == "audio":
-    return AudioTagger(tuple(config.conv_widths), config.hidden,
-                       config.dropout_rate)
-  if name == "audio_user":
-    return AudioUserTagger(tuple(config.conv_widths), config.hidden,
-                           config.dropout_rate, tuple(config.user_widths),
-                           config.deep)
-  if name == "user":
-    return UserTagger(config.hidden, config.dropout_rate,
-                      tuple(config.user_widths))
-  raise ValueError(f"unknown model {name!r}; known: audio, audio_user, user")
-
-
-# What each model predicts: several contexts per track, or one per pair.
-OUTPUTS = {"audio": "multi_label", "audio_user": "single_label",
-           "user": "single_label"}
-# The batches each model trains on.
-BATCH_KINDS = {"audio": "tracks", "audio_user": "pairs", "user": "pairs"}
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+  return MODELS[name][0](config)

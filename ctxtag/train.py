@@ -10,6 +10,13 @@ One model trains in `<workdir>/<model>/`:
 Steps run under `jax.jit` over a 1-D "data" mesh of all devices: batches are
 sharded along it, the state is replicated, so the same code runs on one CPU
 and on many accelerators.
+
+A split whose arrays fit `device_data_budget_mb` is kept on every device
+(replicated) and each step gathers its batch there from a few indices; the
+host then sends only indices, `steps_per_dispatch` steps at a time (one
+`lax.scan`), and waits for the device only at logging intervals and epoch
+ends. A larger split is read on the host, batch by batch. Both feeds give the
+same batches in the same order.
 """
 
 import functools
@@ -126,6 +133,29 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *,
   return state, metrics
 
 
+def train_steps_indexed(state: TrainState, tables: dict,
+                        indices_KxB: jax.Array, rng: jax.Array, *, kind: str,
+                        weights_C: jax.Array, output: str):
+  """K optimiser steps on batches gathered from device-resident tables.
+
+  One `lax.scan` over the steps: a single dispatch for K steps, and the
+  metrics of each step stacked along a leading K axis. K = 1 runs without a
+  loop: XLA:CPU gives convolutions inside a loop body none of its fast
+  kernels (its convolution canonicalisation only visits the entry
+  computation; measured 3-4x slower steps), so conv models on CPU run one
+  step per dispatch.
+  """
+  def one_step(state, indices_B):
+    batch = _barrier(dict(input_pipeline.gather_batch(tables, indices_B, kind),
+                          mask=jnp.ones(indices_B.shape, jnp.float32)))
+    return train_step(state, batch, rng, weights_C=weights_C, output=output)
+
+  if indices_KxB.shape[0] == 1:
+    state, metrics = one_step(state, indices_KxB[0])
+    return state, jax.tree.map(lambda value: value[None], metrics)
+  return jax.lax.scan(one_step, state, indices_KxB)
+
+
 def eval_step(state: TrainState, batch: dict, *, weights_C: jax.Array,
               output: str):
   """Summed loss and example count of a (masked) batch."""
@@ -146,24 +176,66 @@ def predict_step(state: TrainState, batch: dict, *, output: str):
   return jax.nn.softmax(logits)
 
 
-class Steps:
-  """The model's steps, each jitted once over a 1-D "data" device mesh."""
+def _barrier(batch: dict) -> dict:
+  """The gathered batch, materialised before the model reads it.
 
-  def __init__(self, weights_C: np.ndarray, output: str):
+  Left to itself XLA fuses the gather into the model's first ops, which
+  changes their rounding; with the batch materialised, a step computes
+  exactly what it computes on a host batch (one small copy).
+  """
+  return jax.lax.optimization_barrier(batch)
+
+
+def _gathered(step_fn, kind: str):
+  """`step_fn(state, batch)` on a batch gathered by index from tables."""
+  def indexed(state, tables, indices_B, mask_B):
+    batch = _barrier(dict(input_pipeline.gather_batch(tables, indices_B, kind),
+                          mask=mask_B))
+    return step_fn(state, batch)
+  return indexed
+
+
+class Steps:
+  """The model's steps, each jitted once over a 1-D "data" device mesh.
+
+  `train`, `eval` and `predict` take host batches; with a batch `kind`,
+  `train_indexed`, `eval_indexed` and `predict_indexed` take device-resident
+  tables (`place_tables`) and example indices instead.
+  """
+
+  def __init__(self, weights_C: np.ndarray, output: str,
+               kind: str | None = None):
     self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
     self.data = NamedSharding(self.mesh, P("data"))
+    # Indices of K steps: each step's batch is sharded like a host batch.
+    self.data_steps = NamedSharding(self.mesh, P(None, "data"))
     self.replicated = replicated = NamedSharding(self.mesh, P())
     weights = jax.device_put(weights_C, replicated)
+    train_fn = functools.partial(train_step, weights_C=weights, output=output)
+    eval_fn = functools.partial(eval_step, weights_C=weights, output=output)
+    predict_fn = functools.partial(predict_step, output=output)
     self.train = jax.jit(
-        functools.partial(train_step, weights_C=weights, output=output),
-        in_shardings=(replicated, self.data, replicated),
+        train_fn, in_shardings=(replicated, self.data, replicated),
         out_shardings=(replicated, replicated), donate_argnums=0)
-    self.eval = jax.jit(
-        functools.partial(eval_step, weights_C=weights, output=output),
-        in_shardings=(replicated, self.data), out_shardings=replicated)
-    self.predict = jax.jit(
-        functools.partial(predict_step, output=output),
-        in_shardings=(replicated, self.data), out_shardings=self.data)
+    self.eval = jax.jit(eval_fn, in_shardings=(replicated, self.data),
+                        out_shardings=replicated)
+    self.predict = jax.jit(predict_fn, in_shardings=(replicated, self.data),
+                           out_shardings=self.data)
+    if kind is None:
+      return
+    self.train_indexed = jax.jit(
+        functools.partial(train_steps_indexed, kind=kind, weights_C=weights,
+                          output=output),
+        in_shardings=(replicated, replicated, self.data_steps, replicated),
+        out_shardings=(replicated, replicated), donate_argnums=0)
+    self.eval_indexed = jax.jit(
+        _gathered(eval_fn, kind),
+        in_shardings=(replicated, replicated, self.data, self.data),
+        out_shardings=replicated)
+    self.predict_indexed = jax.jit(
+        _gathered(predict_fn, kind),
+        in_shardings=(replicated, replicated, self.data, self.data),
+        out_shardings=self.data)
 
   def place(self, state: TrainState) -> TrainState:
     """The state replicated over the mesh, as the steps return it; placing
@@ -176,26 +248,80 @@ class Steps:
         key: jax.make_array_from_process_local_data(self.data, value)
         for key, value in batch.items() if key in MODEL_INPUTS}
 
+  def shard_indices(self, local: np.ndarray) -> jax.Array:
+    """This process's share of indices, (B,) or (K, B) -> a global array."""
+    sharding = self.data if local.ndim == 1 else self.data_steps
+    return jax.make_array_from_process_local_data(sharding, local)
+
+  def place_tables(self, split: input_pipeline.Split, kind: str) -> dict:
+    """`kind`'s resident tables of `split`, replicated on every device.
+
+    Built from a callback so that each process fills only its own devices
+    (every process holds the same split).
+    """
+    tables = {}
+    for field in input_pipeline.resident_fields(kind):
+      host = input_pipeline.resident_array(split, field)
+      tables[field] = jax.make_array_from_callback(
+          host.shape, self.replicated, lambda index, host=host: host[index])
+    return tables
+
+
+def fits_on_device(split: input_pipeline.Split, kind: str,
+                   budget_mb: float) -> bool:
+  """Whether `kind`'s resident tables of `split` fit `budget_mb` per device."""
+  return input_pipeline.resident_bytes(split, kind) <= budget_mb * 2**20
+
 
 def validation_loss(steps: Steps, state: TrainState,
-                    split: input_pipeline.Split, kind: str,
-                    batch_size: int) -> float:
+                    split: input_pipeline.Split, kind: str, batch_size: int,
+                    tables: dict | None = None) -> float:
+  """Mean loss over every example of `split`.
+
+  Args:
+    steps: the model's steps.
+    state: the model state.
+    split: the split to evaluate.
+    kind: its batch kind.
+    batch_size: the global evaluation batch.
+    tables: `steps.place_tables(split, kind)`, or None to read host batches.
+  """
+  sums = []  # device scalars, fetched together: one wait, not one a batch
+  if tables is None:
+    for batch in input_pipeline.eval_batches(split, kind, batch_size):
+      sums.append(steps.eval(state, steps.shard(batch)))
+  else:
+    for indices, mask in input_pipeline.eval_indices(split, kind, batch_size):
+      sums.append(steps.eval_indexed(state, tables,
+                                     steps.shard_indices(indices),
+                                     steps.shard_indices(mask)))
   total, count = 0.0, 0.0
-  for batch in input_pipeline.eval_batches(split, kind, batch_size):
-    loss_sum, batch_count = steps.eval(state, steps.shard(batch))
+  for loss_sum, batch_count in jax.device_get(sums):
     total += float(loss_sum)
     count += float(batch_count)
   return total / count
 
 
 def predict(steps: Steps, state: TrainState, split: input_pipeline.Split,
-            kind: str, batch_size: int) -> np.ndarray:
-  """Scores of every example of `split` in order, (examples, 10)."""
-  rows = []
-  for batch in input_pipeline.eval_batches(split, kind, batch_size):
-    scores = np.asarray(jax.device_get(steps.predict(state,
-                                                     steps.shard(batch))))
-    rows.append(scores[batch["mask"] == 1])
+            kind: str, batch_size: int,
+            tables: dict | None = None) -> np.ndarray:
+  """Scores of every example of `split` in order, (examples, 10).
+
+  Args are those of `validation_loss`.
+  """
+  scores, masks = [], []
+  if tables is None:
+    for batch in input_pipeline.eval_batches(split, kind, batch_size):
+      scores.append(steps.predict(state, steps.shard(batch)))
+      masks.append(batch["mask"])
+  else:
+    for indices, mask in input_pipeline.eval_indices(split, kind, batch_size):
+      scores.append(steps.predict_indexed(state, tables,
+                                          steps.shard_indices(indices),
+                                          steps.shard_indices(mask)))
+      masks.append(mask)
+  rows = [np.asarray(batch_scores)[mask == 1] for batch_scores, mask
+          in zip(jax.device_get(scores), masks)]
   return np.concatenate(rows)
 
 
@@ -273,19 +399,117 @@ def _fresh_meta() -> dict:
           "best_step": 0, "epochs_without_improvement": 0, "history": []}
 
 
-def _fetch_checked(name, pending, checkpoint_dir, epoch_losses) -> dict:
+def _fetch(pending: list, check) -> dict[int, dict]:
   """Fetches queued step metrics and checks every loss.
 
-  Appends the losses to `epoch_losses`; returns the last step's metrics.
+  Args:
+    pending: (first step, metrics) per dispatch; a metric is a scalar (one
+      step) or has a leading axis of the dispatch's steps. Emptied.
+    check: called with (loss, step) of every step.
+
+  Returns:
+    {step: {metric: value}} of every fetched step, in step order.
   """
-  if not pending:
-    return {}
   fetched = jax.device_get([metrics for _, metrics in pending])
-  for (step, _), metrics in zip(pending, fetched):
-    _check_finite(name, float(metrics["loss"]), step, checkpoint_dir)
-    epoch_losses.append(float(metrics["loss"]))
+  by_step = {}
+  for (first_step, _), metrics in zip(pending, fetched):
+    metrics = {key: np.atleast_1d(value) for key, value in metrics.items()}
+    for offset, loss in enumerate(metrics["loss"]):
+      check(float(loss), first_step + offset)
+      by_step[first_step + offset] = {
+          key: float(value[offset]) for key, value in metrics.items()}
   pending.clear()
-  return {key: float(value) for key, value in fetched[-1].items()}
+  return by_step
+
+
+def train_epoch(feed, state: TrainState, rng: jax.Array, step: int,
+                num_steps: int, steps_per_dispatch: int, log_every: int,
+                log, check) -> tuple[TrainState, list[float]]:
+  """Runs `num_steps` train steps after `step`, `steps_per_dispatch` a call.
+
+  The device runs ahead of the host: metrics stay on the device and are
+  fetched together at logging steps and at the end (a fetch per step stalls
+  the pipeline: ~1.5x slower steps on a 2-core CPU).
+
+  Args:
+    feed: a `HostFeed` or `ResidentFeed` positioned at `step`.
+    state: the state after `step`.
+    rng: the dropout key (each step folds in its number).
+    step: the steps done before this epoch.
+    num_steps: the steps of this epoch.
+    steps_per_dispatch: steps per call of the feed.
+    log_every: steps between `log` calls (and step 1).
+    log: called with (step, metrics) of each logging step.
+    check: called with (loss, step) of every step; raises to stop.
+
+  Returns:
+    The state after the epoch and each step's loss.
+  """
+  pending, losses = [], []
+  end = step + num_steps
+  while step < end:
+    count = min(steps_per_dispatch, end - step)
+    state, metrics = feed.run(state, rng, count)
+    pending.extend((step + 1 + i, m) for i, m in enumerate(metrics))
+    logged = [s for s in range(step + 1, step + count + 1)
+              if s % log_every == 0 or s == 1]
+    step += count
+    if logged:
+      by_step = _fetch(pending, check)
+      losses.extend(values["loss"] for values in by_step.values())
+      for log_step in logged:
+        log(log_step, by_step[log_step])
+  by_step = _fetch(pending, check)
+  losses.extend(values["loss"] for values in by_step.values())
+  return state, losses
+
+
+class HostFeed:
+  """Training batches read on the host, one step per dispatch."""
+
+  def __init__(self, steps: Steps, split: input_pipeline.Split, kind: str,
+               batch_size: int, seed: int, start_step: int):
+    self.steps = steps
+    self.batches = input_pipeline.train_batches(split, kind, batch_size, seed,
+                                                start_step)
+
+  def run(self, state: TrainState, rng: jax.Array, count: int):
+    """`count` steps; returns the state and each step's metrics."""
+    metrics = []
+    for _ in range(count):
+      state, step_metrics = self.steps.train(
+          state, self.steps.shard(next(self.batches)), rng)
+      metrics.append(step_metrics)
+    return state, metrics
+
+
+class ResidentFeed:
+  """Training batches gathered on the device: the host sends indices only,
+  `count` steps' worth per dispatch."""
+
+  def __init__(self, steps: Steps, tables: dict, split: input_pipeline.Split,
+               kind: str, batch_size: int, seed: int, start_step: int):
+    self.steps, self.tables = steps, tables
+    self.indices = input_pipeline.train_indices(split, kind, batch_size, seed,
+                                                start_step)
+
+  def run(self, state: TrainState, rng: jax.Array, count: int):
+    """`count` steps; returns the state and their metrics, stacked."""
+    local_KxB = np.stack([next(self.indices) for _ in range(count)])
+    state, metrics_K = self.steps.train_indexed(
+        state, self.tables, self.steps.shard_indices(local_KxB), rng)
+    return state, [metrics_K]
+
+
+def _tables_if_they_fit(name: str, steps: Steps, split: input_pipeline.Split,
+                        kind: str, budget_mb: float) -> dict | None:
+  """`split` placed on the devices if it fits the budget, else None."""
+  megabytes = input_pipeline.resident_bytes(split, kind) / 2**20
+  if megabytes > budget_mb:
+    print(f"[{name}] {split.name} split read on the host: {megabytes:.0f} MB"
+          f" > device_data_budget_mb={budget_mb}", flush=True)
+    return None
+  return steps.place_tables(split, kind)
 
 
 def _check_finite(name, loss, step, checkpoint_dir):
@@ -325,6 +549,9 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
     if size % jax.device_count():
       raise ValueError(f"config {key}={size} is not divisible by the"
                        f" {jax.device_count()} devices")
+  if model_config.steps_per_dispatch < 1:
+    raise ValueError(f"config {name}.steps_per_dispatch must be >= 1, got"
+                     f" {model_config.steps_per_dispatch}")
   train = input_pipeline.load_split(dataset_path, "train")
   validation = input_pipeline.load_split(dataset_path, "validation")
   per_epoch = (model_config.steps_per_epoch
@@ -334,7 +561,7 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   init_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(jax.random.PRNGKey(config.seed),
                          list(models.OUTPUTS).index(name)))
-  steps, state = _steps_and_state(name, config, train, init_rng)
+  steps, state = steps_and_state(name, config, train, init_rng)
   checkpoint_dir = os.path.join(model_dir, "checkpoints")
   checkpoints = Checkpoints(checkpoint_dir)
   meta = _fresh_meta()
@@ -345,9 +572,17 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
           f" {int(state.step)})", flush=True)
   state = steps.place(state)
 
+  budget = model_config.device_data_budget_mb
+  train_tables = _tables_if_they_fit(name, steps, train, kind, budget)
+  validation_tables = _tables_if_they_fit(name, steps, validation, kind,
+                                          budget)
+  if train_tables is None:
+    feed = HostFeed(steps, train, kind, batch_size, config.seed,
+                    int(state.step))
+  else:
+    feed = ResidentFeed(steps, train_tables, train, kind, batch_size,
+                        config.seed, int(state.step))
   progress = Progress(name, model_dir, total_steps, batch_size)
-  batches = input_pipeline.train_batches(train, kind, batch_size, config.seed,
-                                         start_step=int(state.step))
   stopped_early = False
   step = int(state.step)
   try:
@@ -355,23 +590,19 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
       if meta["epochs_without_improvement"] >= model_config.patience:
         stopped_early = True
         break
-      pending = []  # device metrics, fetched in bulk: a fetch per step
-      # stalls the pipeline (measured: ~1.5x slower steps on a 2-core CPU).
-      epoch_losses = []
-      for _ in range(per_epoch):
-        state, metrics = steps.train(state, steps.shard(next(batches)),
-                                     dropout_rng)
-        step += 1
-        pending.append((step, metrics))
-        if step % config.log_every_steps == 0 or step == 1:
-          values = _fetch_checked(name, pending, checkpoint_dir,
-                                  epoch_losses)
-          progress.record("train", step, values)
-          progress.step_line(step, epoch, values)
-      _fetch_checked(name, pending, checkpoint_dir, epoch_losses)
+
+      def log(log_step, values, epoch=epoch):
+        progress.record("train", log_step, values)
+        progress.step_line(log_step, epoch, values)
+
+      state, epoch_losses = train_epoch(
+          feed, state, dropout_rng, step, per_epoch,
+          model_config.steps_per_dispatch, config.log_every_steps, log,
+          lambda loss, at: _check_finite(name, loss, at, checkpoint_dir))
+      step += per_epoch
       train_loss = float(np.mean(epoch_losses))
       loss = validation_loss(steps, state, validation, kind,
-                             config.eval_batch_size)
+                             config.eval_batch_size, validation_tables)
       _check_finite(name, loss, step, checkpoint_dir)
       improved = loss < meta["best_validation_loss"]
       meta["epoch"] = epoch + 1
@@ -403,24 +634,33 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   return summary
 
 
-def _steps_and_state(name: str, config: ml_collections.ConfigDict,
-                     train: input_pipeline.Split,
-                     rng: jax.Array) -> tuple[Steps, TrainState]:
+def steps_and_state(name: str, config: ml_collections.ConfigDict,
+                     train: input_pipeline.Split, rng: jax.Array,
+                     abstract: bool = False) -> tuple[Steps, TrainState]:
   """Model `name`'s jitted steps (class weights from `train`) and a fresh
-  state initialised from `rng`."""
+  state initialised from `rng`; with `abstract`, only the state's shapes,
+  dtypes and (replicated) shardings, at no cost."""
   kind = models.BATCH_KINDS[name]
-  steps = Steps(class_weights(train, kind), models.OUTPUTS[name])
+  steps = Steps(class_weights(train, kind), models.OUTPUTS[name], kind)
   model = models.create_model(name, config[name])
-  example = next(input_pipeline.eval_batches(train, kind,
-                                             config[name].batch_size))
-  return steps, create_train_state(model, config[name], rng, example)
+  example = input_pipeline.example_batch(train, kind,
+                                         config[name].batch_size)
+  init = functools.partial(create_train_state, model, config[name], rng,
+                           example)
+  if not abstract:
+    return steps, init()
+  shapes = jax.eval_shape(init)
+  return steps, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                     sharding=steps.replicated), shapes)
 
 
 def restore_best(name: str, config: ml_collections.ConfigDict,
                  dataset_path: str, workdir: str) -> tuple[Steps, TrainState]:
   """The steps and best-by-validation state of a trained model."""
   train = input_pipeline.load_split(dataset_path, "train")
-  steps, like = _steps_and_state(name, config, train, jax.random.PRNGKey(0))
+  steps, like = steps_and_state(name, config, train, jax.random.PRNGKey(0),
+                                 abstract=True)
   checkpoint_dir = os.path.join(workdir, name, "checkpoints")
   restored = Checkpoints.restore(Checkpoints(checkpoint_dir).best, like)
   if restored is None:

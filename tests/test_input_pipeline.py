@@ -101,3 +101,58 @@ def test_missing_split_and_tiny_split_errors(small_dataset_path, train):
     input_pipeline.load_split(small_dataset_path, "dev")
   with pytest.raises(ValueError, match="fewer than one batch of 64"):
     next(input_pipeline.train_batches(train, "tracks", 64, seed=0))
+
+
+def test_a_split_is_read_once_per_process(small_dataset_path, train):
+  assert input_pipeline.load_split(small_dataset_path, "train") is train
+  assert input_pipeline.load_split(small_dataset_path, "test") is not train
+
+
+def test_user_batches_carry_no_mel(train):
+  batch = next(input_pipeline.train_batches(train, "users", 16, seed=3))
+  assert "mel" not in batch
+  pairs = next(input_pipeline.train_batches(train, "pairs", 16, seed=3))
+  for key in ("user_embedding", "labels", "index"):
+    np.testing.assert_array_equal(batch[key], pairs[key])
+
+
+@pytest.mark.parametrize("kind", ["tracks", "pairs", "users"])
+def test_device_gathered_batches_equal_host_batches(train, kind):
+  tables = {field: input_pipeline.resident_array(train, field)
+            for field in input_pipeline.resident_fields(kind)}
+  assert input_pipeline.resident_bytes(train, kind) == sum(
+      table.nbytes for table in tables.values())
+  indices = iter(input_pipeline.train_indices(train, kind, 8, seed=4))
+  for batch in itertools.islice(
+      input_pipeline.train_batches(train, kind, 8, seed=4), 3):
+    index = next(indices)
+    np.testing.assert_array_equal(index, batch["index"])
+    gathered = jax.jit(input_pipeline.gather_batch, static_argnums=2)(
+        tables, index, kind)
+    assert set(gathered) == set(batch) - {"mask", "index"}
+    for key, value in gathered.items():
+      assert value.dtype == batch[key].dtype
+      np.testing.assert_array_equal(value, batch[key])
+
+
+def test_eval_indices_are_the_eval_batches(train):
+  for (indices, mask), batch in zip(
+      input_pipeline.eval_indices(train, "tracks", 16),
+      input_pipeline.eval_batches(train, "tracks", 16), strict=True):
+    np.testing.assert_array_equal(indices, batch["index"])
+    np.testing.assert_array_equal(mask, batch["mask"])
+
+
+def test_example_batch_has_the_shapes_of_real_batches(train):
+  for kind in ("tracks", "pairs", "users"):
+    real = next(input_pipeline.eval_batches(train, kind, 4))
+    example = input_pipeline.example_batch(train, kind, 4)
+    assert {k: (v.shape, v.dtype) for k, v in example.items()} == {
+        k: (v.shape, v.dtype) for k, v in real.items() if k != "index"}
+
+
+def test_all_mels_are_the_records_mels(train):
+  mels = train.mel_NxTxF
+  assert mels.dtype == np.float16 and mels.shape == (40, 44, 96)
+  for index in (0, 39):
+    np.testing.assert_array_equal(mels[index], train.source[index]["mel"])

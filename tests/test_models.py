@@ -86,3 +86,98 @@ def test_default_models_take_the_default_input():
 def test_unknown_model_is_refused():
   with pytest.raises(ValueError, match="unknown model 'cnn'"):
     models.create_model("cnn", default.get_config().audio)
+
+
+def _variables_and_grads(model, batch, variables):
+  """Logits and parameter gradients, jitted (the fast path's gradients once
+  broke under jit only). Batch norm uses its running averages: normalising
+  by the statistics of a few examples would amplify rounding differences."""
+  def loss(params):
+    logits = model.apply(
+        {"params": params, "batch_stats": variables["batch_stats"]}, batch)
+    return (logits * jnp.arange(1.0, 11.0)).sum(), logits
+  (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+      variables["params"])
+  return logits, grads
+
+
+@pytest.mark.parametrize("frames", [45, 64])  # odd sizes pad their pools
+def test_cpu_fast_path_equals_the_straightforward_model(frames):
+  config = default.get_config().audio_user
+  config.update(conv_widths=(4, 8, 8, 16), hidden=16, dropout_rate=0.0)
+  rng = np.random.default_rng(0)
+  batch = {"mel": jnp.asarray(rng.normal(size=(4, frames, 96)), jnp.float32),
+           "user_embedding": jnp.asarray(rng.normal(size=(4, 256)),
+                                         jnp.float32)}
+  reference = models.create_model("audio_user", config)
+  config.cpu_fast_path = True
+  fast = models.create_model("audio_user", config)
+  variables = reference.init(jax.random.PRNGKey(0), batch)
+  same_init = fast.init(jax.random.PRNGKey(0), batch)
+  jax.tree.map(np.testing.assert_array_equal, variables, same_init)
+  logits, grads = _variables_and_grads(reference, batch, variables)
+  fast_logits, fast_grads = _variables_and_grads(fast, batch, variables)
+  np.testing.assert_allclose(fast_logits, logits, rtol=1e-5, atol=1e-5)
+  for want, got in zip(jax.tree.leaves(grads), jax.tree.leaves(fast_grads)):
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale)
+
+
+def test_fast_max_pool_routes_ties_like_xla():
+  # Ties everywhere: zeros (as after a ReLU), repeated values, odd sizes.
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.integers(-1, 2, size=(2, 7, 5, 3)), jnp.float32)
+  grad = jnp.asarray(rng.normal(size=(2, 4, 3, 3)), jnp.float32)
+  def reference(x):
+    return flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+  np.testing.assert_array_equal(models.max_pool_2x2(x), reference(x))
+  want = jax.vjp(reference, x)[1](grad)[0]
+  got = jax.jit(lambda x, g: jax.vjp(models.max_pool_2x2, x)[1](g)[0])(
+      x, grad)
+  np.testing.assert_array_equal(got, want)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_stays_close():
+  config = default.get_config().audio_user
+  config.update(conv_widths=(4, 8, 8, 16), hidden=16, dropout_rate=0.0)
+  rng = np.random.default_rng(2)
+  batch = {"mel": jnp.asarray(rng.normal(size=(8, 32, 96)), jnp.float32),
+           "user_embedding": jnp.asarray(rng.normal(size=(8, 256)),
+                                         jnp.float32)}
+  full = models.create_model("audio_user", config)
+  config.compute_dtype = "bfloat16"
+  half = models.create_model("audio_user", config)
+  variables = full.init(jax.random.PRNGKey(0), batch)
+  half_variables = half.init(jax.random.PRNGKey(0), batch)
+  assert {x.dtype for x in jax.tree.leaves(half_variables)} == {
+      np.dtype(np.float32)}
+  logits, grads = _variables_and_grads(full, batch, variables)
+  half_logits, half_grads = _variables_and_grads(half, batch, variables)
+  assert half_logits.dtype == jnp.float32
+  # bfloat16 keeps 8 significant bits: a few percent of the logits' scale.
+  scale = float(np.abs(logits).max())
+  assert float(np.abs(half_logits - logits).max()) < 0.05 * scale
+  assert {x.dtype for x in jax.tree.leaves(half_grads)} == {
+      np.dtype(np.float32)}
+  # Single gradients of cancelling sums (biases before a batch norm) may
+  # move by tens of percent; the whole gradient keeps its direction.
+  want = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grads)])
+  got = np.concatenate([np.ravel(x) for x in jax.tree.leaves(half_grads)])
+  cosine = want @ got / np.linalg.norm(want) / np.linalg.norm(got)
+  assert cosine > 0.99
+  assert abs(np.linalg.norm(got) / np.linalg.norm(want) - 1) < 0.05
+
+
+def test_unknown_compute_dtype_is_refused():
+  config = default.get_config().audio
+  config.compute_dtype = "float16"
+  with pytest.raises(ValueError, match="compute_dtype must be one of"):
+    models.create_model("audio", config)
+
+
+def test_one_table_says_each_models_output_and_batches():
+  assert models.OUTPUTS == {"audio": "multi_label",
+                            "audio_user": "single_label",
+                            "user": "single_label"}
+  assert models.BATCH_KINDS == {"audio": "tracks", "audio_user": "pairs",
+                                "user": "users"}

@@ -87,9 +87,12 @@ def _params(workdir, name, config, dataset_path):
   return jax.tree.leaves(jax.device_get(state.params))
 
 
-def test_stopped_run_resumes_to_the_same_result(small_dataset_path, tmp_path):
+@pytest.mark.parametrize("steps_per_dispatch", [1, 4])
+def test_stopped_run_resumes_to_the_same_result(small_dataset_path, tmp_path,
+                                                steps_per_dispatch):
   config = smoke.get_config()
-  config.user.update(max_epochs=3, patience=10)
+  config.user.update(max_epochs=3, patience=10,
+                     steps_per_dispatch=steps_per_dispatch)
   whole = train.train_and_evaluate("user", config, small_dataset_path,
                                    str(tmp_path / "whole"))
 
@@ -203,6 +206,20 @@ def test_steps_on_a_device_mesh_match_one_device():
         state, metrics = steps.train(state, steps.shard(batch),
                                      jax.random.PRNGKey(1))
         losses.append(float(metrics["loss"]))
+      # The device-resident path: tables replicated, indices sharded, two
+      # steps per dispatch.
+      steps = train.Steps(np.ones(10, np.float32), "single_label", "pairs")
+      tables = {"mel_NxTxF": batch["mel"].astype(np.float16),
+                "pair_track_P": np.arange(8, dtype=np.int32),
+                "user_embedding_PxE": batch["user_embedding"],
+                "pair_labels_PxC": batch["labels"]}
+      tables = {k: jax.device_put(v, steps.replicated)
+                for k, v in tables.items()}
+      state, metrics = steps.train_indexed(
+          state, tables, steps.shard_indices(np.array([[3, 1, 4, 1, 5, 0, 2, 6],
+                                                       [7, 7, 0, 1, 2, 3, 4, 5]])),
+          jax.random.PRNGKey(1))
+      losses.extend(float(x) for x in metrics["loss"])
       print(jax.device_count(), *losses)
   """)
   outputs = []
@@ -217,3 +234,83 @@ def test_steps_on_a_device_mesh_match_one_device():
     outputs.append([float(x) for x in result.stdout.split()])
   assert outputs[0][0] == 1 and outputs[1][0] == 4
   np.testing.assert_allclose(outputs[0][1:], outputs[1][1:], rtol=1e-4)
+
+
+def _small_state(name, split):
+  config = smoke.get_config()
+  steps, state = train.steps_and_state(name, config, split,
+                                       jax.random.PRNGKey(0))
+  return config, steps, steps.place(state)
+
+
+@pytest.mark.parametrize("name", ["audio", "audio_user", "user"])
+def test_device_resident_steps_equal_host_steps(small_dataset_path, name):
+  split = input_pipeline.load_split(small_dataset_path, "train")
+  kind = models.BATCH_KINDS[name]
+  config, steps, host_state = _small_state(name, split)
+  _, _, state = _small_state(name, split)
+  size, rng = config[name].batch_size, jax.random.PRNGKey(1)
+  host = train.HostFeed(steps, split, kind, size, seed=3, start_step=0)
+  device = train.ResidentFeed(steps, steps.place_tables(split, kind), split,
+                              kind, size, seed=3, start_step=0)
+  host_losses, device_losses = [], []
+  for count in (1, 1, 3, 2):
+    host_state, metrics = host.run(host_state, rng, count)
+    host_losses.extend(float(m["loss"]) for m in metrics)
+    state, (metrics,) = device.run(state, rng, count)
+    device_losses.extend(np.asarray(metrics["loss"]).tolist())
+    if count == 1:  # the same computation: the same bits
+      assert device_losses == host_losses
+      jax.tree.map(np.testing.assert_array_equal, state.params,
+                   host_state.params)
+  # Several steps a dispatch run in a loop that XLA compiles on its own
+  # terms: the losses agree to rounding.
+  np.testing.assert_allclose(device_losses, host_losses, rtol=1e-5)
+  assert int(state.step) == int(host_state.step) == 7
+
+
+def test_device_resident_predictions_equal_host_predictions(
+    small_dataset_path):
+  split = input_pipeline.load_split(small_dataset_path, "validation")
+  for name in ("audio", "user"):
+    kind = models.BATCH_KINDS[name]
+    config, steps, state = _small_state(name, split)
+    host = train.predict(steps, state, split, kind, config.eval_batch_size)
+    device = train.predict(steps, state, split, kind, config.eval_batch_size,
+                           steps.place_tables(split, kind))
+    assert host.shape == (input_pipeline.num_examples(split, kind), 10)
+    np.testing.assert_allclose(device, host, rtol=1e-6, atol=1e-7)
+    host_loss = train.validation_loss(steps, state, split, kind, 32)
+    device_loss = train.validation_loss(steps, state, split, kind, 32,
+                                        steps.place_tables(split, kind))
+    np.testing.assert_allclose(device_loss, host_loss, rtol=1e-6)
+
+
+def test_host_batches_and_device_tables_train_the_same_model(
+    small_dataset_path, tmp_path):
+  config = smoke.get_config()
+  config.audio_user.max_epochs = 2
+  device = train.train_and_evaluate("audio_user", config, small_dataset_path,
+                                    str(tmp_path / "device"))
+  config.audio_user.device_data_budget_mb = 0  # nothing fits: host batches
+  host = train.train_and_evaluate("audio_user", config, small_dataset_path,
+                                  str(tmp_path / "host"))
+  assert device["history"] == host["history"]  # bit for bit
+  for a, b in zip(_params(str(tmp_path / "device"), "audio_user", config,
+                          small_dataset_path),
+                  _params(str(tmp_path / "host"), "audio_user", config,
+                          small_dataset_path)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bfloat16_training_keeps_float32_state(small_dataset_path, tmp_path):
+  config = smoke.get_config()
+  config.audio.update(compute_dtype="bfloat16", max_epochs=1)
+  summary = train.train_and_evaluate("audio", config, small_dataset_path,
+                                     str(tmp_path))
+  assert np.isfinite(summary["best_validation_loss"])
+  _, state = train.restore_best("audio", config, small_dataset_path,
+                                str(tmp_path))
+  dtypes = {x.dtype for x in jax.tree.leaves((state.params, state.opt_state))
+            if jnp.issubdtype(x.dtype, jnp.floating)}
+  assert dtypes == {np.dtype(np.float32)}
