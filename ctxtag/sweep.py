@@ -169,6 +169,8 @@ def load_results(run_dir: str) -> dict:
       raise errors.UserError(f"{path}, line {error.lineno}: not valid JSON"
                              f" ({error.msg}); delete it to rerun the"
                              " evaluation") from None
+  if not results.get("satisfaction"):
+    raise errors.UserError(f"{path}: no satisfaction results")
   for kind, metric in (("satisfaction", SATISFACTION_METRIC),
                        ("ranking", RANKING_METRIC)):
     for model, values in results.get(kind, {}).items():
@@ -177,8 +179,6 @@ def load_results(run_dir: str) -> dict:
             f"{path}: no {kind}.{model}.{metric}_ci (made before intervals"
             f" existed); re-evaluate with `python -m launch.evaluate"
             f" --workdir={run_dir}`")
-  if not results.get("satisfaction"):
-    raise errors.UserError(f"{path}: no satisfaction results")
   return results
 
 
@@ -343,7 +343,8 @@ def plot(sweep: dict) -> bytes:
           [r["comparisons"].get(k, {}).get("f1", {}).get("ci")
            for r in runs]) for k in keys})
   right.axhline(0, color="grey", linewidth=0.8)
-  split = f", {sweep['split_strategy']} split" if sweep["split_strategy"] else ""
+  split = (f", {sweep['split_strategy']} split" if sweep["split_strategy"]
+           else "")
   left.set(title=f"User satisfaction F1{split}", xlabel=SETTING,
            ylabel="F1 (bars: interval over users)")
   right.set(title="Difference in satisfaction F1", xlabel=SETTING,
