@@ -77,7 +77,7 @@ def _measure(name, config, split):
   step_rate = _timed(ten_steps, 10, size, calls)
 
   per_epoch = input_pipeline.steps_per_epoch(split, kind, size)
-  dispatch = model_config.steps_per_dispatch
+  dispatch = train.dispatch_size(name, model_config)
   rates = {}
   for feed_name in ("loop", "host loop"):
     tables = None

@@ -1,11 +1,14 @@
 r"""Train-step throughput of each model under the default and paper configs.
 
-  python -m benchmarks.train_step [--steps=20]
+  python -m benchmarks.train_step [--steps=20] [--bfloat16]
 
 Times the jitted train step on random batches of the configured input size
 (the default: 65 x 96 frames from 3 s excerpts; the paper: 646 x 96), after
-a warm-up step, and prints examples/s with the ratio to the default audio
-model measured in the same process (absolute times are noisy on shared CPUs).
+a warm-up step, for the straightforward float32 model and its variants:
+`cpu_fast_path` (conv models) and, with --bfloat16, bfloat16 compute. Each
+variant prints examples/s and its ratio to the float32 reference of the same
+model, measured in the same process in interleaved rounds (best round kept:
+absolute times are noisy on shared CPUs).
 """
 
 import time
@@ -21,11 +24,14 @@ from ctxtag import train
 from launch.configs import default
 from launch.configs import paper
 
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per case.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per round (the paper"
+                              " config's conv models time a quarter).")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "Interleaved rounds per case.")
+_BFLOAT16 = flags.DEFINE_bool("bfloat16", False, "Also time bfloat16.")
 
 
-def _throughput(name, config, frames, steps):
-  model_config = config[name]
+def _runner(name, model_config, frames):
+  """A callable timing `steps` train steps; returns examples/s."""
   size = model_config.batch_size
   rng = np.random.default_rng(0)
   batch = {
@@ -33,38 +39,58 @@ def _throughput(name, config, frames, steps):
       "user_embedding": rng.normal(size=(size, 256)).astype(np.float32),
       "labels": np.eye(10, dtype=np.float32)[rng.integers(0, 10, size)],
       "mask": np.ones(size, np.float32)}
-  runner = train.Steps(np.ones(10, np.float32), models.OUTPUTS[name])
-  state = runner.place(train.create_train_state(
+  if models.BATCH_KINDS[name] == "users":
+    del batch["mel"]
+  steps = train.Steps(np.ones(10, np.float32), models.OUTPUTS[name])
+  holder = {"state": steps.place(train.create_train_state(
       models.create_model(name, model_config), model_config,
-      jax.random.PRNGKey(0), batch))
-  sharded, rng = runner.shard(batch), jax.random.PRNGKey(1)
-  state, metrics = runner.train(state, sharded, rng)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = runner.train(state, sharded, rng)
-  jax.block_until_ready(metrics)
-  return steps * size / (time.perf_counter() - start)
+      jax.random.PRNGKey(0), batch))}
+  sharded, key = steps.shard(batch), jax.random.PRNGKey(1)
+
+  def run(count):
+    start = time.perf_counter()
+    metrics = None
+    for _ in range(count):
+      holder["state"], metrics = steps.train(holder["state"], sharded, key)
+    jax.block_until_ready(metrics)
+    return count * size / (time.perf_counter() - start)
+  run(1)  # compile
+  return run
+
+
+def _variants(name):
+  variants = {"float32": {}}
+  if name != "user":
+    variants["float32 cpu_fast_path"] = {"cpu_fast_path": True}
+  if _BFLOAT16.value:
+    variants["bfloat16"] = {"compute_dtype": "bfloat16"}
+  return variants
 
 
 def main(argv):
   del argv
-  frames_default = audio.num_frames(3.0)
-  frames_paper = audio.num_frames(30.0)
-  cases = [("default", default.get_config(), frames_default),
-           ("paper", paper.get_config(), frames_paper)]
-  baseline = None
-  print(f"device: {jax.devices()[0].device_kind}, {jax.device_count()}"
-        " device(s)")
+  cases = [("default", default.get_config(), audio.num_frames(3.0)),
+           ("paper", paper.get_config(), audio.num_frames(30.0))]
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}"
+        f" (jax {jax.__version__})")
   for label, config, frames in cases:
-    for name in models.OUTPUTS:
-      steps = _STEPS.value if label == "default" else max(
-          2, _STEPS.value // 4)
-      rate = _throughput(name, config, frames, steps)
-      baseline = baseline or rate
-      print(f"{label:>8} {name:>10} ({frames} x 96, batch"
-            f" {config[name].batch_size}): {rate:9.1f} examples/s"
-            f" ({rate / baseline:.3f} x default audio)", flush=True)
+    for name in models.MODELS:
+      steps = _STEPS.value
+      if label == "paper" and name != "user":
+        steps = max(2, steps // 4)
+      runners = {}
+      for variant, overrides in _variants(name).items():
+        model_config = config[name].copy_and_resolve_references()
+        model_config.update(overrides)
+        runners[variant] = _runner(name, model_config, frames)
+      best = {variant: 0.0 for variant in runners}
+      for _ in range(_ROUNDS.value):
+        for variant, run in runners.items():
+          best[variant] = max(best[variant], run(steps))
+      for variant, rate in best.items():
+        print(f"{label:>8} {name:>10} {variant:<22} ({frames} x 96, batch"
+              f" {config[name].batch_size}): {rate:9.1f} ex/s"
+              f" ({rate / best['float32']:.2f} x float32)", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ scatter), weight gradients (a convolution over the whole image, 30-48
 GFLOP/s against ~95 for the forward pass) and the 1-channel first layer
 (5-7 GFLOP/s). Here max-pooling is a reshape + max with a gradient that
 routes each window's gradient to its first maximum (as select-and-scatter
-does), ReLU follows the pool (equal, on a quarter of the values), weight
-gradients are im2col matrix products over chunks of the batch, and the
-first layer is nine shifted multiply-adds with a matrix-product input
-gradient. Outputs and gradients equal the straightforward model's to float
+does), ReLU follows the pool (equal, on a quarter of the values), large
+layers' weight gradients are im2col matrix products over chunks of the
+batch, and the first layer is nine shifted multiply-adds with a
+matrix-product input gradient. Outputs and gradients equal the straightforward model's to float
 rounding (tests/test_models.py).
 
 Every model takes a compute `dtype`: with bfloat16 the layers compute in
@@ -184,6 +184,10 @@ def _conv_backward(residuals, grad_BxHxWxD):
   else:  # XLA's own input gradient is a fast, canonical convolution
     _, vjp = jax.vjp(lambda x: _reference_conv(x, kernel_3x3xCxD), x_BxHxWxC)
     grad_x = vjp(grad_BxHxWxD)[0]
+  _, height, width, channels = x_BxHxWxC.shape
+  if height * width * channels * kernel_3x3xCxD.shape[-1] < _IM2COL_MIN_MACS:
+    _, vjp = jax.vjp(lambda k: _reference_conv(x_BxHxWxC, k), kernel_3x3xCxD)
+    return grad_x, vjp(grad_BxHxWxD)[0]
   return grad_x, _kernel_grad(x_BxHxWxC, grad_BxHxWxD).astype(
       kernel_3x3xCxD.dtype)
 
@@ -205,6 +209,10 @@ def _one_channel_input_grad(kernel_3x3x1xD, grad_BxHxWxD):
   return grad[..., None]
 
 
+# Per-example size (H W C D) from which im2col weight gradients beat XLA's:
+# measured faster for every layer of the paper's model (2M to 32M) and
+# slower for every layer of the default one (0.05M to 0.22M).
+_IM2COL_MIN_MACS = 1_000_000
 # Bytes of im2col patches per chunk of the batch, near a CPU's last-level
 # cache (measured best with a 32 MB L3: 2 examples of the paper's second
 # layer, 36 MB; the whole batch at once was 2x slower).
@@ -331,17 +339,23 @@ def _compute_dtype(config: ml_collections.ConfigDict):
   return COMPUTE_DTYPES[config.compute_dtype]
 
 
+def _cpu_fast_path(config) -> bool:
+  """The config's switch, honoured on CPUs only: on accelerators XLA's own
+  convolution and pooling kernels are the fast ones."""
+  return bool(config.cpu_fast_path) and jax.default_backend() == "cpu"
+
+
 def _audio(config):
   return AudioTagger(tuple(config.conv_widths), config.hidden,
                      config.dropout_rate, _compute_dtype(config),
-                     config.cpu_fast_path)
+                     _cpu_fast_path(config))
 
 
 def _audio_user(config):
   return AudioUserTagger(tuple(config.conv_widths), config.hidden,
                          config.dropout_rate, tuple(config.user_widths),
                          config.deep, _compute_dtype(config),
-                         config.cpu_fast_path)
+                         _cpu_fast_path(config))
 
 
 def _user(config):
@@ -359,6 +373,11 @@ MODELS = {
 }
 OUTPUTS = {name: output for name, (_, output, _) in MODELS.items()}
 BATCH_KINDS = {name: kind for name, (_, _, kind) in MODELS.items()}
+
+
+def has_conv_stack(name: str) -> bool:
+  """Whether model `name` reads audio through the conv stack."""
+  return BATCH_KINDS[name] != "users"
 
 
 def create_model(name: str, config: ml_collections.ConfigDict) -> nn.Module:
