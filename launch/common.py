@@ -17,6 +17,7 @@ from ctxtag import dataset_check
 from ctxtag import dataset_stats
 from ctxtag import errors
 from ctxtag import files
+from ctxtag import inference
 from ctxtag import input_pipeline
 from ctxtag import predictions
 from ctxtag import report
@@ -258,7 +259,8 @@ def save_config(config, workdir: str, check_dataset: bool = False) -> None:
 
 
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Saves the config in the workdir and builds the dataset if missing.
+  """Saves the config in the workdir and builds the dataset if missing;
+  keeps in the workdir what tagging new audio needs (ctxtag.inference).
 
   Returns:
     The versioned directory of the run's dataset.
@@ -270,6 +272,16 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
                        options=config.dataset_options,
                        split=_split_settings(config))
   files.write_text(os.path.join(workdir, "dataset_path.txt"), dataset_path)
+  settings = contextual_tags.config_with_overrides(
+      config.dataset.partition("/")[2],
+      options_lib.parse(config.dataset_options), _split_settings(config)
+  ).settings
+  # Real sources start excerpts at an offset and pad short ends; the
+  # simulated world renders whole excerpts.
+  inference.save_run_card(
+      workdir, dataset_path, config.dataset, settings.excerpt_seconds,
+      getattr(settings, "offset_seconds", 0.0),
+      getattr(settings, "max_padding_seconds", 0.0))
   return dataset_path
 
 

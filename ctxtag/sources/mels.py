@@ -262,12 +262,29 @@ class _Progress:
           f" ETA {eta // 60:.0f}:{eta % 60:02.0f}", flush=True)
 
 
-def _pool_context():
-  # Forked workers inherit the imported front end (librosa and scipy take
-  # seconds to import in each fresh process).
-  if sys.platform == "linux":
-    return multiprocessing.get_context("fork")
-  return multiprocessing.get_context("spawn")
+def _jax_started() -> bool:
+  if "jax" not in sys.modules:
+    return False
+  try:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    return xla_bridge.backends_are_initialized()
+  except (ImportError, AttributeError):  # private API: assume the worst
+    return True
+
+
+def worker_pool(workers: int):
+  """A process pool for front-end work.
+
+  Forked workers inherit the imported front end (librosa and scipy take
+  seconds to import in a fresh process), but forking a process whose JAX
+  runtime has started risks a deadlock; then the workers are spawned.
+  """
+  if sys.platform == "linux" and not _jax_started():
+    context = multiprocessing.get_context("fork")
+    audio.log_mel(np.zeros(audio.SAMPLE_RATE, np.float32), excerpt_seconds=1)
+  else:
+    context = multiprocessing.get_context("spawn")
+  return context.Pool(workers)
 
 
 def extract_all(tasks: list[Task], front_end: FrontEnd, cache_dir: str,
@@ -292,8 +309,7 @@ def extract_all(tasks: list[Task], front_end: FrontEnd, cache_dir: str,
     results = map(work, tasks)
     pool = None
   else:
-    audio.log_mel(np.zeros(audio.SAMPLE_RATE, np.float32), excerpt_seconds=1)
-    pool = _pool_context().Pool(min(workers, len(tasks)))
+    pool = worker_pool(min(workers, len(tasks)))
     results = pool.imap_unordered(work, tasks, chunksize=4)
   try:
     for status in results:

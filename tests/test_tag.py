@@ -1,0 +1,125 @@
+"""Tagging new audio with a trained run, without its dataset."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from ctxtag import audio
+from ctxtag import errors
+from ctxtag import inference
+from ctxtag import input_pipeline
+from ctxtag import labels
+from ctxtag import train
+from launch import common
+
+
+def _write_files(directory) -> dict[str, str]:
+  os.makedirs(os.path.join(directory, "nested"), exist_ok=True)
+  rng = np.random.default_rng(0)
+  paths = {}
+  for name, seconds in (("a.wav", 3.0), ("nested/b.flac", 2.5),
+                        ("c.ogg", 4.0), ("short.wav", 0.5)):
+    path = os.path.join(directory, name)
+    soundfile.write(path, rng.uniform(-0.3, 0.3, int(seconds * 44100)), 44100)
+    paths[name] = path
+  paths["broken.mp3"] = os.path.join(directory, "broken.mp3")
+  with open(paths["broken.mp3"], "wb") as f:
+    f.write(b"no audio here" * 50)
+  return paths
+
+
+def _without_dataset(smoke_run, tmp_path) -> str:
+  copy = str(tmp_path / "run")
+  shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("data"))
+  return copy
+
+
+def test_files_are_tagged_by_the_audio_model_without_the_dataset(
+    smoke_run, tmp_path):
+  workdir = _without_dataset(smoke_run, tmp_path)
+  paths = _write_files(str(tmp_path / "music"))
+  config = common.load_run_config(workdir)
+  output = inference.tag(workdir, config, str(tmp_path / "music"), top_k=3,
+                         workers=2, batch_size=2)
+  tagged = {os.path.basename(r["file"]): r for r in output["results"]}
+  assert set(tagged) == {"a.wav", "b.flac", "c.ogg"}
+  assert {os.path.basename(e["file"]) for e in output["errors"]} == {
+      "short.wav", "broken.mp3"}
+  for result in tagged.values():
+    assert result["model"] == "audio" and result["user_id"] is None
+    scores = [c["score"] for c in result["contexts"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+  assert not os.path.exists(os.path.join(workdir, "data"))
+
+
+def test_scores_equal_the_training_path_for_a_known_user(smoke_run, tmp_path):
+  config = common.load_run_config(smoke_run)
+  paths = _write_files(str(tmp_path / "music"))
+  users = inference.load_users(smoke_run)
+  test = input_pipeline.load_split(common.run_dataset_path(smoke_run), "test")
+  user_id = int(test.user_id_P[0])
+  np.testing.assert_array_equal(users[user_id], test.user_embedding_PxE[0])
+  output = inference.tag(smoke_run, config, paths["a.wav"], user_id=user_id,
+                         top_k=10, workers=1)
+  result, = output["results"]
+  assert result["model"] == "audio_user" and result["user_id"] == user_id
+  card = inference.load_card(smoke_run)
+  mel = audio.log_mel_from_file(paths["a.wav"], card.excerpt_seconds)
+  steps, state = train.restore_best("audio_user", config,
+                                    common.run_dataset_path(smoke_run),
+                                    smoke_run)
+  del steps
+  expected = np.asarray(train.predict_step(
+      state, {"mel": mel.astype(np.float16).astype(np.float32)[None],
+              "user_embedding": users[user_id][None]}, output="single_label"))
+  got = {c["context"]: c["score"] for c in result["contexts"]}
+  np.testing.assert_allclose([got[c] for c in labels.LABELS], expected[0],
+                             atol=2e-6)
+
+
+def test_an_unknown_user_is_reported_and_gets_the_audio_model(
+    smoke_run, tmp_path):
+  paths = _write_files(str(tmp_path / "music"))
+  config = common.load_run_config(smoke_run)
+  output = inference.tag(smoke_run, config, paths["c.ogg"], user_id=-12345)
+  assert output["results"][0]["model"] == "audio"
+  assert "user -12345 is not one of the run's" in output["notes"][0]
+
+
+def test_bad_embeddings_and_paths_are_clear(tmp_path):
+  path = str(tmp_path / "e.npy")
+  np.save(path, np.zeros(7))
+  with pytest.raises(errors.DatasetError, match=r"shape \(7,\), expected"):
+    inference.read_embedding(path)
+  with pytest.raises(errors.DatasetError, match="no such file or directory"):
+    inference.find_audio(str(tmp_path / "nothing"))
+
+
+def test_launcher_writes_json_and_refuses_a_missing_run_in_one_line(
+    smoke_run, tmp_path):
+  paths = _write_files(str(tmp_path / "music"))
+  out = str(tmp_path / "tags.json")
+  embedding = str(tmp_path / "u.npy")
+  np.save(embedding, np.ones(256, np.float32))
+  done = subprocess.run(
+      [sys.executable, "-m", "launch.tag", f"--workdir={smoke_run}",
+       f"--audio={tmp_path / 'music'}", f"--user_embedding={embedding}",
+       "--top_k=2", f"--output={out}"], capture_output=True, text=True,
+      check=True)
+  assert "tagged 3 files (2 errors)" in done.stdout
+  with open(out) as f:
+    tags = json.load(f)
+  assert {r["model"] for r in tags["results"]} == {"audio_user"}
+  assert all(len(r["contexts"]) == 2 for r in tags["results"])
+  failed = subprocess.run(
+      [sys.executable, "-m", "launch.tag", f"--workdir={tmp_path}",
+       f"--audio={paths['a.wav']}"], capture_output=True, text=True)
+  assert failed.returncode == 1
+  assert failed.stderr.strip().count("\n") == 0
+  assert "config.json" in failed.stderr
