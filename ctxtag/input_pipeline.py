@@ -349,7 +349,9 @@ def gather_batch(tables: dict, indices_B: jax.Array, kind: str) -> dict:
   same indices (mels widened from float16 exactly as on the host).
 
   Args:
-    tables: {field: array} of `resident_fields(kind)`.
+    tables: {field: array} of `resident_fields(kind)`; for "pairs", an
+      "audio_features_NxD" table (the audio + user model's conv stack output
+      per track, for evaluation) may stand in for "mel_NxTxF".
     indices_B: int example indices (tracks for "tracks", else pairs).
     kind: "tracks", "pairs" or "users".
 
@@ -363,5 +365,8 @@ def gather_batch(tables: dict, indices_B: jax.Array, kind: str) -> dict:
            "labels": tables["pair_labels_PxC"][indices_B]}
   if kind == "pairs":
     tracks_B = tables["pair_track_P"][indices_B]
-    batch["mel"] = tables["mel_NxTxF"][tracks_B].astype(jnp.float32)
+    if "audio_features_NxD" in tables:  # computed once per track
+      batch["audio_features"] = tables["audio_features_NxD"][tracks_B]
+    else:
+      batch["mel"] = tables["mel_NxTxF"][tracks_B].astype(jnp.float32)
   return batch

@@ -299,9 +299,24 @@ class AudioUserTagger(nn.Module):
   cpu_fast_path: bool = False
 
   @nn.compact
-  def __call__(self, batch: dict, train: bool = False) -> jnp.ndarray:
-    audio = ConvStack(self.conv_widths, self.dtype, self.cpu_fast_path)(
-        batch["mel"], train)
+  def __call__(self, batch: dict, train: bool = False,
+               features_only: bool = False) -> jnp.ndarray:
+    """Logits of the batch's pairs.
+
+    Args:
+      batch: "user_embedding" and either "mel" or "audio_features", the
+        conv stack's output for the pair's track (evaluation computes it
+        once per track rather than once per pair).
+      train: batch statistics and dropout, or running averages.
+      features_only: return the conv stack's output for "mel" instead.
+    """
+    if "audio_features" in batch:
+      audio = batch["audio_features"]
+    else:
+      audio = ConvStack(self.conv_widths, self.dtype, self.cpu_fast_path)(
+          batch["mel"], train)
+    if features_only:
+      return audio
     if self.deep:
       for width in (512, 256, 128):
         audio = nn.relu(nn.Dense(width, dtype=self.dtype)(audio))

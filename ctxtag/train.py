@@ -176,6 +176,13 @@ def predict_step(state: TrainState, batch: dict, *, output: str):
   return jax.nn.softmax(logits)
 
 
+def track_features_step(state: TrainState, batch: dict):
+  """The audio + user model's conv stack output for a batch of tracks."""
+  return state.apply_fn(
+      {"params": state.params, "batch_stats": state.batch_stats},
+      _barrier(batch), train=False, features_only=True)
+
+
 def _barrier(batch: dict) -> dict:
   """The gathered batch, materialised before the model reads it.
 
@@ -221,6 +228,12 @@ class Steps:
                         out_shardings=replicated)
     self.predict = jax.jit(predict_fn, in_shardings=(replicated, self.data),
                            out_shardings=self.data)
+    self.track_features = jax.jit(
+        track_features_step, in_shardings=(replicated, self.data),
+        out_shardings=replicated)
+    self.first_rows = jax.jit(
+        lambda parts, count: jnp.concatenate(parts)[:count],
+        static_argnums=1, out_shardings=replicated)
     if kind is None:
       return
     self.train_indexed = jax.jit(
@@ -236,6 +249,11 @@ class Steps:
         _gathered(predict_fn, kind),
         in_shardings=(replicated, replicated, self.data, self.data),
         out_shardings=self.data)
+    self.track_features_indexed = jax.jit(
+        lambda state, mel_NxTxF, tracks_B: track_features_step(
+            state, {"mel": mel_NxTxF[tracks_B].astype(jnp.float32)}),
+        in_shardings=(replicated, replicated, self.data),
+        out_shardings=replicated)
 
   def place(self, state: TrainState) -> TrainState:
     """The state replicated over the mesh, as the steps return it; placing
@@ -253,24 +271,49 @@ class Steps:
     sharding = self.data if local.ndim == 1 else self.data_steps
     return jax.make_array_from_process_local_data(sharding, local)
 
-  def place_tables(self, split: input_pipeline.Split, kind: str) -> dict:
-    """`kind`'s resident tables of `split`, replicated on every device.
+  def place_array(self, host: np.ndarray) -> jax.Array:
+    """`host` replicated on every device, built from a callback so that each
+    process fills only its own devices (every process holds the same)."""
+    return jax.make_array_from_callback(
+        host.shape, self.replicated, lambda index: host[index])
 
-    Built from a callback so that each process fills only its own devices
-    (every process holds the same split).
-    """
-    tables = {}
-    for field in input_pipeline.resident_fields(kind):
-      host = input_pipeline.resident_array(split, field)
-      tables[field] = jax.make_array_from_callback(
-          host.shape, self.replicated, lambda index, host=host: host[index])
-    return tables
+  def place_tables(self, split: input_pipeline.Split, kind: str) -> dict:
+    """`kind`'s resident tables of `split`, replicated on every device."""
+    return {field: self.place_array(input_pipeline.resident_array(split, field))
+            for field in input_pipeline.resident_fields(kind)}
 
 
 def fits_on_device(split: input_pipeline.Split, kind: str,
                    budget_mb: float) -> bool:
   """Whether `kind`'s resident tables of `split` fit `budget_mb` per device."""
   return input_pipeline.resident_bytes(split, kind) <= budget_mb * 2**20
+
+
+def _pair_evaluation_tables(steps: Steps, state: TrainState,
+                            split: input_pipeline.Split, batch_size: int,
+                            tables: dict | None) -> dict:
+  """Device tables to evaluate the audio + user model on `split`.
+
+  A track's audio features are the same for each of its pairs (about 7 in
+  the paper's data), so they are computed once per track, from resident
+  mels or from host batches of tracks, and the pairs gather them.
+  """
+  features = []
+  if tables is None:
+    for batch in input_pipeline.eval_batches(split, "tracks", batch_size):
+      features.append(steps.track_features(
+          state, steps.shard({"mel": batch["mel"]})))
+    tables = {field: steps.place_array(
+        input_pipeline.resident_array(split, field))
+              for field in ("pair_track_P", "user_embedding_PxE",
+                            "pair_labels_PxC")}
+  else:
+    for indices, _ in input_pipeline.eval_indices(split, "tracks",
+                                                  batch_size):
+      features.append(steps.track_features_indexed(
+          state, tables["mel_NxTxF"], steps.shard_indices(indices)))
+  return {"audio_features_NxD": steps.first_rows(features, split.num_tracks),
+          **{k: v for k, v in tables.items() if k != "mel_NxTxF"}}
 
 
 def validation_loss(steps: Steps, state: TrainState,
@@ -286,6 +329,8 @@ def validation_loss(steps: Steps, state: TrainState,
     batch_size: the global evaluation batch.
     tables: `steps.place_tables(split, kind)`, or None to read host batches.
   """
+  if kind == "pairs":
+    tables = _pair_evaluation_tables(steps, state, split, batch_size, tables)
   sums = []  # device scalars, fetched together: one wait, not one a batch
   if tables is None:
     for batch in input_pipeline.eval_batches(split, kind, batch_size):
@@ -309,6 +354,8 @@ def predict(steps: Steps, state: TrainState, split: input_pipeline.Split,
 
   Args are those of `validation_loss`.
   """
+  if kind == "pairs":
+    tables = _pair_evaluation_tables(steps, state, split, batch_size, tables)
   scores, masks = [], []
   if tables is None:
     for batch in input_pipeline.eval_batches(split, kind, batch_size):

@@ -269,10 +269,30 @@ def test_device_resident_steps_equal_host_steps(small_dataset_path, name):
   assert int(state.step) == int(host_state.step) == 7
 
 
+def test_pair_model_evaluation_computes_audio_once_per_track(
+    small_dataset_path):
+  split = input_pipeline.load_split(small_dataset_path, "validation")
+  _, steps, state = _small_state("audio_user", split)
+  per_pair = []  # the whole model on every pair's mel
+  for batch in input_pipeline.eval_batches(split, "pairs", 32):
+    scores = np.asarray(steps.predict(state, steps.shard(batch)))
+    per_pair.append(scores[batch["mask"] == 1])
+  per_pair = np.concatenate(per_pair)
+  for tables in (None, steps.place_tables(split, "pairs")):
+    scores = train.predict(steps, state, split, "pairs", 32, tables)
+    np.testing.assert_allclose(scores, per_pair, rtol=1e-5, atol=1e-6)
+  weights = train.class_weights(split, "pairs")
+  expected = np.mean(train.example_losses(
+      np.log(per_pair), split.pair_labels_PxC, weights, "single_label"))
+  np.testing.assert_allclose(
+      train.validation_loss(steps, state, split, "pairs", 32), expected,
+      rtol=1e-5)
+
+
 def test_device_resident_predictions_equal_host_predictions(
     small_dataset_path):
   split = input_pipeline.load_split(small_dataset_path, "validation")
-  for name in ("audio", "user"):
+  for name in ("audio", "audio_user", "user"):
     kind = models.BATCH_KINDS[name]
     config, steps, state = _small_state(name, split)
     host = train.predict(steps, state, split, kind, config.eval_batch_size)
