@@ -49,7 +49,10 @@ def write_model_predictions(name: str, config: ml_collections.ConfigDict,
   kind = models.BATCH_KINDS[name]
   for split_name in todo:
     split = input_pipeline.load_split(dataset_path, split_name)
-    scores = train.predict(steps, state, split, kind, config.eval_batch_size)
+    on_device = train.tables_if_they_fit(name, steps, split, kind,
+                                         config[name].device_data_budget_mb)
+    scores = train.predict(steps, state, split, kind, config.eval_batch_size,
+                           on_device)
     target = path(workdir, split_name, name)
     if kind == "tracks":
       tables.write(target, split.song_id_N, scores)

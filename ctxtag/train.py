@@ -559,8 +559,8 @@ def dispatch_size(name: str, model_config) -> int:
   return model_config.steps_per_dispatch
 
 
-def _tables_if_they_fit(name: str, steps: Steps, split: input_pipeline.Split,
-                        kind: str, budget_mb: float) -> dict | None:
+def tables_if_they_fit(name: str, steps: Steps, split: input_pipeline.Split,
+                       kind: str, budget_mb: float) -> dict | None:
   """`split` placed on the devices if it fits the budget, else None."""
   megabytes = input_pipeline.resident_bytes(split, kind) / 2**20
   if megabytes > budget_mb:
@@ -629,8 +629,8 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   state = steps.place(state)
 
   budget = model_config.device_data_budget_mb
-  train_tables = _tables_if_they_fit(name, steps, train, kind, budget)
-  validation_tables = _tables_if_they_fit(name, steps, validation, kind,
+  train_tables = tables_if_they_fit(name, steps, train, kind, budget)
+  validation_tables = tables_if_they_fit(name, steps, validation, kind,
                                           budget)
   if train_tables is None:
     feed = HostFeed(steps, train, kind, batch_size, config.seed,
