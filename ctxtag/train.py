@@ -376,13 +376,16 @@ class Checkpoints:
   """The latest and the best state of one model, with the loop's bookkeeping.
 
   orbax writes each checkpoint to a temporary directory and renames it when
-  complete, so a killed save never passes for a checkpoint.
+  complete, so a killed save never passes for a checkpoint. Saves copy the
+  state off the device and write it in the background while training goes
+  on (a save took ~0.15 s of a 2-core CPU's time per epoch, more than a
+  whole epoch of the user-only model); `close` waits for them.
   """
 
   def __init__(self, directory: str):
     directory = os.path.abspath(directory)  # orbax refuses relative paths
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=True, enable_async_checkpointing=False)
+        max_to_keep=1, create=True, enable_async_checkpointing=True)
     self.latest = ocp.CheckpointManager(
         os.path.join(directory, "latest"), options=options)
     self.best = ocp.CheckpointManager(
@@ -393,7 +396,11 @@ class Checkpoints:
     manager.save(int(state.step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                  force=True)
-    manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and closes both managers."""
+    self.latest.close()
+    self.best.close()
 
   @staticmethod
   def restore(manager, like: TrainState) -> tuple[TrainState, dict] | None:
@@ -678,6 +685,7 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
             f" validation loss {loss:.4f}"
             f"{' (best)' if improved else ''}", flush=True)
   finally:
+    checkpoints.close()
     progress.close()
 
   summary = {"model": name, "epochs": meta["epoch"],
