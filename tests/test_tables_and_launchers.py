@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -239,9 +240,12 @@ def test_predictions_with_unknown_or_missing_ids_are_refused(csvs, tmp_path):
     tables.read(inf, with_user=False)
 
 
-def test_reproduce_runs_end_to_end_and_reuses_a_finished_run(tmp_path):
+def test_reproduce_runs_end_to_end_and_reuses_a_finished_run(tmp_path,
+                                                           smoke_run):
   config = smoke.get_config()
   workdir = str(tmp_path / "run")
+  # The session's smoke reproduction, copied: its every file comes back.
+  shutil.copytree(smoke_run, workdir)
   results = reproduce.reproduce(config, workdir)
   for key in ("mo_mg", "mo_sg", "so_sg", "user_sg", "user_only_sg",
               "oracle_sg"):
