@@ -93,23 +93,7 @@ class Tagger:
   def __init__(self, name: str, config: ml_collections.ConfigDict,
                workdir: str, frames: int):
     self.name, self.output = name, models.OUTPUTS[name]
-    model = models.create_model(name, config[name])
-    example = {
-        "mel": np.zeros((1, frames, audio.N_MELS), np.float32),
-        "user_embedding": np.zeros((1, labels.USER_EMBEDDING_DIM),
-                                   np.float32),
-        "labels": np.zeros((1, labels.NUM_LABELS), np.float32),
-        "mask": np.ones((1,), np.float32)}
-    like = jax.eval_shape(functools.partial(
-        train.create_train_state, model, config[name],
-        jax.random.PRNGKey(0), example))
-    directory = os.path.join(workdir, name, "checkpoints")
-    restored = train.Checkpoints.restore(train.Checkpoints(directory).best,
-                                         like)
-    if restored is None:
-      raise errors.DatasetError(
-          f"{directory}/best: no checkpoint; train model {name!r} first")
-    self.state = restored[0]
+    self.state = train.restore_best_state(name, config, workdir, frames)
     self._predict = jax.jit(functools.partial(train.predict_step,
                                               output=self.output))
 

@@ -130,6 +130,7 @@ MODEL_CHECKS = {
     "steps_per_dispatch": _POSITIVE,
     "compute_dtype": _one_of(("float32", "bfloat16")),
     "cpu_fast_path": _boolean,
+    "audio_init": _one_of(("", "audio")),
 }
 
 # Top-level keys; model sections are checked with MODEL_CHECKS. A key is
@@ -209,6 +210,18 @@ def validate(config, declared=None, datasets: Iterable[str] | None = None
       raise errors.ConfigError(f"config {name}: missing model section")
     _check_section(f"{name}.", config[name], MODEL_CHECKS,
                    None if declared is None else declared[name])
+  _check_audio_init(config)
+
+
+def _check_audio_init(config) -> None:
+  """audio_user.audio_init='audio' needs the audio model trained first."""
+  models = list(config.get("models", ()))
+  if (config["audio_user"].get("audio_init") == "audio"
+      and "audio_user" in models
+      and ("audio" not in models
+           or models.index("audio") > models.index("audio_user"))):
+    _fail("models", tuple(models), "'audio' before 'audio_user' when"
+          " audio_user.audio_init='audio' (or set audio_user.audio_init='')")
 
 
 def save(config, path: str, declared=None,

@@ -39,6 +39,8 @@ import optax
 import orbax.checkpoint as ocp
 import tensorboardX
 
+from ctxtag import audio
+from ctxtag import errors
 from ctxtag import input_pipeline
 from ctxtag import labels
 from ctxtag import models
@@ -585,6 +587,55 @@ def _check_finite(name, loss, step, checkpoint_dir):
         " learning rate or check the data.")
 
 
+def shape_example(frames: int) -> dict:
+  """A one-example batch of every model input, for shapes alone."""
+  return {
+      "mel": np.zeros((1, frames, audio.N_MELS), np.float32),
+      "user_embedding": np.zeros((1, labels.USER_EMBEDDING_DIM), np.float32),
+      "labels": np.zeros((1, labels.NUM_LABELS), np.float32),
+      "mask": np.ones((1,), np.float32)}
+
+
+def restore_best_state(name: str, config: ml_collections.ConfigDict,
+                       workdir: str, frames: int) -> TrainState:
+  """Model `name`'s best state, restored from shapes alone: no dataset, no
+  real initialisation (jax.eval_shape)."""
+  model = models.create_model(name, config[name])
+  like = jax.eval_shape(functools.partial(
+      create_train_state, model, config[name], jax.random.PRNGKey(0),
+      shape_example(frames)))
+  directory = os.path.join(workdir, name, "checkpoints")
+  restored = Checkpoints.restore(Checkpoints(directory).best, like)
+  if restored is None:
+    raise errors.DatasetError(
+        f"{directory}/best: no checkpoint; train model {name!r} first")
+  return restored[0]
+
+
+# The audio models' shared part: the input batch norm and the conv stack.
+AUDIO_BRANCH = "ConvStack_0"
+
+
+def with_audio_branch(state: TrainState, config: ml_collections.ConfigDict,
+                      workdir: str, frames: int) -> TrainState:
+  """`state` (audio + user) with its conv stack taken from the trained audio
+  model's best state: the fusion then starts from audio features that
+  already tell contexts apart, instead of learning them from single labels.
+  """
+  for key in ("conv_widths", "cpu_fast_path"):
+    if config.audio[key] != config.audio_user[key]:
+      raise errors.ConfigError(
+          f"config audio_user.audio_init='audio' needs the same {key} as the"
+          f" audio model: audio.{key}={config.audio[key]},"
+          f" audio_user.{key}={config.audio_user[key]}")
+  source = restore_best_state("audio", config, workdir, frames)
+  params = dict(state.params, **{AUDIO_BRANCH: source.params[AUDIO_BRANCH]})
+  stats = dict(state.batch_stats,
+               **{AUDIO_BRANCH: source.batch_stats[AUDIO_BRANCH]})
+  return state.replace(params=params, batch_stats=stats,
+                       opt_state=state.tx.init(params))
+
+
 def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
                        dataset_path: str, workdir: str) -> dict:
   """Trains model `name` with early stopping; resumes a stopped run.
@@ -629,6 +680,9 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   checkpoints = Checkpoints(checkpoint_dir)
   meta = _fresh_meta()
   restored = Checkpoints.restore(checkpoints.latest, state)
+  if restored is None and model_config.audio_init == "audio":
+    state = with_audio_branch(state, config, workdir,
+                              train.mel_shape[0])
   if restored is not None:
     state, meta = restored
     print(f"[{name}] resuming after epoch {meta['epoch']} (step"

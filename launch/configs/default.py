@@ -29,6 +29,9 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   config.steps_per_dispatch = 32  # steps per call (lax.scan); 1: conv on CPU
   config.compute_dtype = "float32"  # or "bfloat16"; params stay float32
   config.cpu_fast_path = True  # on CPU: conv stack arranged for XLA:CPU
+  # audio_user: "audio" starts its conv stack from the trained audio model's
+  # best state (beyond the paper, which trains it from scratch); "": scratch.
+  config.audio_init = ""
   config.update(overrides)
   return config
 
@@ -58,6 +61,6 @@ def get_config() -> ml_collections.ConfigDict:
   # paper too counts epochs in steps; the user-only model is cheap.
   config.audio = model_config(max_epochs=25, patience=5)
   config.audio_user = model_config(steps_per_epoch=150, max_epochs=8,
-                                   patience=3)
+                                   patience=3, audio_init="audio")
   config.user = model_config(batch_size=128, max_epochs=10, patience=3)
   return config
