@@ -92,9 +92,9 @@ def torch_steps(batch):
       loss = loss_fn(net(inputs), targets)
       loss.backward()
       optimizer.step()
-      return loss
+      return loss.detach()
     step = torch.compile(step) if compiled else step
-    return lambda: float(step())
+    return lambda: step().item()
 
   cases = {"pytorch eager NCHW": make(False, False),
            "pytorch eager channels_last": make(True, False)}
