@@ -19,8 +19,8 @@ routes each window's gradient to its first maximum (as select-and-scatter
 does), ReLU follows the pool (equal, on a quarter of the values), large
 layers' weight gradients are im2col matrix products over chunks of the
 batch, and the first layer is nine shifted multiply-adds with a
-matrix-product input gradient. Outputs and gradients equal the straightforward model's to float
-rounding (tests/test_models.py).
+matrix-product input gradient. Outputs and gradients equal the
+straightforward model's to float rounding (tests/test_models.py).
 
 Every model takes a compute `dtype`: with bfloat16 the layers compute in
 bfloat16 while parameters (and so the optimiser state) stay float32, and the

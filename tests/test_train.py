@@ -215,10 +215,9 @@ def test_steps_on_a_device_mesh_match_one_device():
                 "pair_labels_PxC": batch["labels"]}
       tables = {k: jax.device_put(v, steps.replicated)
                 for k, v in tables.items()}
+      indices = np.array([[3, 1, 4, 1, 5, 0, 2, 6], [7, 7, 0, 1, 2, 3, 4, 5]])
       state, metrics = steps.train_indexed(
-          state, tables, steps.shard_indices(np.array([[3, 1, 4, 1, 5, 0, 2, 6],
-                                                       [7, 7, 0, 1, 2, 3, 4, 5]])),
-          jax.random.PRNGKey(1))
+          state, tables, steps.shard_indices(indices), jax.random.PRNGKey(1))
       losses.extend(float(x) for x in metrics["loss"])
       print(jax.device_count(), *losses)
   """)
