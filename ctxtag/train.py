@@ -622,7 +622,7 @@ def with_audio_branch(state: TrainState, config: ml_collections.ConfigDict,
   model's best state: the fusion then starts from audio features that
   already tell contexts apart, instead of learning them from single labels.
   """
-  for key in ("conv_widths", "cpu_fast_path"):
+  for key in ("conv_widths",):  # both conv paths name parameters alike
     if config.audio[key] != config.audio_user[key]:
       raise errors.ConfigError(
           f"config audio_user.audio_init='audio' needs the same {key} as the"
