@@ -622,12 +622,12 @@ def with_audio_branch(state: TrainState, config: ml_collections.ConfigDict,
   model's best state: the fusion then starts from audio features that
   already tell contexts apart, instead of learning them from single labels.
   """
-  for key in ("conv_widths",):  # both conv paths name parameters alike
-    if config.audio[key] != config.audio_user[key]:
-      raise errors.ConfigError(
-          f"config audio_user.audio_init='audio' needs the same {key} as the"
-          f" audio model: audio.{key}={config.audio[key]},"
-          f" audio_user.{key}={config.audio_user[key]}")
+  # Only the widths matter: both conv paths name their parameters alike.
+  if config.audio.conv_widths != config.audio_user.conv_widths:
+    raise errors.ConfigError(
+        "config audio_user.audio_init='audio' needs the same conv_widths as"
+        f" the audio model: audio.conv_widths={config.audio.conv_widths},"
+        f" audio_user.conv_widths={config.audio_user.conv_widths}")
   source = restore_best_state("audio", config, workdir, frames)
   params = dict(state.params, **{AUDIO_BRANCH: source.params[AUDIO_BRANCH]})
   stats = dict(state.batch_stats,

@@ -13,6 +13,7 @@ a source in `ctxtag.sources`, picked by the config:
                                dir), with build_report.json
 """
 
+from collections.abc import Callable
 import dataclasses
 import os
 
@@ -88,14 +89,29 @@ BUILDER_CONFIGS = (
         source="zenodo", settings=zenodo.Options()),
 )
 
-# The settings each source takes as --option key=value, by source.
-_SETTINGS_NAME = {"simulated": "simulation", "zenodo": "zenodo",
-                  "playlists": "playlists"}
-# Each real-data source's prepare(manual_dir, settings, split, cache_root,
-# workers, report, beam_options) -> assemble.Prepared.
-_PREPARE = {"zenodo": zenodo.prepare, "playlists": playlists.prepare}
-# Sources with splits of their own (kept unless another strategy is asked).
-_HAS_GIVEN_SPLITS = ("simulated", "zenodo")
+@dataclasses.dataclass(frozen=True)
+class _Source:
+  """What the builder needs to know of a source.
+
+  Attributes:
+    settings_name: how errors about its --option settings name them.
+    has_given_splits: it has splits of its own, kept unless another
+      strategy is asked for.
+    prepare: for real-data sources, prepare(manual_dir, settings, split,
+      cache_root, workers, report, beam_options) -> assemble.Prepared.
+  """
+  settings_name: str
+  has_given_splits: bool
+  prepare: Callable | None = None
+
+
+SOURCES = {
+    "simulated": _Source("simulation", has_given_splits=True),
+    "zenodo": _Source("zenodo", has_given_splits=True,
+                      prepare=zenodo.prepare),
+    "playlists": _Source("playlists", has_given_splits=False,
+                         prepare=playlists.prepare),
+}
 
 
 def features_for(config: ContextualTagsConfig) -> tfds.features.FeaturesDict:
@@ -137,10 +153,11 @@ def config_with_overrides(
     raise errors.ConfigError(f"unknown contextual_tags config {name!r};"
                              f" known: {sorted(known)}")
   base = known[name]
-  has_given = base.source in _HAS_GIVEN_SPLITS
+  source = SOURCES[base.source]
+  has_given = source.has_given_splits
   split.validate(has_given)
   settings, suffix = options_lib.replace(
-      base.settings, overrides, _SETTINGS_NAME[base.source])
+      base.settings, overrides, source.settings_name)
   suffixes = [text for text in (suffix, split.suffix(has_given)) if text]
   if not suffixes:  # the same data as `base`: TFDS wants the very object
     return base
@@ -190,7 +207,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     if config.source == "simulated":
       world = simulated.World(config.settings)
-      if config.split.resplits(has_given=True):
+      if config.split.resplits(SOURCES["simulated"].has_given_splits):
         tables = config.split.apply(world.all_pairs())
         tracks = {s: world.track_examples(tables[s]) for s in SPLITS}
       else:
@@ -199,7 +216,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                              tracks=tracks[split])
               for split in SPLITS}
     self._report = build_report.BuildReport(self._strict)
-    prepared = self._prepared = _PREPARE[config.source](
+    prepared = self._prepared = SOURCES[config.source].prepare(
         _manual_dir(dl_manager), config.settings, config.split,
         os.path.join(os.fspath(dl_manager.download_dir), "ctxtag_mels"),
         self._workers, self._report, self._beam_options)
