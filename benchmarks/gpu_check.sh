@@ -27,29 +27,29 @@ step device
 { nvidia-smi -L; python3 -c 'import jax; print(jax.__version__, jax.devices())'; nproc; } > "$out/device.txt" 2>&1
 
 step versus_pytorch
-timeout 260 python3 -m benchmarks.versus_pytorch --batch_sizes=32,256 \
+timeout 180 python3 -m benchmarks.versus_pytorch --batch_sizes=32,256 \
   --precisions=float32,bfloat16 --steps=20 --rounds=2 > "$out/versus_pytorch.txt" 2>&1
 
 for precision in float32 bfloat16; do
   step "train_loop paper $precision"
   flags=""; [ $precision = bfloat16 ] && flags=$bf16
-  timeout 150 python3 -m benchmarks.train_loop --config=launch/configs/paper.py \
+  timeout 90 python3 -m benchmarks.train_loop --config=launch/configs/paper.py \
     --dataset_path="$paper_path" --seconds=2 --rounds=2 $flags \
     > "$out/train_loop_paper_$precision.txt" 2>&1
 done
 
 step "paper epochs bfloat16"
-timeout 150 python3 -u -m launch.train --workdir=/tmp/paper_run --model=audio \
+timeout 90 python3 -u -m launch.train --workdir=/tmp/paper_run --model=audio \
   --config=launch/configs/paper.py --config.data_dir="$paper_data" \
   --config.dataset_options="$paper_options" --config.audio.max_epochs=2 \
   --config.audio.compute_dtype=bfloat16 2>&1 | stamp > "$out/paper_epochs_bf16.txt"
 
 step "default reproduction by stage"
-timeout 300 python3 -m benchmarks.reproduce_stages --workdir=/tmp/default_run \
+timeout 200 python3 -m benchmarks.reproduce_stages --workdir=/tmp/default_run \
   > "$out/reproduce_stages.txt" 2>&1
 
 step "train_loop default"
 default_path=$(dirname "$(find /tmp/default_run -name dataset_info.json | head -1)")
-timeout 120 python3 -m benchmarks.train_loop --dataset_path="$default_path" \
+timeout 60 python3 -m benchmarks.train_loop --dataset_path="$default_path" \
   --seconds=2 --rounds=2 > "$out/train_loop_default.txt" 2>&1
 step done
