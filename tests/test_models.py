@@ -124,6 +124,35 @@ def test_cpu_fast_path_equals_the_straightforward_model(frames):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale)
 
 
+@pytest.mark.parametrize("rearrange_convs", [True, False])
+def test_fast_conv_block_equals_conv_relu_pool(rearrange_convs):
+  # False is the accelerators' arrangement; checked here on the CPU.
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(3, 13, 10, 4)), jnp.float32)
+  fast = models.FastConvBlock(8, rearrange_convs=rearrange_convs)
+  variables = fast.init(jax.random.PRNGKey(0), x)
+
+  def reference(params, x):
+    z = flax.linen.Conv(8, (3, 3), padding="SAME").apply({"params": params},
+                                                          x)
+    return flax.linen.max_pool(flax.linen.relu(z), (2, 2), strides=(2, 2),
+                               padding="SAME")
+
+  def fast_apply(params, x):
+    return fast.apply({"params": params}, x)
+
+  weights = jnp.asarray(rng.normal(size=(3, 7, 5, 8)), jnp.float32)
+  for apply in (reference, fast_apply):
+    out, grads = jax.jit(jax.value_and_grad(
+        lambda p, x, f=apply: (f(p, x) * weights).sum(), argnums=(0, 1)))(
+            variables["params"], x)
+    if apply is reference:
+      want_out, want_grads = out, grads
+  np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-5)
+  for want, got in zip(jax.tree.leaves(want_grads), jax.tree.leaves(grads)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_fast_max_pool_routes_ties_like_xla():
   # Ties everywhere: zeros (as after a ReLU), repeated values, odd sizes.
   rng = np.random.default_rng(1)
