@@ -7,6 +7,7 @@ A 30 s excerpt gives 646 frames x 96 bands.
 """
 
 import contextlib
+import functools
 import math
 import os
 
@@ -135,11 +136,48 @@ def _mel_of_excerpt(mono: np.ndarray, excerpt_seconds: float,
         f" excerpt's start, shorter than the {excerpt_seconds:g} s excerpt"
         f"{allowed} (the excerpt needs {needed_seconds:g} s of audio)")
   mono = np.pad(mono[:wanted], (0, missing))
-  mel = librosa.feature.melspectrogram(
-      y=mono, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH,
-      n_mels=N_MELS)
-  return (np.log1p(COMPRESSION * mel).T.astype(np.float32),
-          missing / SAMPLE_RATE)
+  return log_mels(mono[None])[0], missing / SAMPLE_RATE
+
+
+def log_mels(excerpts_BxS: np.ndarray) -> np.ndarray:
+  """Compressed log-mels of a batch of equal-length excerpts.
+
+  librosa.feature.melspectrogram's computation with the front end's
+  parameters (centred frames with zero padding, periodic Hann window, power
+  spectrum, Slaney mel filterbank), done for the whole batch with one FFT
+  call and one matrix product: per excerpt, librosa rebuilt the filterbank
+  and applied it with an einsum that took 3/4 of the time.
+
+  Args:
+    excerpts_BxS: mono samples at SAMPLE_RATE, one excerpt per row.
+
+  Returns:
+    float32 array (B, 1 + S // HOP_LENGTH, N_MELS).
+  """
+  excerpts = np.asarray(excerpts_BxS, np.float32)
+  padded = np.pad(excerpts, ((0, 0), (N_FFT // 2, N_FFT // 2)))
+  frames_BxTxN = np.lib.stride_tricks.sliding_window_view(
+      padded, N_FFT, axis=1)[:, ::HOP_LENGTH]
+  spectrum = np.fft.rfft(frames_BxTxN * _hann_window(), axis=-1)
+  power = np.square(spectrum.real) + np.square(spectrum.imag)
+  batch, frames, bins = power.shape
+  mel = power.reshape(batch * frames, bins) @ _mel_basis_T()
+  return np.log1p(COMPRESSION * mel).reshape(batch, frames, N_MELS).astype(
+      np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _hann_window() -> np.ndarray:
+  """librosa's "hann" window: periodic (scipy's fftbins=True)."""
+  return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(
+      np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _mel_basis_T() -> np.ndarray:
+  """The mel filterbank, (N_FFT // 2 + 1, N_MELS), contiguous."""
+  return np.ascontiguousarray(librosa.filters.mel(
+      sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS).T)
 
 
 def load_audio(path: os.PathLike | str) -> tuple[np.ndarray, int]:

@@ -344,6 +344,65 @@ class AudioUserTagger(nn.Module):
     return Head(self.hidden, self.dropout_rate, self.dtype)(fused, train)
 
 
+class LateFusionTagger(nn.Module):
+  """Audio + user as a weighted product of experts (beyond the paper):
+
+      logits(track, user) = audio_weight * audio_logits(track)
+                            + user_weight * user_logits(user),
+
+  p(context | track, user) proportional to p_audio^a * p_user^b. The experts
+  are an `AudioTagger` (submodule "audio") and a `UserTagger` ("user"),
+  parameter trees equal to the audio and user-only models', meant to start
+  from those trained models (audio_init="audio", user_init="user"). With
+  `freeze_experts` they stay those models as evaluated (running batch-norm
+  statistics, no dropout, no gradient) and only the two weights train: where
+  the user says nothing about the context, the user weight goes to 0 and
+  the model answers as the audio model does; where the track says nothing,
+  the audio weight goes to 0. Scalar weights keep each expert's ranking of
+  contexts; per-context weights would recalibrate the class-weighted
+  experts and, measured on the simulated world, lose accuracy.
+  """
+  conv_widths: Sequence[int]
+  hidden: int
+  dropout_rate: float
+  user_widths: Sequence[int]
+  freeze_experts: bool
+  dtype: Any = jnp.float32
+  cpu_fast_path: bool = False
+
+  @nn.compact
+  def __call__(self, batch: dict, train: bool = False,
+               features_only: bool = False) -> jnp.ndarray:
+    """Logits of the batch's pairs.
+
+    Args:
+      batch: "user_embedding" and either "mel" or "audio_features", here
+        the audio expert's logits for the pair's track (evaluation computes
+        them once per track rather than once per pair).
+      train: batch statistics and dropout, or running averages.
+      features_only: return the audio expert's logits for "mel" instead.
+    """
+    experts_train = train and not self.freeze_experts
+    if "audio_features" in batch:
+      audio_logits = batch["audio_features"]
+    else:
+      audio_logits = self._frozen(AudioTagger(
+          self.conv_widths, self.hidden, self.dropout_rate, self.dtype,
+          self.cpu_fast_path, name="audio")(batch, train=experts_train))
+    if features_only:
+      return audio_logits
+    user_logits = self._frozen(UserTagger(
+        self.hidden, self.dropout_rate, self.user_widths, self.dtype,
+        name="user")(batch, train=experts_train))
+    audio_weight = self.param("audio_weight", nn.initializers.ones_init(),
+                              ())
+    user_weight = self.param("user_weight", nn.initializers.ones_init(), ())
+    return audio_weight * audio_logits + user_weight * user_logits
+
+  def _frozen(self, logits: jnp.ndarray) -> jnp.ndarray:
+    return jax.lax.stop_gradient(logits) if self.freeze_experts else logits
+
+
 class UserTagger(nn.Module):
   """The user-only baseline: the user branch and head, no audio."""
   hidden: int
@@ -357,6 +416,10 @@ class UserTagger(nn.Module):
         batch["user_embedding"], train)
     return Head(self.hidden, self.dropout_rate, self.dtype)(user, train)
 
+
+# How the audio + user model fuses its inputs: the paper's concatenation
+# before a shared head, or the product of experts of LateFusionTagger.
+FUSIONS = ("concat", "late")
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -381,6 +444,14 @@ def _audio(config):
 
 
 def _audio_user(config):
+  if config.fusion not in FUSIONS:
+    raise ValueError(f"config fusion must be one of {list(FUSIONS)}, got"
+                     f" {config.fusion!r}")
+  if config.fusion == "late":
+    return LateFusionTagger(tuple(config.conv_widths), config.hidden,
+                            config.dropout_rate, tuple(config.user_widths),
+                            config.freeze_experts, _compute_dtype(config),
+                            _cpu_fast_path(config))
   return AudioUserTagger(tuple(config.conv_widths), config.hidden,
                          config.dropout_rate, tuple(config.user_widths),
                          config.deep, _compute_dtype(config),
@@ -402,6 +473,17 @@ MODELS = {
 }
 OUTPUTS = {name: output for name, (_, output, _) in MODELS.items()}
 BATCH_KINDS = {name: kind for name, (_, _, kind) in MODELS.items()}
+
+
+# What audio_init="audio" and user_init="user" take from the trained audio
+# and user-only models, per fusion: the config keys that must match the
+# model's, and where the part lives in both parameter trees (the audio + user
+# model's key, the source model's key; None: its whole tree).
+TRANSFERS = {
+    ("concat", "audio"): (("conv_widths",), "ConvStack_0", "ConvStack_0"),
+    ("late", "audio"): (("conv_widths", "hidden"), "audio", None),
+    ("late", "user"): (("hidden", "user_widths"), "user", None),
+}
 
 
 def has_conv_stack(name: str) -> bool:

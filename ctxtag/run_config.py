@@ -131,6 +131,9 @@ MODEL_CHECKS = {
     "compute_dtype": _one_of(("float32", "bfloat16")),
     "cpu_fast_path": _boolean,
     "audio_init": _one_of(("", "audio")),
+    "user_init": _one_of(("", "user")),
+    "fusion": _one_of(("concat", "late")),
+    "freeze_experts": _boolean,
 }
 
 # Top-level keys; model sections are checked with MODEL_CHECKS. A key is
@@ -211,17 +214,35 @@ def validate(config, declared=None, datasets: Iterable[str] | None = None
     _check_section(f"{name}.", config[name], MODEL_CHECKS,
                    None if declared is None else declared[name])
   _check_audio_init(config)
+  _check_late_fusion(config["audio_user"])
+
+
+def _check_late_fusion(section) -> None:
+  """user_init and freeze_experts are settings of the late fusion; frozen
+  experts must be the trained models."""
+  if section.get("user_init") and section.get("fusion") != "late":
+    _fail("audio_user.user_init", section["user_init"], "'' unless"
+          " audio_user.fusion is 'late' (the paper's fusion has no user-only"
+          " part to take)")
+  if section.get("freeze_experts") and not (
+      section.get("fusion") == "late" and section.get("audio_init") == "audio"
+      and section.get("user_init") == "user"):
+    _fail("audio_user.freeze_experts", True, "False unless audio_user.fusion"
+          " is 'late', audio_init 'audio' and user_init 'user' (it keeps the"
+          " trained audio and user-only models as the experts)")
 
 
 def _check_audio_init(config) -> None:
-  """audio_user.audio_init='audio' needs the audio model trained first."""
+  """audio_user.audio_init='audio' (user_init='user') needs the audio
+  (user-only) model trained first."""
   models = list(config.get("models", ()))
-  if (config["audio_user"].get("audio_init") == "audio"
-      and "audio_user" in models
-      and ("audio" not in models
-           or models.index("audio") > models.index("audio_user"))):
-    _fail("models", tuple(models), "'audio' before 'audio_user' when"
-          " audio_user.audio_init='audio' (or set audio_user.audio_init='')")
+  for source, init in (("audio", "audio_init"), ("user", "user_init")):
+    if (config["audio_user"].get(init) == source
+        and "audio_user" in models
+        and (source not in models
+             or models.index(source) > models.index("audio_user"))):
+      _fail("models", tuple(models), f"'{source}' before 'audio_user' when"
+            f" audio_user.{init}='{source}' (or set audio_user.{init}='')")
 
 
 def save(config, path: str, declared=None,

@@ -618,20 +618,38 @@ AUDIO_BRANCH = "ConvStack_0"
 
 def with_audio_branch(state: TrainState, config: ml_collections.ConfigDict,
                       workdir: str, frames: int) -> TrainState:
-  """`state` (audio + user) with its conv stack taken from the trained audio
-  model's best state: the fusion then starts from audio features that
-  already tell contexts apart, instead of learning them from single labels.
+  """`state` (audio + user) with its audio part taken from the trained audio
+  model's best state: the conv stack (concatenation fusion) or the whole
+  audio tagger (late fusion). The fusion then starts from audio features
+  that already tell contexts apart, instead of learning them from single
+  labels.
   """
-  # Only the widths matter: both conv paths name their parameters alike.
-  if config.audio.conv_widths != config.audio_user.conv_widths:
+  return with_trained_part(state, config, workdir, frames, "audio")
+
+
+def with_trained_part(state: TrainState, config: ml_collections.ConfigDict,
+                      workdir: str, frames: int, source: str) -> TrainState:
+  """`state` (audio + user) with the part that
+  `audio_user.<source>_init='<source>'` takes from trained model `source`
+  ("audio" or "user"; models.TRANSFERS says which part, per fusion)."""
+  fusion = config.audio_user.fusion
+  setting = f"audio_user.{source}_init='{source}'"
+  if (fusion, source) not in models.TRANSFERS:
     raise errors.ConfigError(
-        "config audio_user.audio_init='audio' needs the same conv_widths as"
-        f" the audio model: audio.conv_widths={config.audio.conv_widths},"
-        f" audio_user.conv_widths={config.audio_user.conv_widths}")
-  source = restore_best_state("audio", config, workdir, frames)
-  params = dict(state.params, **{AUDIO_BRANCH: source.params[AUDIO_BRANCH]})
-  stats = dict(state.batch_stats,
-               **{AUDIO_BRANCH: source.batch_stats[AUDIO_BRANCH]})
+        f"config {setting} needs audio_user.fusion='late', got {fusion!r}")
+  keys, ours, theirs = models.TRANSFERS[(fusion, source)]
+  # Only the shapes matter: both conv paths name their parameters alike.
+  for key in keys:
+    if config[source][key] != config.audio_user[key]:
+      raise errors.ConfigError(
+          f"config {setting} needs the same {key} as the {source} model:"
+          f" {source}.{key}={config[source][key]},"
+          f" audio_user.{key}={config.audio_user[key]}")
+  trained = restore_best_state(source, config, workdir, frames)
+  def part(tree):
+    return tree if theirs is None else tree[theirs]
+  params = dict(state.params, **{ours: part(trained.params)})
+  stats = dict(state.batch_stats, **{ours: part(trained.batch_stats)})
   return state.replace(params=params, batch_stats=stats,
                        opt_state=state.tx.init(params))
 
@@ -683,6 +701,9 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   if restored is None and model_config.audio_init == "audio":
     state = with_audio_branch(state, config, workdir,
                               train.mel_shape[0])
+  if restored is None and model_config.user_init == "user":
+    state = with_trained_part(state, config, workdir, train.mel_shape[0],
+                              "user")
   if restored is not None:
     state, meta = restored
     print(f"[{name}] resuming after epoch {meta['epoch']} (step"

@@ -48,15 +48,15 @@ def test_build_reads_back_exactly_what_the_world_made(small_dataset_path):
 
 def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
   calls = {"count": 0}
-  real_mel = simulation.World.mel
+  real_render = simulation.World.render
 
-  def failing_mel(self, song_id):
+  def failing_render(self, song_id):
     calls["count"] += 1
     if calls["count"] > 30:
       raise KeyboardInterrupt("simulated kill")
-    return real_mel(self, song_id)
+    return real_render(self, song_id)
 
-  monkeypatch.setattr(simulation.World, "mel", failing_mel)
+  monkeypatch.setattr(simulation.World, "render", failing_render)
   with pytest.raises(KeyboardInterrupt):
     common.build("contextual_tags/simulated_small", str(tmp_path))
   path = input_pipeline.dataset_dir(tmp_path, "contextual_tags/simulated_small")
@@ -64,7 +64,7 @@ def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match="no complete dataset"):
     input_pipeline.load_split(path, "train")
 
-  monkeypatch.setattr(simulation.World, "mel", real_mel)
+  monkeypatch.setattr(simulation.World, "render", real_render)
   built = common.build("contextual_tags/simulated_small", str(tmp_path))
   assert built == path
   assert input_pipeline.load_split(built, "train").num_tracks == 40

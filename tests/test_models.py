@@ -77,6 +77,122 @@ def test_user_only_model_counts_by_hand():
   assert shape == (2, 10)
 
 
+def test_default_late_fusion_counts_by_hand():
+  config = default.get_config()
+  assert config.audio_user.fusion == "late"
+  count, shape, variables = _count("audio_user", config, 65)
+  flatten = 5 * 6 * 64  # 65 x 96 pooled 4 times (SAME): 5 x 6
+  audio = (_conv_stack((8, 16, 32, 64))
+           + flatten * 128 + 128 + 128 * 10 + 10)  # the audio tagger
+  user = (2 * 256 + 256 * 128 + 128 + 2 * 128      # user branch
+          + 128 * 128 + 128 + 128 * 10 + 10)       # user head
+  assert count == audio + user + 2 == 323_032      # + the two weights
+  assert shape == (2, 10)
+  # The experts are the audio and user-only models' trees, shape for shape.
+  for name, expected in (("audio", audio), ("user", user)):
+    expert_count, _, expert_variables = _count(name, config, 65)
+    assert expert_count == expected
+    for collection in ("params", "batch_stats"):
+      assert (jax.tree.map(np.shape, variables[collection][name])
+              == jax.tree.map(np.shape, expert_variables[collection]))
+  assert variables["params"]["audio_weight"].shape == ()
+  assert variables["params"]["user_weight"].shape == ()
+
+
+def _late_fusion(freeze_experts):
+  """Trained-looking experts (random, with non-trivial batch statistics)
+  placed into a late fusion as audio_init and user_init place them."""
+  config = default.get_config()
+  for name in ("audio", "user", "audio_user"):
+    config[name].update(conv_widths=(4, 4, 8, 8), hidden=16,
+                        user_widths=(8,), dropout_rate=0.5)
+  config.audio_user.freeze_experts = freeze_experts
+  rng = np.random.default_rng(3)
+  batch = {"mel": jnp.asarray(rng.normal(size=(6, 20, 96)), jnp.float32),
+           "user_embedding": jnp.asarray(rng.normal(size=(6, 256)),
+                                         jnp.float32)}
+  experts = {}
+  for seed, name in enumerate(("audio", "user")):
+    model = models.create_model(name, config[name])
+    variables = model.init(jax.random.PRNGKey(seed), batch)
+    _, updated = model.apply(variables, batch, train=True,
+                             rngs={"dropout": jax.random.PRNGKey(9)},
+                             mutable=["batch_stats"])
+    experts[name] = model, dict(variables, **updated)
+  late = models.create_model("audio_user", config.audio_user)
+  variables = late.init(jax.random.PRNGKey(2), batch)
+  variables = {key: dict(value, audio=experts["audio"][1][key],
+                         user=experts["user"][1][key])
+               for key, value in variables.items()}
+  return experts, late, variables, batch
+
+
+def _expert_logits(experts, name, batch):
+  model, variables = experts[name]
+  return model.apply(variables, batch)
+
+
+def test_late_fusion_is_the_weighted_product_of_its_experts():
+  experts, late, variables, batch = _late_fusion(True)
+  audio = _expert_logits(experts, "audio", batch)
+  user = _expert_logits(experts, "user", batch)
+  np.testing.assert_allclose(late.apply(variables, batch), audio + user,
+                             atol=1e-5)
+  params = dict(variables["params"], audio_weight=jnp.float32(0.3),
+                user_weight=jnp.float32(1.7))
+  weighted = dict(variables, params=params)
+  np.testing.assert_allclose(late.apply(weighted, batch),
+                             0.3 * audio + 1.7 * user, atol=1e-5)
+  # A user weight of 0 leaves the audio model's ranking of contexts.
+  params = dict(params, user_weight=jnp.float32(0.0))
+  np.testing.assert_array_equal(
+      np.argmax(late.apply(dict(variables, params=params), batch), -1),
+      np.argmax(audio, -1))
+  # Evaluation's path: the audio expert once per track, then pairs.
+  features = late.apply(variables, batch, features_only=True)
+  np.testing.assert_allclose(features, audio, atol=1e-6)
+  np.testing.assert_allclose(
+      late.apply(weighted, {"audio_features": features,
+                            "user_embedding": batch["user_embedding"]}),
+      late.apply(weighted, batch), atol=1e-5)
+
+
+@pytest.mark.parametrize("freeze_experts", [True, False])
+def test_frozen_experts_are_the_trained_models_as_evaluated(freeze_experts):
+  experts, late, variables, batch = _late_fusion(freeze_experts)
+  def loss(params):
+    logits, updated = late.apply(
+        {"params": params, "batch_stats": variables["batch_stats"]}, batch,
+        train=True, rngs={"dropout": jax.random.PRNGKey(4)},
+        mutable=["batch_stats"])
+    return (logits * jnp.arange(1.0, 11.0)).sum(), (logits, updated)
+  (_, (logits, updated)), grads = jax.value_and_grad(loss, has_aux=True)(
+      variables["params"])
+  for name in ("audio", "user"):
+    expert_grads = jax.tree.leaves(grads[name])
+    stats_moved = any(np.any(a != b) for a, b in zip(
+        jax.tree.leaves(updated["batch_stats"][name]),
+        jax.tree.leaves(experts[name][1]["batch_stats"])))
+    if freeze_experts:
+      assert all(np.all(g == 0) for g in expert_grads)
+      assert not stats_moved
+    else:
+      assert any(np.any(g != 0) for g in expert_grads)
+      assert stats_moved
+  if freeze_experts:  # no dropout, running statistics: the evaluated models
+    np.testing.assert_allclose(
+        logits, _expert_logits(experts, "audio", batch)
+        + _expert_logits(experts, "user", batch), atol=1e-5)
+  assert grads["audio_weight"] != 0 and grads["user_weight"] != 0
+
+
+def test_unknown_fusion_is_refused():
+  config = default.get_config().audio_user
+  config.fusion = "sum"
+  with pytest.raises(ValueError, match="fusion must be one of"):
+    models.create_model("audio_user", config)
+
+
 def test_default_models_take_the_default_input():
   for name in ("audio", "audio_user", "user"):
     _, shape, _ = _count(name, default.get_config(), 65, batch=5)
@@ -105,7 +221,7 @@ def _variables_and_grads(model, batch, variables):
 def test_cpu_fast_path_equals_the_straightforward_model(frames):
   config = default.get_config().audio_user
   config.update(conv_widths=(4, 8, 8, 16), hidden=16, dropout_rate=0.0,
-                cpu_fast_path=False)
+                cpu_fast_path=False, fusion="concat", freeze_audio=False)
   rng = np.random.default_rng(0)
   batch = {"mel": jnp.asarray(rng.normal(size=(4, frames, 96)), jnp.float32),
            "user_embedding": jnp.asarray(rng.normal(size=(4, 256)),
@@ -169,7 +285,8 @@ def test_fast_max_pool_routes_ties_like_xla():
 
 def test_bfloat16_compute_keeps_float32_parameters_and_stays_close():
   config = default.get_config().audio_user
-  config.update(conv_widths=(4, 8, 8, 16), hidden=16, dropout_rate=0.0)
+  config.update(conv_widths=(4, 8, 8, 16), hidden=16, dropout_rate=0.0,
+                fusion="concat", freeze_audio=False)
   rng = np.random.default_rng(2)
   batch = {"mel": jnp.asarray(rng.normal(size=(8, 32, 96)), jnp.float32),
            "user_embedding": jnp.asarray(rng.normal(size=(8, 256)),

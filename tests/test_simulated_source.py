@@ -118,3 +118,41 @@ def test_attributes_are_audible_in_the_mel(world):
     corr = np.correlate(env, env, mode="full")[len(env) + 6:]
     lags.append(np.argmax(corr[:14]) + 7)  # one beat: 7 to 20 frames
   assert np.corrcoef(tempo, lags)[0, 1] < -0.5
+
+
+def test_a_batch_of_mels_is_each_tracks_front_end_output(world):
+  # The build computes mels in batches; each must be the front end's mel of
+  # the track's waveform, whatever batch it came in.
+  ids = [0, 7, 31]
+  batch = world.mels(ids)
+  for song_id, mel in zip(ids, batch):
+    np.testing.assert_array_equal(mel, world.mels([song_id, 1])[0])
+    np.testing.assert_array_equal(
+        mel, audio.log_mel(world.render(song_id), audio.SAMPLE_RATE,
+                           MID.excerpt_seconds))
+
+
+def test_harmonics_by_recurrence_equal_the_sum_of_sines():
+  phase = np.linspace(0, 40, 1001, dtype=np.float32) % (2 * np.pi)
+  for count in (1, 2, 6):
+    np.testing.assert_allclose(
+        simulation._harmonic_sum(phase, count),
+        sum(np.sin(h * phase.astype(np.float64)) / h
+            for h in range(1, count + 1)), atol=2e-6)
+
+
+def test_each_beat_plays_one_note_at_its_pitch(world):
+  # With percussion and noise floor off, the tone's strongest frequency
+  # over a whole beat is one of the scale's notes over the track's root.
+  quiet = simulation.World(MID)
+  quiet.attributes_NxA[:, 4] = 0.0
+  song = 3
+  tempo, _, brightness, _, _ = quiet.attributes_NxA[song]
+  wave = quiet.render(song)
+  beat = int(60.0 / (70.0 + 100.0 * tempo) * audio.SAMPLE_RATE)
+  root = 110.0 * 2.0 ** (4.0 * brightness)
+  notes = root * 2.0 ** (np.array([0, 2, 4, 7, 9, 12]) / 12.0)
+  middle = wave[len(wave) // 2 - beat // 2:len(wave) // 2 + beat // 2]
+  spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle)), 1 << 16))
+  peak = np.argmax(spectrum) * audio.SAMPLE_RATE / (1 << 16)
+  assert np.min(np.abs(notes - peak) / notes) < 0.03

@@ -13,26 +13,53 @@ from launch.configs import default
 from launch.configs import smoke
 
 
-def test_the_conv_stack_comes_from_the_audio_models_best_state(smoke_run):
+@pytest.mark.parametrize("fusion, source", [("concat", "audio"),
+                                            ("late", "audio"),
+                                            ("late", "user")])
+def test_the_part_comes_from_the_trained_models_best_state(smoke_run, fusion,
+                                                           source):
   config = smoke.get_config()
-  config.audio_user.audio_init = "audio"
+  config.audio_user.fusion = fusion
   split = input_pipeline.load_split(common.run_dataset_path(smoke_run),
                                     "train")
   _, fresh = train.steps_and_state("audio_user", config, split,
                                    jax.random.PRNGKey(3))
-  moved = train.with_audio_branch(fresh, config, smoke_run,
-                                  split.mel_shape[0])
-  audio = train.restore_best_state("audio", config, smoke_run,
-                                   split.mel_shape[0])
-  branch = train.AUDIO_BRANCH
-  for ours, theirs in ((moved.params, audio.params),
-                       (moved.batch_stats, audio.batch_stats)):
-    jax.tree.map(np.testing.assert_array_equal, ours[branch], theirs[branch])
+  moved = train.with_trained_part(fresh, config, smoke_run,
+                                  split.mel_shape[0], source)
+  trained = train.restore_best_state(source, config, smoke_run,
+                                     split.mel_shape[0])
+  branch = {("concat", "audio"): train.AUDIO_BRANCH,  # the conv stack
+            ("late", "audio"): "audio",  # the whole audio model
+            ("late", "user"): "user"}[(fusion, source)]  # the user model
+  for ours, theirs in ((moved.params, trained.params),
+                       (moved.batch_stats, trained.batch_stats)):
+    if fusion == "concat":
+      theirs = theirs[branch]
+    jax.tree.map(np.testing.assert_array_equal, ours[branch], theirs)
   # The fusion layers stay as initialised.
   for key in moved.params:
     if key != branch:
       jax.tree.map(np.testing.assert_array_equal, moved.params[key],
                    fresh.params[key])
+  if source == "audio":  # audio_init's own entry point does the same
+    again = train.with_audio_branch(fresh, config, smoke_run,
+                                    split.mel_shape[0])
+    jax.tree.map(np.testing.assert_array_equal, again.params, moved.params)
+
+
+def test_the_paper_fusion_has_no_user_part_to_take(smoke_run):
+  config = smoke.get_config()
+  config.audio_user.fusion = "concat"
+  split = input_pipeline.load_split(common.run_dataset_path(smoke_run),
+                                    "train")
+  _, fresh = train.steps_and_state("audio_user", config, split,
+                                   jax.random.PRNGKey(0))
+  with pytest.raises(errors.ConfigError, match="needs audio_user.fusion"):
+    train.with_trained_part(fresh, config, smoke_run, split.mel_shape[0],
+                            "user")
+  config.audio_user.user_init = "user"
+  with pytest.raises(errors.ConfigError, match="user_init"):
+    run_config.validate(config, declared=default.get_config())
 
 
 def test_different_conv_stacks_cannot_be_transferred(smoke_run):
@@ -47,10 +74,18 @@ def test_different_conv_stacks_cannot_be_transferred(smoke_run):
     train.with_audio_branch(fresh, config, smoke_run, split.mel_shape[0])
 
 
-def test_the_audio_model_must_train_first():
+def test_the_audio_and_user_models_must_train_first():
   config = default.get_config()
-  config.models = ("audio_user", "audio")
+  config.models = ("audio_user", "audio", "user")
   with pytest.raises(errors.ConfigError, match="'audio' before 'audio_user'"):
     run_config.validate(config, declared=default.get_config())
-  config.audio_user.audio_init = ""
+  config.models = ("audio", "audio_user", "user")
+  with pytest.raises(errors.ConfigError, match="'user' before 'audio_user'"):
+    run_config.validate(config, declared=default.get_config())
+  # Frozen experts must be the trained models.
+  config.audio_user.user_init = ""
+  with pytest.raises(errors.ConfigError, match="freeze_experts"):
+    run_config.validate(config, declared=default.get_config())
+  config.audio_user.update(audio_init="", freeze_experts=False)
+  config.models = ("audio_user", "audio")
   run_config.validate(config, declared=default.get_config())

@@ -20,7 +20,9 @@ def get_config():
                      max_epochs=200, dropout_rate=0.7)
   config.audio.update(paper_model, hidden=256, learning_rate=0.1,
                       decay_rate=0.95, decay_steps=1000, patience=10)
-  config.audio_user.audio_init = ""  # the paper trains it from scratch
+  # The paper's fusion (concatenation), trained from scratch.
+  config.audio_user.update(audio_init="", user_init="", fusion="concat",
+                           freeze_experts=False)
   for name in ("audio_user", "user"):
     config[name].update(paper_model, hidden=128, user_widths=(128,),
                         learning_rate=0.3, decay_rate=0.97, decay_steps=2000,

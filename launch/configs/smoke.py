@@ -14,5 +14,6 @@ def get_config():
                         patience=2)
   # Tests train the audio + user model on its own too; the transfer from the
   # audio model has a test of its own.
-  config.audio_user.audio_init = ""
+  config.audio_user.update(audio_init="", user_init="",
+                           freeze_experts=False)
   return config

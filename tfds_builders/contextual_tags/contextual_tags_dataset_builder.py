@@ -242,17 +242,23 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                prepared.cache_dir)
 
   def _simulated_examples(self, world: simulated.World, tracks):
-    for track in tracks:
-      yield track.song_id, {
-          "song_id": track.song_id,
-          "mel": world.mel(track.song_id).astype(np.float16),
-          "pairs": [{
-              "user_id": pair.user_id,
-              "label": pair.label,
-              "user_embedding": pair.user_embedding,
-              "context_probs": pair.context_probs,
-          } for pair in track.pairs],
-      }
+    for chunk in _chunks(tracks, _MEL_BATCH):
+      mels = world.mels([track.song_id for track in chunk])
+      yield from (self._simulated_example(track, mel)
+                  for track, mel in zip(chunk, mels))
+
+  @staticmethod
+  def _simulated_example(track, mel):
+    return track.song_id, {
+        "song_id": track.song_id,
+        "mel": mel.astype(np.float16),
+        "pairs": [{
+            "user_id": pair.user_id,
+            "label": pair.label,
+            "user_embedding": pair.user_embedding,
+            "context_probs": pair.context_probs,
+        } for pair in track.pairs],
+    }
 
   def _real_examples(self, split: str, tracks, cache_dir: str):
     if not tracks:
@@ -265,6 +271,23 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       return map(make, tracks)
     import apache_beam as beam  # pylint: disable=g-import-not-at-top
     return beam.Create(tracks) | beam.Map(make)
+
+
+# Simulated tracks whose mels are computed together (audio.log_mels).
+_MEL_BATCH = 64
+
+
+def _chunks(items, size: int):
+  """Lists of `size` consecutive items of the iterable `items` (the last
+  may be shorter)."""
+  chunk = []
+  for item in items:
+    chunk.append(item)
+    if len(chunk) == size:
+      yield chunk
+      chunk = []
+  if chunk:
+    yield chunk
 
 
 class _ExampleMaker:
