@@ -14,6 +14,7 @@ setuptools.setup(
         "absl-py",
         "array_record",
         "flax>=0.12.8",
+        "grain>=0.2.18",  # host batches in worker processes (large splits)
         "importlib_resources",  # tfds needs it to build, but does not pull it in
         "jax>=0.10.2",
         "librosa>=0.11",

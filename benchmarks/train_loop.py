@@ -9,7 +9,8 @@ For each model, in one process, times (after a warm-up that compiles):
   * loop: `train.train_epoch` over the training split as training runs it,
     with the feed the config selects (device-resident or host batches), its
     steps per dispatch and its logging fetches;
-  * host loop: the same loop forced onto host batches, for comparison.
+  * host loop: the same loop forced onto host batches, made in this process
+    and (--host_workers) by grain worker processes, for comparison.
 and prints examples/s and the loop's share of the step's rate. The three are
 measured in interleaved rounds and each keeps its best round.
 """
@@ -22,6 +23,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from ctxtag import host_pipeline
 from ctxtag import input_pipeline
 from ctxtag import models
 from ctxtag import train
@@ -36,6 +38,9 @@ _MODELS = flags.DEFINE_list("models", ["audio", "audio_user", "user"],
 _SECONDS = flags.DEFINE_float("seconds", 5.0,
                               "Seconds per measurement and round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
+_HOST_WORKERS = flags.DEFINE_integer(
+    "host_workers", -1, "Also time host batches made by this many grain"
+    " workers (-1: the config default's rule, 0: no such loop).")
 
 
 def _rate(run, steps_per_call, batch_size, seconds):
@@ -74,6 +79,12 @@ def _measure(name, config, split):
   host_split = dataclasses.replace(split)
   feeds = {"host loop (host data)": train.HostFeed(
       steps, host_split, kind, size, config.seed, 0)}
+  workers = (host_pipeline.default_workers() if _HOST_WORKERS.value < 0
+             else _HOST_WORKERS.value)
+  if workers:
+    feeds[f"host loop ({workers} grain workers)"] = train.HostFeed(
+        steps, dataclasses.replace(split), kind, size, config.seed, 0,
+        workers, model_config.host_prefetch)
   if train.fits_on_device(split, kind, model_config.device_data_budget_mb):
     feeds[f"loop (device data, {dispatch} steps/call)"] = train.ResidentFeed(
         steps, steps.place_tables(split, kind), split, kind, size,

@@ -193,7 +193,7 @@ def _check_kind(kind: str) -> None:
         f"batch kind must be 'tracks', 'pairs' or 'users', got {kind!r}")
 
 
-def _process_slice(global_batch: int) -> slice:
+def process_slice(global_batch: int) -> slice:
   """This process's share of a global batch."""
   count, index = jax.process_count(), jax.process_index()
   if global_batch % count:
@@ -203,7 +203,7 @@ def _process_slice(global_batch: int) -> slice:
   return slice(index * local, (index + 1) * local)
 
 
-def _make_batch(split: Split, kind: str, indices: np.ndarray,
+def make_batch(split: Split, kind: str, indices: np.ndarray,
                 mask: np.ndarray) -> Batch:
   _check_kind(kind)
   if kind == "tracks":
@@ -264,16 +264,28 @@ def train_indices(split: Split, kind: str, batch_size: int, seed: int,
     This process's share of each global batch: indices of tracks ("tracks")
     or pairs, (batch_size / processes,).
   """
-  per_epoch = steps_per_epoch(split, kind, batch_size)
-  size = num_examples(split, kind)
-  local = _process_slice(batch_size)
+  local = process_slice(batch_size)
   step = start_step
   while True:
-    epoch, position = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(size)
-    for position in range(position, per_epoch):
-      yield order[position * batch_size:(position + 1) * batch_size][local]
-      step += 1
+    yield step_indices(split, kind, batch_size, seed, step)[local]
+    step += 1
+
+
+def step_indices(split: Split, kind: str, batch_size: int, seed: int,
+                 step: int) -> np.ndarray:
+  """The global batch of training step `step` (every process's share), as
+  `train_indices` orders them: random access, for worker processes."""
+  per_epoch = steps_per_epoch(split, kind, batch_size)
+  epoch, position = divmod(step, per_epoch)
+  order = _epoch_order(seed, epoch, num_examples(split, kind))
+  return order[position * batch_size:(position + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+  order = np.random.default_rng([seed, epoch]).permutation(size)
+  order.flags.writeable = False  # shared by every caller of the cache
+  return order
 
 
 def train_batches(split: Split, kind: str, batch_size: int, seed: int,
@@ -281,7 +293,7 @@ def train_batches(split: Split, kind: str, batch_size: int, seed: int,
   """Endless shuffled host batches of `train_indices` (same arguments)."""
   _check_kind(kind)
   for indices in train_indices(split, kind, batch_size, seed, start_step):
-    yield _make_batch(split, kind, indices, np.ones(len(indices), np.float32))
+    yield make_batch(split, kind, indices, np.ones(len(indices), np.float32))
 
 
 def eval_indices(split: Split, kind: str,
@@ -292,7 +304,7 @@ def eval_indices(split: Split, kind: str,
   this process's share of each global batch.
   """
   size = num_examples(split, kind)
-  local = _process_slice(batch_size)
+  local = process_slice(batch_size)
   for start in range(0, size, batch_size):
     indices = np.arange(start, start + batch_size)
     mask = (indices < size).astype(np.float32)
@@ -305,7 +317,7 @@ def eval_batches(split: Split, kind: str,
   """Host batches of `eval_indices` (same arguments)."""
   _check_kind(kind)
   for indices, mask in eval_indices(split, kind, batch_size):
-    yield _make_batch(split, kind, indices, mask)
+    yield make_batch(split, kind, indices, mask)
 
 
 def resident_fields(kind: str) -> tuple[str, ...]:
@@ -345,7 +357,7 @@ def resident_bytes(split: Split, kind: str) -> int:
 def gather_batch(tables: dict, indices_B: jax.Array, kind: str) -> dict:
   """The batch of `kind` at `indices_B`, gathered from resident tables.
 
-  Traced inside jitted steps; equals `_make_batch` of the host path for the
+  Traced inside jitted steps; equals `make_batch` of the host path for the
   same indices (mels widened from float16 exactly as on the host).
 
   Args:

@@ -130,6 +130,8 @@ MODEL_CHECKS = {
     "steps_per_dispatch": _POSITIVE,
     "compute_dtype": _one_of(("float32", "bfloat16")),
     "cpu_fast_path": _boolean,
+    "host_workers": _integer(-1),
+    "host_prefetch": _POSITIVE,
     "audio_init": _one_of(("", "audio")),
     "user_init": _one_of(("", "user")),
     "fusion": _one_of(("concat", "late")),

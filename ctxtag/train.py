@@ -41,6 +41,7 @@ import tensorboardX
 
 from ctxtag import audio
 from ctxtag import errors
+from ctxtag import host_pipeline
 from ctxtag import input_pipeline
 from ctxtag import labels
 from ctxtag import models
@@ -521,20 +522,22 @@ def train_epoch(feed, state: TrainState, rng: jax.Array, step: int,
 
 
 class HostFeed:
-  """Training batches read on the host, one step per dispatch."""
+  """Training batches made on the host (by `workers` processes, 0: this
+  one) and placed on the devices ahead of use; one step per dispatch."""
 
   def __init__(self, steps: Steps, split: input_pipeline.Split, kind: str,
-               batch_size: int, seed: int, start_step: int):
+               batch_size: int, seed: int, start_step: int, workers: int = 0,
+               prefetch: int = 4):
     self.steps = steps
-    self.batches = input_pipeline.train_batches(split, kind, batch_size, seed,
-                                                start_step)
+    self.batches = host_pipeline.DevicePrefetch(
+        host_pipeline.train_batches(split, kind, batch_size, seed, start_step,
+                                    workers, prefetch), steps.shard)
 
   def run(self, state: TrainState, rng: jax.Array, count: int):
     """`count` steps; returns the state and each step's metrics."""
     metrics = []
     for _ in range(count):
-      state, step_metrics = self.steps.train(
-          state, self.steps.shard(next(self.batches)), rng)
+      state, step_metrics = self.steps.train(state, next(self.batches), rng)
       metrics.append(step_metrics)
     return state, metrics
 
@@ -715,8 +718,11 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   validation_tables = tables_if_they_fit(name, steps, validation, kind,
                                           budget)
   if train_tables is None:
+    workers = model_config.host_workers
     feed = HostFeed(steps, train, kind, batch_size, config.seed,
-                    int(state.step))
+                    int(state.step),
+                    host_pipeline.default_workers() if workers < 0 else workers,
+                    model_config.host_prefetch)
   else:
     feed = ResidentFeed(steps, train_tables, train, kind, batch_size,
                         config.seed, int(state.step))

@@ -29,6 +29,11 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   config.steps_per_dispatch = 32  # steps per call (lax.scan); 1: conv on CPU
   config.compute_dtype = "float32"  # or "bfloat16"; params stay float32
   config.cpu_fast_path = True  # on CPU: conv stack arranged for XLA:CPU
+  # Splits over device_data_budget_mb are batched on the host by this many
+  # worker processes (-1: half the cores less one, at most 8; 0: in the
+  # training process), each holding host_prefetch batches ready.
+  config.host_workers = -1
+  config.host_prefetch = 4
   # audio_user: "audio" starts its conv stack from the trained audio model's
   # best state (beyond the paper, which trains it from scratch); "": scratch.
   config.audio_init = ""
