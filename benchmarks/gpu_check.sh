@@ -27,7 +27,7 @@ step device
 { nvidia-smi -L; python3 -c 'import jax; print(jax.__version__, jax.devices())'; nproc; } > "$out/device.txt" 2>&1
 
 step versus_pytorch
-timeout 180 python3 -m benchmarks.versus_pytorch --batch_sizes=32,256 \
+timeout 300 python3 -m benchmarks.versus_pytorch --batch_sizes=32,256 \
   --precisions=float32,bfloat16 --steps=20 --rounds=2 > "$out/versus_pytorch.txt" 2>&1
 
 for precision in float32 bfloat16; do
