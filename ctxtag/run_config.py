@@ -136,11 +136,12 @@ MODEL_CHECKS = {
     "user_init": _one_of(("", "user")),
     "fusion": _one_of(("concat", "late")),
     "freeze_experts": _boolean,
+    # Checkpoints within epochs (ctxtag.train); 0 turns either off.
+    "checkpoint_every_steps": _integer(0),
+    "checkpoint_every_seconds": _number(0, math.inf, False, True),
 }
 
-# Top-level keys; model sections are checked with MODEL_CHECKS. A key is
-# checked when present: keys added by later work (checkpoint intervals) are
-# listed before they land in launch/configs/default.py.
+# Top-level keys; model sections are checked with MODEL_CHECKS.
 CHECKS = {
     "seed": _integer(0),
     "dataset_options": _text,
@@ -151,8 +152,6 @@ CHECKS = {
     "models": _models,
     "eval_batch_size": _POSITIVE,
     "log_every_steps": _POSITIVE,
-    "checkpoint_every_steps": _integer(0),
-    "checkpoint_every_seconds": _number(0, math.inf, False, True),
 }
 
 

@@ -1,8 +1,11 @@
 """Training: pure jit-compiled steps, early stopping, orbax checkpoints.
 
 One model trains in `<workdir>/<model>/`:
-  checkpoints/latest/  the state after the last finished epoch (resumes here)
-  checkpoints/best/    the state with the best validation loss (evaluated)
+  checkpoints/latest/  the two newest states, saved at epoch ends and every
+                       `checkpoint_every_steps` steps or
+                       `checkpoint_every_seconds` within epochs (resumes here)
+  checkpoints/best/    the two states with the best validation losses
+                       (the newest is evaluated)
   tensorboard/         TensorBoard event files (written without TensorFlow)
   metrics.jsonl        one JSON line per logged step and per epoch
   summary.json         written when training ends; a rerun then reuses it
@@ -19,8 +22,13 @@ ends. A larger split is read on the host, batch by batch. Both feeds give the
 same batches in the same order.
 """
 
+import contextlib
+import copy
+import errno
 import functools
+import gc
 import json
+import logging
 import math
 import os
 import time
@@ -41,6 +49,7 @@ import tensorboardX
 
 from ctxtag import audio
 from ctxtag import errors
+from ctxtag import files
 from ctxtag import host_pipeline
 from ctxtag import input_pipeline
 from ctxtag import labels
@@ -63,8 +72,9 @@ def make_optimizer(config: ml_collections.ConfigDict):
       "adadelta": lambda: optax.adadelta(schedule),
   }
   if config.optimizer not in optimizers:
-    raise ValueError(f"config optimizer must be one of {sorted(optimizers)},"
-                     f" got {config.optimizer!r}")
+    raise errors.ConfigError(
+        f"config optimizer={config.optimizer!r} (of a model section): expected"
+        f" one of {sorted(optimizers)}")
   return optimizers[config.optimizer]()
 
 
@@ -79,8 +89,9 @@ def class_weights(split: input_pipeline.Split, kind: str) -> np.ndarray:
     positives = np.bincount(split.label_P, minlength=labels.NUM_LABELS)
   if np.any(positives == 0):
     missing = [labels.LABELS[i] for i in np.flatnonzero(positives == 0)]
-    raise ValueError(f"training split has no positive for {missing}; class"
-                     " weights are undefined")
+    raise errors.DatasetError(
+        f"training split has no positive for {missing}; class weights are"
+        " undefined: the dataset needs training examples of every context")
   size = input_pipeline.num_examples(split, kind)
   return (size / positives).astype(np.float32)
 
@@ -376,19 +387,28 @@ def predict(steps: Steps, state: TrainState, split: input_pipeline.Split,
 
 
 class Checkpoints:
-  """The latest and the best state of one model, with the loop's bookkeeping.
+  """The latest and the best states of one model, with the loop's bookkeeping.
 
   orbax writes each checkpoint to a temporary directory and renames it when
   complete, so a killed save never passes for a checkpoint. Saves copy the
   state off the device and write it in the background while training goes
   on (a save took ~0.15 s of a 2-core CPU's time per epoch, more than a
   whole epoch of the user-only model); `close` waits for them.
+
+  Each manager keeps its two newest checkpoints: when the newest cannot be
+  restored (a file truncated or lost), `restore` says so in one line and
+  falls back to the one before.
   """
 
-  def __init__(self, directory: str):
-    directory = os.path.abspath(directory)  # orbax refuses relative paths
+  KEEP = 2
+
+  def __init__(self, directory: str, cleanup: bool = False):
+    """Opens `directory`'s managers; with `cleanup` (the training run that
+    owns them), the temporary directories of killed saves are removed."""
+    self.directory = directory = os.path.abspath(directory)  # orbax: absolute
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=True, enable_async_checkpointing=True)
+        max_to_keep=self.KEEP, create=True, enable_async_checkpointing=True,
+        cleanup_tmp_directories=cleanup)
     self.latest = ocp.CheckpointManager(
         os.path.join(directory, "latest"), options=options)
     self.best = ocp.CheckpointManager(
@@ -396,44 +416,162 @@ class Checkpoints:
 
   @staticmethod
   def save(manager, state: TrainState, meta: dict) -> None:
-    manager.save(int(state.step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                 force=True)
+    """Saves (state, meta) as step `state.step` of `manager`, in the
+    background; a step already there (left by a run stopped after saving
+    it) is replaced, never a reason to stop."""
+    step = int(state.step)
+    with _disk_full_named(manager.directory, None):
+      manager.wait_until_finished()  # an earlier save's error comes here
+    with _disk_full_named(manager.directory, step):
+      if step in manager.all_steps():
+        manager.delete(step)
+      manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          meta=ocp.args.JsonSave(copy.deepcopy(meta))), force=True)
+
+  def wait(self) -> None:
+    """Waits for pending saves of both managers."""
+    for manager in (self.latest, self.best):
+      with _disk_full_named(manager.directory, None):
+        manager.wait_until_finished()
 
   def close(self) -> None:
-    """Waits for pending saves and closes both managers."""
-    self.latest.close()
-    self.best.close()
+    """Waits for pending saves and closes both managers (both, even when
+    the first fails)."""
+    try:
+      with _disk_full_named(self.latest.directory, None):
+        self.latest.close()
+    finally:
+      with _disk_full_named(self.best.directory, None):
+        self.best.close()
+
+  def discard_after(self, step: int) -> None:
+    """Deletes the checkpoints of both managers past `step`: ones a stopped
+    run saved beyond the checkpoint it resumes from (the run saves them
+    again, equal), and damaged ones."""
+    for manager in (self.latest, self.best):
+      for later in manager.all_steps():
+        if later > step:
+          manager.delete(later)
+
+  def describe(self) -> str:
+    """What both managers hold, as a sentence: "Checkpoints kept: latest
+    at steps 200 and 300 (DIR/latest), best at step 200 (DIR/best)"."""
+    self.wait()
+    held = []
+    for label, manager in (("latest", self.latest), ("best", self.best)):
+      manager.reload()
+      steps = [str(step) for step in sorted(manager.all_steps())]
+      if steps:
+        held.append(f"{label} at step{'s' if len(steps) > 1 else ''}"
+                    f" {' and '.join(steps)} ({manager.directory})")
+    if not held:
+      return f"No checkpoint has been saved yet in {self.directory}"
+    return "Checkpoints kept: " + ", ".join(held)
 
   @staticmethod
-  def restore(manager, like: TrainState) -> tuple[TrainState, dict] | None:
-    """The manager's newest (state, meta), or None if it holds none."""
-    step = manager.latest_step()
-    if step is None:
-      return None
+  def restore(manager, like: TrainState,
+              label: str = "") -> tuple[TrainState, dict] | None:
+    """The manager's newest (state, meta) that can be restored, or None.
+
+    A checkpoint that cannot be restored is named in one printed line and
+    the one before it is tried.
+
+    Args:
+      manager: `latest` or `best`.
+      like: a state (or its shapes) of the checkpoint's structure.
+      label: the model's name, for the printed line.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract),
-        meta=ocp.args.JsonRestore()))
-    return restored.state, restored.meta
+    for index, step in enumerate(steps):
+      try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            meta=ocp.args.JsonRestore()))
+        meta = dict(restored.meta)
+      except Exception as error:  # pylint: disable=broad-exception-caught
+        # orbax, tensorstore and json raise many kinds for damaged files.
+        reason = (str(error).strip().splitlines() or [""])[0][:160]
+        reason = f"{type(error).__name__}: {reason}"
+      else:
+        meta.setdefault("epoch_losses", [])  # checkpoints saved before them
+        return restored.state, meta
+      _forget_failed_reads()
+      later = (f"falling back to step {steps[index + 1]}"
+               if index + 1 < len(steps) else "no earlier checkpoint left")
+      print(f"[{label}] checkpoint {manager.directory}/{step} cannot be"
+            f" restored ({reason}); {later}", flush=True)
+    return None
+
+
+def _forget_failed_reads() -> None:
+  """Collects the failed reads of a damaged checkpoint quietly: orbax
+  leaves them as futures whose errors asyncio logs when they are collected,
+  dozens of lines each, where one line says it all."""
+  logger = logging.getLogger("asyncio")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    gc.collect()
+  finally:
+    logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _disk_full_named(directory, step: int | None):
+  """Turns a full disk while checkpointing into a `files.WriteError` that
+  names the directory (orbax and tensorstore name neither)."""
+  try:
+    yield
+  except Exception as error:  # pylint: disable=broad-exception-caught
+    if not _is_disk_full(error):
+      raise
+    what = "a checkpoint" if step is None else f"the checkpoint of step {step}"
+    raise files.WriteError(
+        f"{directory}: cannot write {what} (No space left on device); free"
+        " space and rerun the same command: it resumes from the last"
+        " checkpoint") from error
+
+
+def _is_disk_full(error: BaseException | None) -> bool:
+  """Whether `error` or an error behind it is a full disk (tensorstore
+  reports one as text)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC
+        or "No space left on device" in str(error)):
+      return True
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return False
 
 
 class Progress:
   """Progress lines with rate and ETA, plus TensorBoard and JSON-lines logs."""
 
   def __init__(self, name: str, model_dir: str, total_steps: int,
-               batch_size: int):
+               batch_size: int, start_step: int = 0):
+    """Logs of a run that starts (or resumes) after `start_step`: records
+    a stopped run wrote past it are dropped, as the run writes them again."""
     self.name, self.total_steps, self.batch_size = name, total_steps, batch_size
     self.writer = tensorboardX.SummaryWriter(
-        os.path.join(model_dir, "tensorboard"))
-    self.log = open(os.path.join(model_dir, "metrics.jsonl"), "a")
+        os.path.join(model_dir, "tensorboard"), purge_step=start_step + 1)
+    log_path = os.path.join(model_dir, "metrics.jsonl")
+    keep_records_through(log_path, start_step)
+    self.log = open(log_path, "a")
     self.start_time, self.start_step = time.time(), None
 
   def record(self, kind: str, step: int, values: dict) -> None:
     for key, value in values.items():
       self.writer.add_scalar(f"{kind}/{key}", value, step)
-    self.log.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
-    self.log.flush()
+    try:
+      self.log.write(json.dumps({"kind": kind, "step": step, **values})
+                     + "\n")
+      self.log.flush()
+    except OSError as error:  # a full disk: name the file
+      raise files.WriteError(f"{self.log.name}: cannot write"
+                             f" ({error.strerror or error})") from error
 
   def step_line(self, step: int, epoch: int, values: dict) -> None:
     if self.start_step is None:
@@ -451,9 +589,31 @@ class Progress:
     self.log.close()
 
 
+def keep_records_through(path: str, step: int) -> None:
+  """Drops the records of JSON-lines log `path` past `step` (and a line a
+  kill cut short); rewrites it atomically, and only if anything goes."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if line.endswith("\n") and record.get("step", math.inf) <= step:
+      kept.append(line)
+  if kept != lines:
+    files.write_text(path, "".join(kept))
+
+
 def _fresh_meta() -> dict:
+  # epoch_losses: the losses of the epoch in progress, for a checkpoint
+  # within it.
   return {"epoch": 0, "best_validation_loss": math.inf, "best_epoch": -1,
-          "best_step": 0, "epochs_without_improvement": 0, "history": []}
+          "best_step": 0, "epochs_without_improvement": 0, "history": [],
+          "epoch_losses": []}
 
 
 def _fetch(pending: list, check) -> dict[int, dict]:
@@ -481,7 +641,8 @@ def _fetch(pending: list, check) -> dict[int, dict]:
 
 def train_epoch(feed, state: TrainState, rng: jax.Array, step: int,
                 num_steps: int, steps_per_dispatch: int, log_every: int,
-                log, check) -> tuple[TrainState, list[float]]:
+                log, check, checkpoint=None, losses=()
+                ) -> tuple[TrainState, list[float]]:
   """Runs `num_steps` train steps after `step`, `steps_per_dispatch` a call.
 
   The device runs ahead of the host: metrics stay on the device and are
@@ -498,11 +659,14 @@ def train_epoch(feed, state: TrainState, rng: jax.Array, step: int,
     log_every: steps between `log` calls (and step 1).
     log: called with (step, metrics) of each logging step.
     check: called with (loss, step) of every step; raises to stop.
+    checkpoint: None, or a `CheckpointClock` asked after each dispatch but
+      the epoch's last (the epoch's own checkpoint follows that one).
+    losses: the losses of the epoch's steps before `step` (a resumed epoch).
 
   Returns:
-    The state after the epoch and each step's loss.
+    The state after the epoch and each of the epoch's step losses.
   """
-  pending, losses = [], []
+  pending, losses = [], list(losses)
   end = step + num_steps
   while step < end:
     count = min(steps_per_dispatch, end - step)
@@ -516,6 +680,10 @@ def train_epoch(feed, state: TrainState, rng: jax.Array, step: int,
       losses.extend(values["loss"] for values in by_step.values())
       for log_step in logged:
         log(log_step, by_step[log_step])
+    if checkpoint is not None and step < end and checkpoint.due(step):
+      by_step = _fetch(pending, check)
+      losses.extend(values["loss"] for values in by_step.values())
+      checkpoint.save(state, step, losses)
   by_step = _fetch(pending, check)
   losses.extend(values["loss"] for values in by_step.values())
   return state, losses
@@ -564,8 +732,9 @@ def dispatch_size(name: str, model_config) -> int:
   """Train steps per dispatch of model `name`: its config's, except 1 for
   conv models on CPU (see `train_steps_indexed`: 3-4x slower there)."""
   if model_config.steps_per_dispatch < 1:
-    raise ValueError(f"config {name}.steps_per_dispatch must be >= 1, got"
-                     f" {model_config.steps_per_dispatch}")
+    raise errors.ConfigError(
+        f"config {name}.steps_per_dispatch must be >= 1, got"
+        f" {model_config.steps_per_dispatch}")
   if models.has_conv_stack(name) and jax.default_backend() == "cpu":
     return 1
   return model_config.steps_per_dispatch
@@ -582,12 +751,47 @@ def tables_if_they_fit(name: str, steps: Steps, split: input_pipeline.Split,
   return steps.place_tables(split, kind)
 
 
-def _check_finite(name, loss, step, checkpoint_dir):
+class CheckpointClock:
+  """When to checkpoint within an epoch: at the first dispatch boundary at
+  or past each multiple of `every_steps`, and once `every_seconds` have
+  passed since the last checkpoint; 0 turns either off.
+
+  Dispatch boundaries keep a resumed run's dispatches those of an
+  uninterrupted one, so it computes the same steps the same way.
+  """
+
+  def __init__(self, every_steps: int, every_seconds: float, step: int,
+               save):
+    """`save(state, step, epoch_losses)` writes a checkpoint."""
+    self.every_steps, self.every_seconds, self._save = (
+        every_steps, every_seconds, save)
+    self.restart(step)
+
+  def restart(self, step: int) -> None:
+    """Counts from a checkpoint just saved at `step`."""
+    self.last_step, self.last_time = step, time.monotonic()
+
+  def due(self, step: int) -> bool:
+    if (self.every_steps
+        and step // self.every_steps > self.last_step // self.every_steps):
+      return True
+    return bool(self.every_seconds) and (
+        time.monotonic() - self.last_time >= self.every_seconds)
+
+  def save(self, state: TrainState, step: int, epoch_losses: list) -> None:
+    self._save(state, step, epoch_losses)
+    self.restart(step)
+
+
+def _check_finite(name, loss, step, checkpoints: "Checkpoints",
+                  what: str = "training"):
   if not math.isfinite(loss):
     raise FloatingPointError(
-        f"{name}: non-finite training loss ({loss}) at step {step}; stopped."
-        f" The last good checkpoints are kept in {checkpoint_dir}. Lower the"
-        " learning rate or check the data.")
+        f"model {name!r}: non-finite {what} loss ({loss}) at step {step};"
+        " stopped."
+        f" {checkpoints.describe()}. A rerun of the same command stops here"
+        " again: lower the learning rate (in a new --workdir) or check the"
+        " data.")
 
 
 def shape_example(frames: int) -> dict:
@@ -608,7 +812,7 @@ def restore_best_state(name: str, config: ml_collections.ConfigDict,
       create_train_state, model, config[name], jax.random.PRNGKey(0),
       shape_example(frames)))
   directory = os.path.join(workdir, name, "checkpoints")
-  restored = Checkpoints.restore(Checkpoints(directory).best, like)
+  restored = Checkpoints.restore(Checkpoints(directory).best, like, name)
   if restored is None:
     raise errors.DatasetError(
         f"{directory}/best: no checkpoint; train model {name!r} first")
@@ -684,8 +888,10 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   for key, size in ((f"{name}.batch_size", batch_size),
                     ("eval_batch_size", config.eval_batch_size)):
     if size % jax.device_count():
-      raise ValueError(f"config {key}={size} is not divisible by the"
-                       f" {jax.device_count()} devices")
+      raise errors.ConfigError(
+          f"config {key}={size} is not divisible by the"
+          f" {jax.device_count()} devices; use a multiple of"
+          f" {jax.device_count()}")
   dispatch = dispatch_size(name, model_config)
   train = input_pipeline.load_split(dataset_path, "train")
   validation = input_pipeline.load_split(dataset_path, "validation")
@@ -697,10 +903,14 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
       jax.random.fold_in(jax.random.PRNGKey(config.seed),
                          list(models.OUTPUTS).index(name)))
   steps, state = steps_and_state(name, config, train, init_rng)
-  checkpoint_dir = os.path.join(model_dir, "checkpoints")
-  checkpoints = Checkpoints(checkpoint_dir)
+  checkpoints = Checkpoints(os.path.join(model_dir, "checkpoints"),
+                            cleanup=True)
   meta = _fresh_meta()
-  restored = Checkpoints.restore(checkpoints.latest, state)
+  restored = Checkpoints.restore(checkpoints.latest, state, name)
+  # What a stopped run saved past the resumed step is redone, and saved
+  # again: kept, it would clash with those saves.
+  checkpoints.discard_after(0 if restored is None else
+                            int(restored[0].step))
   if restored is None and model_config.audio_init == "audio":
     state = with_audio_branch(state, config, workdir,
                               train.mel_shape[0])
@@ -709,7 +919,10 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
                               "user")
   if restored is not None:
     state, meta = restored
-    print(f"[{name}] resuming after epoch {meta['epoch']} (step"
+    done = len(meta["epoch_losses"])
+    print(f"[{name}] resuming at step {int(state.step)}: epoch"
+          f" {meta['epoch'] + 1}, {done} of its {per_epoch} steps done"
+          if done else f"[{name}] resuming after epoch {meta['epoch']} (step"
           f" {int(state.step)})", flush=True)
   state = steps.place(state)
 
@@ -726,9 +939,18 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   else:
     feed = ResidentFeed(steps, train_tables, train, kind, batch_size,
                         config.seed, int(state.step))
-  progress = Progress(name, model_dir, total_steps, batch_size)
+  progress = Progress(name, model_dir, total_steps, batch_size,
+                      int(state.step))
   stopped_early = False
   step = int(state.step)
+
+  def save_within_epoch(state, at_step, epoch_losses):
+    Checkpoints.save(checkpoints.latest, state,
+                     dict(meta, epoch_losses=epoch_losses))
+
+  clock = CheckpointClock(model_config.checkpoint_every_steps,
+                          model_config.checkpoint_every_seconds, step,
+                          save_within_epoch)
   try:
     for epoch in range(meta["epoch"], model_config.max_epochs):
       if meta["epochs_without_improvement"] >= model_config.patience:
@@ -739,20 +961,27 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
         progress.record("train", log_step, values)
         progress.step_line(log_step, epoch, values)
 
+      epoch_end = (epoch + 1) * per_epoch
       state, epoch_losses = train_epoch(
-          feed, state, dropout_rng, step, per_epoch, dispatch,
+          feed, state, dropout_rng, step, epoch_end - step, dispatch,
           config.log_every_steps, log,
-          lambda loss, at: _check_finite(name, loss, at, checkpoint_dir))
-      step += per_epoch
+          lambda loss, at: _check_finite(name, loss, at, checkpoints),
+          clock, meta["epoch_losses"])
+      step = epoch_end
       train_loss = float(np.mean(epoch_losses))
       loss = validation_loss(steps, state, validation, kind,
                              config.eval_batch_size, validation_tables)
-      _check_finite(name, loss, step, checkpoint_dir)
+      _check_finite(name, loss, step, checkpoints, "validation")
       improved = loss < meta["best_validation_loss"]
       meta["epoch"] = epoch + 1
+      meta["epoch_losses"] = []
       meta["history"].append({"epoch": epoch + 1, "step": step,
                               "train_loss": train_loss,
                               "validation_loss": loss})
+      # Every record up to a checkpoint's step is written before it: a
+      # resumed run drops the records past its step and writes them again.
+      progress.record("epoch", step, {"validation_loss": loss,
+                                      "train_loss": train_loss})
       if improved:
         meta.update(best_validation_loss=loss, best_epoch=epoch + 1,
                     best_step=step, epochs_without_improvement=0)
@@ -760,13 +989,19 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
       else:
         meta["epochs_without_improvement"] += 1
       Checkpoints.save(checkpoints.latest, state, meta)
-      progress.record("epoch", step, {"validation_loss": loss,
-                                      "train_loss": train_loss})
+      clock.restart(step)
       print(f"[{name}] epoch {epoch + 1}/{model_config.max_epochs}"
             f" validation loss {loss:.4f}"
             f"{' (best)' if improved else ''}", flush=True)
-  finally:
+  except BaseException:
+    # Closing can fail too (a full disk); the error in flight says more.
+    for close in (checkpoints.close, progress.close):
+      with contextlib.suppress(Exception):
+        close()
+    raise
+  try:
     checkpoints.close()
+  finally:
     progress.close()
 
   summary = {"model": name, "epochs": meta["epoch"],
@@ -774,8 +1009,7 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
              "best_validation_loss": meta["best_validation_loss"],
              "stopped_early": stopped_early, "steps_per_epoch": per_epoch,
              "history": meta["history"]}
-  with open(summary_path, "w") as f:
-    json.dump(summary, f, indent=2)
+  files.write_text(summary_path, json.dumps(summary, indent=2))
   return summary
 
 
@@ -807,7 +1041,8 @@ def restore_best(name: str, config: ml_collections.ConfigDict,
   steps, like = steps_and_state(name, config, train, jax.random.PRNGKey(0),
                                  abstract=True)
   checkpoint_dir = os.path.join(workdir, name, "checkpoints")
-  restored = Checkpoints.restore(Checkpoints(checkpoint_dir).best, like)
+  restored = Checkpoints.restore(Checkpoints(checkpoint_dir).best, like,
+                                 name)
   if restored is None:
     raise FileNotFoundError(
         f"{checkpoint_dir}/best: no checkpoint; train model {name!r} first")

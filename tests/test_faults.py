@@ -10,6 +10,8 @@ import subprocess
 import sys
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -19,6 +21,7 @@ from ctxtag import labels
 from ctxtag import report
 from ctxtag import run_config
 from ctxtag import tables
+from ctxtag import train
 from launch import cli
 from launch import common
 from launch.configs import default
@@ -503,6 +506,11 @@ def test_cli_message_is_one_line_and_names_the_file():
      "config split_strategy='cold': expected one of ['', 'random',"
      " 'cold_user', 'cold_track', 'given']"),
     ({"seed": -1}, "config seed=-1: expected an integer >= 0"),
+    ({"audio.checkpoint_every_steps": -1},
+     "config audio.checkpoint_every_steps=-1: expected an integer >= 0"),
+    ({"user.checkpoint_every_seconds": float("nan")},
+     "config user.checkpoint_every_seconds=nan: expected a finite number in"
+     " [0, inf)"),
     ({"split_fractions": (0.6, 0.2, 0.3)},
      "config split_fractions=(0.6, 0.2, 0.3): expected three positive"
      " numbers (train, validation, test) summing to 1"),
@@ -576,3 +584,69 @@ def test_damaged_config_json_names_the_file(tmp_path):
   with pytest.raises(FileNotFoundError,
                      match=r"dataset_path.txt: missing; is .* a ctxtag run"):
     common.run_dataset_path(str(tmp_path))
+
+
+# --- Training: settings and a non-finite loss ----------------------------
+
+
+def test_batch_not_divisible_by_the_devices_names_the_setting(
+    small_dataset_path, tmp_path, monkeypatch):
+  monkeypatch.setattr(jax, "device_count", lambda: 3)
+  with pytest.raises(errors.ConfigError) as raised:
+    train.train_and_evaluate("user", smoke.get_config(), small_dataset_path,
+                             str(tmp_path))
+  assert str(raised.value) == (
+      "config user.batch_size=8 is not divisible by the 3 devices; use a"
+      " multiple of 3")
+
+
+def test_training_settings_out_of_range_are_config_errors():
+  config = smoke.get_config()
+  config.audio.steps_per_dispatch = 0
+  with pytest.raises(errors.ConfigError,
+                     match=r"^config audio.steps_per_dispatch must be >= 1,"
+                     r" got 0$"):
+    train.dispatch_size("audio", config.audio)
+  config.audio.optimizer = "sgd"
+  with pytest.raises(errors.ConfigError,
+                     match=r"^config optimizer='sgd' \(of a model section\):"
+                     r" expected one of \['adadelta', 'adam'\]$"):
+    train.make_optimizer(config.audio)
+
+
+def _nan_losses(monkeypatch):
+  monkeypatch.setattr(train, "example_losses",
+                      lambda logits, *args: jnp.full(logits.shape[0], jnp.nan))
+
+
+def test_non_finite_loss_before_any_checkpoint_says_none_was_saved(
+    small_dataset_path, tmp_path, monkeypatch):
+  _nan_losses(monkeypatch)
+  with pytest.raises(FloatingPointError) as raised:
+    train.train_and_evaluate("user", smoke.get_config(), small_dataset_path,
+                             str(tmp_path))
+  assert str(raised.value) == (
+      "model 'user': non-finite training loss (nan) at step 1; stopped. No"
+      f" checkpoint has been saved yet in {tmp_path}/user/checkpoints. A"
+      " rerun of the same command stops here again: lower the learning rate"
+      " (in a new --workdir) or check the data.")
+
+
+def test_non_finite_loss_names_the_checkpoints_that_exist(
+    small_dataset_path, tmp_path, monkeypatch):
+  config = smoke.get_config()
+  config.user.max_epochs = 1
+  first = train.train_and_evaluate("user", config, small_dataset_path,
+                                   str(tmp_path))
+  os.remove(tmp_path / "user" / "summary.json")
+  end = first["history"][-1]["step"]
+  _nan_losses(monkeypatch)
+  config.user.max_epochs = 2
+  with pytest.raises(FloatingPointError) as raised:
+    train.train_and_evaluate("user", config, small_dataset_path,
+                             str(tmp_path))
+  checkpoints = tmp_path / "user" / "checkpoints"
+  assert str(raised.value).startswith(
+      f"model 'user': non-finite training loss (nan) at step {end + 1};"
+      f" stopped. Checkpoints kept: latest at step {end} ({checkpoints}/"
+      f"latest), best at step {end} ({checkpoints}/best). A rerun")
