@@ -26,10 +26,12 @@ from launch.configs import smoke
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The SIGKILL test's run: the audio model (one step per dispatch on CPU),
-# epochs of 30 steps, a checkpoint every 5 steps.
-KILLED_EPOCH = 30
+# epochs of 80 steps, a checkpoint every 20: the kill must land before the
+# second epoch ends, 60 steps after the first checkpoint within it, however
+# slowly a loaded machine lets the test poll.
+KILLED_EPOCH = 80
 KILLED_OVERRIDES = {"steps_per_epoch": KILLED_EPOCH, "max_epochs": 2,
-                    "patience": 5, "checkpoint_every_steps": 5,
+                    "patience": 5, "checkpoint_every_steps": 20,
                     "checkpoint_every_seconds": 0.0}
 
 
