@@ -348,9 +348,12 @@ class LateFusionTagger(nn.Module):
   """Audio + user as a weighted product of experts (beyond the paper):
 
       logits(track, user) = audio_weight * audio_logits(track)
-                            + user_weight * user_logits(user),
+                            + user_weight * (user_logits(user)
+                                             - user_logits(typical user)),
 
-  p(context | track, user) proportional to p_audio^a * p_user^b. The experts
+  p(context | track, user) proportional to p_audio^a * p_user^b, the user
+  expert counted by how the user departs from the typical user (the
+  embedding at its input batch norm's running mean). The experts
   are an `AudioTagger` (submodule "audio") and a `UserTagger` ("user"),
   parameter trees equal to the audio and user-only models', meant to start
   from those trained models (audio_init="audio", user_init="user"). With
@@ -391,9 +394,18 @@ class LateFusionTagger(nn.Module):
           self.cpu_fast_path, name="audio")(batch, train=experts_train))
     if features_only:
       return audio_logits
-    user_logits = self._frozen(UserTagger(
-        self.hidden, self.dropout_rate, self.user_widths, self.dtype,
-        name="user")(batch, train=experts_train))
+    user_expert = UserTagger(self.hidden, self.dropout_rate, self.user_widths,
+                             self.dtype, name="user")
+    user_logits = user_expert(batch, train=experts_train)
+    # The user term is how this user departs from the typical user (the
+    # expert at its input's running mean): the user-only model's logits
+    # also hold a per-context constant, the class weights' pull toward rare
+    # contexts, which must not enter the product where users say nothing.
+    mean_embedding = user_expert.variables["batch_stats"]["UserBranch_0"][
+        "input_norm"]["mean"]
+    typical = user_expert({"user_embedding": mean_embedding[None]},
+                          train=False)
+    user_logits = self._frozen(user_logits - typical)
     audio_weight = self.param("audio_weight", nn.initializers.ones_init(),
                               ())
     user_weight = self.param("user_weight", nn.initializers.ones_init(), ())

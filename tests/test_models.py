@@ -132,11 +132,27 @@ def _expert_logits(experts, name, batch):
   return model.apply(variables, batch)
 
 
+def _user_term(experts, batch):
+  """The user expert's logits less those of the typical user (its input
+  batch norm's running mean as the embedding)."""
+  model, variables = experts["user"]
+  mean = variables["batch_stats"]["UserBranch_0"]["input_norm"]["mean"]
+  return (model.apply(variables, batch)
+          - model.apply(variables, {"user_embedding": mean[None]}))
+
+
 def test_late_fusion_is_the_weighted_product_of_its_experts():
   experts, late, variables, batch = _late_fusion(True)
   audio = _expert_logits(experts, "audio", batch)
-  user = _expert_logits(experts, "user", batch)
+  user = _user_term(experts, batch)
   np.testing.assert_allclose(late.apply(variables, batch), audio + user,
+                             atol=1e-5)
+  # The typical user's term is 0: the product adds no per-context constant.
+  mean = variables["batch_stats"]["user"]["UserBranch_0"]["input_norm"][
+      "mean"]
+  typical = dict(batch, user_embedding=jnp.tile(mean, (6, 1)))
+  np.testing.assert_allclose(late.apply(variables, typical),
+                             _expert_logits(experts, "audio", typical),
                              atol=1e-5)
   params = dict(variables["params"], audio_weight=jnp.float32(0.3),
                 user_weight=jnp.float32(1.7))
@@ -182,7 +198,7 @@ def test_frozen_experts_are_the_trained_models_as_evaluated(freeze_experts):
   if freeze_experts:  # no dropout, running statistics: the evaluated models
     np.testing.assert_allclose(
         logits, _expert_logits(experts, "audio", batch)
-        + _expert_logits(experts, "user", batch), atol=1e-5)
+        + _user_term(experts, batch), atol=1e-5)
   assert grads["audio_weight"] != 0 and grads["user_weight"] != 0
 
 
