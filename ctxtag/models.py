@@ -358,10 +358,12 @@ class LateFusionTagger(nn.Module):
   parameter trees equal to the audio and user-only models', meant to start
   from those trained models (audio_init="audio", user_init="user"). With
   `freeze_experts` they stay those models as evaluated (running batch-norm
-  statistics, no dropout, no gradient) and only the two weights train: where
-  the user says nothing about the context, the user weight goes to 0 and
-  the model answers as the audio model does; where the track says nothing,
-  the audio weight goes to 0. Scalar weights keep each expert's ranking of
+  statistics, no dropout, no gradient) and only the two weights train.
+  Where users say nothing the centred user term is small noise and the
+  answers stay close to the audio model's. The weights are fitted on the training pairs, where the user
+  expert knows its own training users, so the user weight does not fall to
+  0 where users say nothing (measured: 1.28 at user_influence 0, against
+  0.86 / 1.25 at 0.5). Scalar weights keep each expert's ranking of
   contexts; per-context weights would recalibrate the class-weighted
   experts and, measured on the simulated world, lose accuracy.
   """
