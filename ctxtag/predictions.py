@@ -6,12 +6,16 @@
   <split>_audio_user.csv    song_id,user_id,<labels>, one row a pair
   <split>_user.csv          song_id,user_id,<labels>, one row a pair
   <split>_oracle.csv        the true distribution, simulated data only
+
+In a run on several processes, all of them predict and process 0 writes.
 """
 
+import functools
 import os
 
 import ml_collections
 
+from ctxtag import distributed
 from ctxtag import input_pipeline
 from ctxtag import models
 from ctxtag import tables
@@ -40,9 +44,15 @@ def write_model_predictions(name: str, config: ml_collections.ConfigDict,
                             dataset_path: str, workdir: str) -> None:
   """Scores of model `name`'s best checkpoint on every split, as CSVs.
 
-  Skips splits whose CSV is already there, so a rerun reuses them.
+  Skips splits whose CSV is already there, so a rerun reuses them. Every
+  process of a run predicts (process 0 decides which splits, for all);
+  process 0 writes.
   """
-  todo = [s for s in SPLITS if not os.path.exists(path(workdir, s, name))]
+  def missing():
+    return [s for s in SPLITS if not os.path.exists(path(workdir, s, name))]
+
+  todo = distributed.on_main(f"find the {name} predictions to make", missing,
+                             share=True)
   if not todo:
     return
   steps, state = train.restore_best(name, config, dataset_path, workdir)
@@ -55,6 +65,8 @@ def write_model_predictions(name: str, config: ml_collections.ConfigDict,
                            on_device)
     target = path(workdir, split_name, name)
     if kind == "tracks":
-      tables.write(target, split.song_id_N, scores)
+      write = functools.partial(tables.write, target, split.song_id_N, scores)
     else:
-      tables.write(target, split.pair_song_id_P, scores, split.user_id_P)
+      write = functools.partial(tables.write, target, split.pair_song_id_P,
+                                scores, split.user_id_P)
+    distributed.on_main(f"write {target}", write)

@@ -26,6 +26,7 @@ sorted by influence; models and comparisons as in results.json
 (ctxtag.study), those the runs have.
 """
 
+import functools
 import io
 import json
 import math
@@ -35,6 +36,7 @@ import time
 from matplotlib import figure as mpl_figure
 import ml_collections
 
+from ctxtag import distributed
 from ctxtag import errors
 from ctxtag import files
 from ctxtag import report
@@ -387,15 +389,20 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     split_strategy: every run's split (None: the config's).
     log: where progress lines go.
 
+  In a run on several processes (ctxtag.distributed) every process calls
+  `reproduce`; process 0 decides which runs are finished and writes the
+  sweep's outputs.
+
   Returns:
-    The sweep dict written to sweep.json.
+    The sweep dict written to sweep.json; None on processes other than 0.
   """
   configs = {x: config_at(config, x, split_strategy) for x in influences}
   for number, (influence, run_config_x) in enumerate(configs.items(), 1):
     run_dir = os.path.join(workdir, run_name(influence))
     where = (f"{SETTING} {number_text(influence)} ({number} of"
              f" {len(configs)}): {run_dir}")
-    if finished(run_dir, run_config_x):
+    if distributed.on_main(f"check {run_dir}", functools.partial(
+        finished, run_dir, run_config_x), share=True):
       log(f"sweep: {where} finished earlier; reusing its results.json")
       continue
     log(f"sweep: {where}")
@@ -403,6 +410,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     reproduce(run_config_x, run_dir)
     log(f"sweep: {SETTING} {number_text(influence)} done in"
         f" {(time.time() - start) / 60:.1f} min")
+  return distributed.on_main("write the sweep", functools.partial(
+      _collect_and_write, config, workdir, influences, split_strategy))
+
+
+def _collect_and_write(config, workdir: str, influences,
+                       split_strategy: str | None) -> dict:
+  """`run`'s last part: the runs' results, collected and written."""
   results = {x: load_results(os.path.join(workdir, run_name(x)))
              for x in influences}
   sweep = collect(results, config.dataset, config.dataset_options,

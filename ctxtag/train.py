@@ -48,6 +48,7 @@ import orbax.checkpoint as ocp
 import tensorboardX
 
 from ctxtag import audio
+from ctxtag import distributed
 from ctxtag import errors
 from ctxtag import files
 from ctxtag import host_pipeline
@@ -226,7 +227,10 @@ class Steps:
 
   def __init__(self, weights_C: np.ndarray, output: str,
                kind: str | None = None):
-    self.mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    # Grouped by process: each process's devices then hold the contiguous
+    # share of every batch that the input pipeline gives that process.
+    self.mesh = Mesh(np.asarray(sorted(
+        jax.devices(), key=lambda d: (d.process_index, d.id))), ("data",))
     self.data = NamedSharding(self.mesh, P("data"))
     # Indices of K steps: each step's batch is sharded like a host batch.
     self.data_steps = NamedSharding(self.mesh, P(None, "data"))
@@ -364,26 +368,27 @@ def validation_loss(steps: Steps, state: TrainState,
 def predict(steps: Steps, state: TrainState, split: input_pipeline.Split,
             kind: str, batch_size: int,
             tables: dict | None = None) -> np.ndarray:
-  """Scores of every example of `split` in order, (examples, 10).
+  """Scores of every example of `split` in order, (examples, 10), on every
+  process.
 
   Args are those of `validation_loss`.
   """
   if kind == "pairs":
     tables = _pair_evaluation_tables(steps, state, split, batch_size, tables)
-  scores, masks = [], []
+  scores = []
   if tables is None:
     for batch in input_pipeline.eval_batches(split, kind, batch_size):
       scores.append(steps.predict(state, steps.shard(batch)))
-      masks.append(batch["mask"])
   else:
     for indices, mask in input_pipeline.eval_indices(split, kind, batch_size):
       scores.append(steps.predict_indexed(state, tables,
                                           steps.shard_indices(indices),
                                           steps.shard_indices(mask)))
-      masks.append(mask)
-  rows = [np.asarray(batch_scores)[mask == 1] for batch_scores, mask
-          in zip(jax.device_get(scores), masks)]
-  return np.concatenate(rows)
+  # The batches' global rows are the examples in order, then the last
+  # batch's padding; the first rows, replicated, reach every process (a
+  # sharded batch spans other processes' devices, which no process reads).
+  return np.asarray(jax.device_get(steps.first_rows(
+      scores, input_pipeline.num_examples(split, kind))))
 
 
 class Checkpoints:
@@ -406,13 +411,21 @@ class Checkpoints:
     """Opens `directory`'s managers; with `cleanup` (the training run that
     owns them), the temporary directories of killed saves are removed."""
     self.directory = directory = os.path.abspath(directory)  # orbax: absolute
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=self.KEEP, create=True, enable_async_checkpointing=True,
-        cleanup_tmp_directories=cleanup)
-    self.latest = ocp.CheckpointManager(
-        os.path.join(directory, "latest"), options=options)
-    self.best = ocp.CheckpointManager(
-        os.path.join(directory, "best"), options=options)
+    model = os.path.basename(os.path.dirname(directory))
+
+    def manager(which):
+      # With several processes, orbax names its barriers by step: saves of
+      # both managers at one step would share them without a prefix.
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=self.KEEP, create=True, enable_async_checkpointing=True,
+          cleanup_tmp_directories=cleanup,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=f"{model}_{which}"))
+      return ocp.CheckpointManager(os.path.join(directory, which),
+                                   options=options)
+
+    self.latest = manager("latest")
+    self.best = manager("best")
 
   @staticmethod
   def save(manager, state: TrainState, meta: dict) -> None:
@@ -548,13 +561,20 @@ def _is_disk_full(error: BaseException | None) -> bool:
 
 
 class Progress:
-  """Progress lines with rate and ETA, plus TensorBoard and JSON-lines logs."""
+  """Progress lines with rate and ETA, plus TensorBoard and JSON-lines logs.
+
+  In a run on several processes only process 0 logs; the others' Progress
+  does nothing.
+  """
 
   def __init__(self, name: str, model_dir: str, total_steps: int,
                batch_size: int, start_step: int = 0):
     """Logs of a run that starts (or resumes) after `start_step`: records
     a stopped run wrote past it are dropped, as the run writes them again."""
     self.name, self.total_steps, self.batch_size = name, total_steps, batch_size
+    self.active = distributed.is_main()
+    if not self.active:
+      return
     self.writer = tensorboardX.SummaryWriter(
         os.path.join(model_dir, "tensorboard"), purge_step=start_step + 1)
     log_path = os.path.join(model_dir, "metrics.jsonl")
@@ -563,6 +583,8 @@ class Progress:
     self.start_time, self.start_step = time.time(), None
 
   def record(self, kind: str, step: int, values: dict) -> None:
+    if not self.active:
+      return
     for key, value in values.items():
       self.writer.add_scalar(f"{kind}/{key}", value, step)
     try:
@@ -574,6 +596,8 @@ class Progress:
                              f" ({error.strerror or error})") from error
 
   def step_line(self, step: int, epoch: int, values: dict) -> None:
+    if not self.active:
+      return
     if self.start_step is None:
       self.start_step, self.start_time = step, time.time()
       return
@@ -585,6 +609,8 @@ class Progress:
           f" ETA<= {eta // 60:.0f}:{eta % 60:02.0f}", flush=True)
 
   def close(self) -> None:
+    if not self.active:
+      return
     self.writer.close()
     self.log.close()
 
@@ -811,6 +837,12 @@ def restore_best_state(name: str, config: ml_collections.ConfigDict,
   like = jax.eval_shape(functools.partial(
       create_train_state, model, config[name], jax.random.PRNGKey(0),
       shape_example(frames)))
+  # Restored onto this process's first device, whatever devices and hosts
+  # saved it: orbax refuses a checkpoint of another topology without a
+  # target sharding.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(
+      leaf.shape, leaf.dtype, sharding=device), like)
   directory = os.path.join(workdir, name, "checkpoints")
   restored = Checkpoints.restore(Checkpoints(directory).best, like, name)
   if restored is None:
@@ -881,7 +913,8 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   if os.path.exists(summary_path):
     with open(summary_path) as f:
       return json.load(f)
-  os.makedirs(model_dir, exist_ok=True)
+  if distributed.is_main():  # the only process that writes there
+    os.makedirs(model_dir, exist_ok=True)
 
   kind = models.BATCH_KINDS[name]
   batch_size = model_config.batch_size
@@ -1009,7 +1042,8 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
              "best_validation_loss": meta["best_validation_loss"],
              "stopped_early": stopped_early, "steps_per_epoch": per_epoch,
              "history": meta["history"]}
-  files.write_text(summary_path, json.dumps(summary, indent=2))
+  if distributed.is_main():
+    files.write_text(summary_path, json.dumps(summary, indent=2))
   return summary
 
 

@@ -7,7 +7,8 @@ r"""Builds a contextual_tags dataset as array_record files.
 
 Prints what was built: tracks, pairs and users per split, context shares,
 users per track and distinct contexts per track; for real data also the
-build report (what was kept, what was dropped and why).
+build report (what was kept, what was dropped and why). Started on several
+processes (--num_processes), process 0 builds and the others wait for it.
 """
 
 import os
@@ -17,6 +18,7 @@ from absl import app
 from absl import flags
 
 from ctxtag import dataset_check
+from ctxtag import distributed
 from ctxtag.sources import assemble
 from launch import common
 from tfds_builders import contextual_tags
@@ -102,6 +104,12 @@ def main(argv):
                          f" {','.join(_SPLIT_FRACTIONS.value)}") from None
   split = assemble.SplitSettings(_SPLIT_STRATEGY.value, _SPLIT_SEED.value,
                                  fractions)
+  distributed.on_main("build the dataset", lambda: _build(
+      start, beam_options, split))
+
+
+def _build(start: float, beam_options, split) -> None:
+  """Builds (and verifies) the dataset and prints what was built."""
   path = common.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
                       ",".join(_OPTION.value + _SIM.value), _STRICT.value,
                       _WORKERS.value, beam_options, split,

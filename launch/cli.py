@@ -5,6 +5,10 @@ file, a full disk) ends with one line on stderr, `error: <message>`, whose
 message names the file, row or setting, and exit status 1 (2 for a bad
 command line). Any other exception is a bug and keeps its traceback.
 `--debug` shows the traceback of user errors too.
+
+Every launcher also takes `--coordinator_address`, `--num_processes` and
+`--process_id`, to run on several processes (hosts) as one job
+(ctxtag.distributed); the job starts before `main` runs.
 """
 
 import errno
@@ -13,10 +17,22 @@ import sys
 from absl import app
 from absl import flags
 
+from ctxtag import distributed
 from ctxtag import errors
 
 _DEBUG = flags.DEFINE_bool(
     "debug", False, "Show the Python traceback of user errors too.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port where process 0 serves the coordination of a run on several"
+    " processes (hosts); the same on every host.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", 1, "Processes in the run, one per host; all run the"
+    " same command but for --process_id.", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", 0, "This process's index in [0, --num_processes);"
+    " process 0 builds the dataset and writes the run's files.",
+    lower_bound=0)
 
 # Errors of the machine rather than of ctxtag: a full disk, a read-only one.
 _MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
@@ -64,6 +80,8 @@ def _debug_requested() -> bool:
 def _guarded(main):
   def guarded_main(argv):
     try:
+      distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
+                             _PROCESS_ID.value)
       return main(argv)
     except Exception as error:  # pylint: disable=broad-except
       if not is_user_error(error) or _debug_requested():

@@ -1,6 +1,9 @@
 """What the launchers share: building, evaluating and keeping a run's files.
 
 No flags here: every launcher defines its own and calls these functions.
+In a run on several processes (ctxtag.distributed), every process calls the
+same functions: process 0 alone builds the dataset and writes the run's
+files, and the others wait for it where they read them.
 """
 
 import glob
@@ -15,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from ctxtag import dataset_check
 from ctxtag import dataset_stats
+from ctxtag import distributed
 from ctxtag import errors
 from ctxtag import files
 from ctxtag import inference
@@ -202,19 +206,32 @@ def dataset_details(config: ml_collections.ConfigDict,
 
 def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
                      details: list[str] | None = None,
-                     settings=None) -> dict:
+                     settings=None) -> dict | None:
   """Predicts with every trained model of a run and evaluates `split`.
 
   The test split also gets thresholds tuned on the validation split and,
   with an oracle (simulated data), each model's share of the ceiling over
   the training prior. `settings`: the bootstrap's (ctxtag.evaluation.
   bootstrap.Settings; default 1,000 resamples, seed 0).
+
+  Returns:
+    The results; None on processes other than 0 of a run on several, which
+    predict with the others but leave the evaluation to process 0.
   """
   config = load_run_config(workdir)
-  predictions.write_groundtruth(dataset_path, workdir)
-  training = {}
+  distributed.on_main("write the ground truth", lambda: (
+      predictions.write_groundtruth(dataset_path, workdir)))
   for name in config.models:
     predictions.write_model_predictions(name, config, dataset_path, workdir)
+  return distributed.on_main("evaluate", lambda: _evaluate_predictions(
+      config, workdir, dataset_path, split, details, settings))
+
+
+def _evaluate_predictions(config, workdir: str, dataset_path: str, split: str,
+                          details: list[str] | None, settings) -> dict:
+  """`evaluate_workdir`'s evaluation of the prediction CSVs."""
+  training = {}
+  for name in config.models:
     with open(os.path.join(workdir, name, "summary.json")) as f:
       training[name] = json.load(f)
   pair_models = {
@@ -262,9 +279,29 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Saves the config in the workdir and builds the dataset if missing;
   keeps in the workdir what tagging new audio needs (ctxtag.inference).
 
+  In a run on several processes, process 0 does this while the others wait,
+  then they read the dataset it built.
+
   Returns:
     The versioned directory of the run's dataset.
+
+  Raises:
+    errors.DatasetError: on a process other than 0 that cannot see the
+      dataset process 0 built (no shared filesystem).
   """
+  dataset_path = distributed.on_main(
+      "prepare the run", lambda: _prepare_run(config, workdir), share=True)
+  if not os.path.exists(os.path.join(dataset_path, "dataset_info.json")):
+    raise errors.DatasetError(
+        f"{dataset_path}: this process cannot see the dataset process 0"
+        " built; a run on several hosts needs config data_dir (or the"
+        " --workdir) on a filesystem every host shares, or the same dataset"
+        " at that path on every host")
+  return dataset_path
+
+
+def _prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`prepare_run`'s work, on one process."""
   save_config(config, workdir, check_dataset=True)
   data_dir = config.data_dir or os.path.join(workdir, "data")
   dataset_path = build(config.dataset, data_dir,

@@ -18,7 +18,9 @@ the models; thresholds tuned on validation need the validation tables, and
 each model's share of the ceiling needs the oracle and the training labels.
 
 A bad table or a full disk ends with one line naming the file (and line);
-`--debug` shows the traceback.
+`--debug` shows the traceback. A trained run's evaluation can run on the
+hosts that trained it (--coordinator_address, --num_processes, --process_id):
+all predict, process 0 evaluates and writes.
 """
 
 import os
@@ -26,6 +28,7 @@ import os
 from absl import app
 from absl import flags
 
+from ctxtag import distributed
 from ctxtag.evaluation import bootstrap
 from launch import cli
 from launch import common
@@ -117,15 +120,16 @@ def main(argv):
         ("oracle", _ORACLE.value)) if path}
     validation = ((_VALIDATION_GROUNDTRUTH.value, _VALIDATION_AUDIO.value)
                   if _VALIDATION_GROUNDTRUTH.value else None)
-    common.evaluate_tables(_OUTPUT_DIR.value, _GROUNDTRUTH.value, _AUDIO.value,
-                           pair_models, "ctxtag evaluation of prediction CSVs",
-                           [f"Ground truth: `{_GROUNDTRUTH.value}`."],
-                           validation=validation,
-                           train_groundtruth=_TRAIN_GROUNDTRUTH.value,
-                           settings=settings)
+    # Host work only: process 0 does it, any others wait.
+    distributed.on_main("evaluate the tables", lambda: common.evaluate_tables(
+        _OUTPUT_DIR.value, _GROUNDTRUTH.value, _AUDIO.value, pair_models,
+        "ctxtag evaluation of prediction CSVs",
+        [f"Ground truth: `{_GROUNDTRUTH.value}`."], validation=validation,
+        train_groundtruth=_TRAIN_GROUNDTRUTH.value, settings=settings))
     output_dir = _OUTPUT_DIR.value
-  with open(os.path.join(output_dir, "report.md")) as f:
-    print(f.read())
+  if distributed.is_main():
+    with open(os.path.join(output_dir, "report.md")) as f:
+      print(f.read())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ Builds the dataset if missing, trains the audio, audio + user and user-only
 models, predicts with their best checkpoints, runs every protocol and writes
 results.json, report.md and plots/ into the workdir. A rerun on the same
 workdir resumes or reuses what is there.
+
+On several hosts, run the same command on each, adding
+--coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 """
 
 import os
@@ -15,6 +18,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from ctxtag import distributed
 from ctxtag import train
 from launch import common
 
@@ -25,20 +29,23 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
 
 
-def reproduce(config, workdir: str) -> dict:
-  """Runs the whole study; returns the results dict."""
+def reproduce(config, workdir: str) -> dict | None:
+  """Runs the whole study; returns the results dict (None on processes other
+  than 0 of a run on several: process 0 evaluates)."""
   start = time.time()
   dataset_path = common.prepare_run(config, workdir)
-  print(common.summary_text(dataset_path), flush=True)
-  if common.build_report_text(dataset_path):
-    print(common.build_report_text(dataset_path), flush=True)
+  if distributed.is_main():
+    print(common.summary_text(dataset_path), flush=True)
+    if common.build_report_text(dataset_path):
+      print(common.build_report_text(dataset_path), flush=True)
   for name in config.models:
     train.train_and_evaluate(name, config, dataset_path, workdir)
   details = common.dataset_details(config, dataset_path)
   results = common.evaluate_workdir(workdir, dataset_path, "test", details)
   elapsed = time.time() - start
-  print(f"reproduction finished in {elapsed / 60:.1f} min; see"
-        f" {os.path.join(workdir, 'report.md')}", flush=True)
+  if distributed.is_main():
+    print(f"reproduction finished in {elapsed / 60:.1f} min; see"
+          f" {os.path.join(workdir, 'report.md')}", flush=True)
   return results
 
 
@@ -47,7 +54,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.quiet_library_logs()
   reproduce(_CONFIG.value, _WORKDIR.value)
-  print(open(os.path.join(_WORKDIR.value, "report.md")).read())
+  if distributed.is_main():
+    with open(os.path.join(_WORKDIR.value, "report.md")) as f:
+      print(f.read())
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ writes W/sweep.json, W/sweep.md and W/sweep.png (ctxtag.sweep). A rerun
 reuses finished runs and resumes an interrupted one from its checkpoints.
 `--split_strategy=cold_user` (or cold_track) makes it the cold-start study;
 one influence works too: `--influences=0.6 --split_strategy=cold_user`.
+On several hosts, run the same command on each, adding
+--coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 """
 
 from absl import app
 from absl import flags
 
+from ctxtag import distributed
 from ctxtag import errors
 from ctxtag import run_config
 from ctxtag import sweep
@@ -48,10 +51,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.quiet_library_logs()
+  main_process = distributed.is_main()
   result = sweep.run(_CONFIG.value, _WORKDIR.value,
                      sweep.parse_influences(_INFLUENCES.value),
-                     reproduce.reproduce, _SPLIT_STRATEGY.value)
-  print(sweep.table_text(result))
+                     reproduce.reproduce, _SPLIT_STRATEGY.value,
+                     log=print if main_process else lambda line: None)
+  if main_process:
+    print(sweep.table_text(result))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ A known user (one of the run's users) gets the audio + user model; an unknown
 user is reported and gets the audio model, as does no user. Folders are
 searched recursively; unreadable or too-short files are listed under
 "errors" and the rest are still tagged. Reads no dataset: the run's workdir
-holds what tagging needs.
+holds what tagging needs. Started on several processes (--num_processes),
+each tags every file and process 0 alone prints and writes.
 """
 
 import json
@@ -16,6 +17,7 @@ import os
 from absl import app
 from absl import flags
 
+from ctxtag import distributed
 from ctxtag import files
 from ctxtag import inference
 from launch import common
@@ -47,6 +49,8 @@ def main(argv):
   output = inference.tag(_WORKDIR.value, config, _AUDIO.value,
                          _USER_ID.value, embedding, _TOP_K.value,
                          _WORKERS.value)
+  if not distributed.is_main():
+    return
   for note in output["notes"]:
     print(f"note: {note}", flush=True)
   text = json.dumps(output, indent=2)

@@ -3,7 +3,9 @@ r"""Trains one model of a run.
   python -m launch.train --workdir=DIR --model=audio_user \
       [--config=launch/configs/default.py]
 
-Builds the dataset if missing; a rerun on the same workdir resumes.
+Builds the dataset if missing; a rerun on the same workdir resumes. On
+several hosts, run the same command on each, adding
+--coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 """
 
 import os
@@ -12,6 +14,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from ctxtag import distributed
 from ctxtag import models
 from ctxtag import train
 from launch import common
@@ -33,9 +36,10 @@ def main(argv):
   dataset_path = common.prepare_run(config, _WORKDIR.value)
   summary = train.train_and_evaluate(_MODEL.value, config, dataset_path,
                                      _WORKDIR.value)
-  print(f"{_MODEL.value}: best epoch {summary['best_epoch']} of"
-        f" {summary['epochs']}, validation loss"
-        f" {summary['best_validation_loss']:.4f}")
+  if distributed.is_main():
+    print(f"{_MODEL.value}: best epoch {summary['best_epoch']} of"
+          f" {summary['epochs']}, validation loss"
+          f" {summary['best_validation_loss']:.4f}")
 
 
 if __name__ == "__main__":
