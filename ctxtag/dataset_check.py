@@ -68,6 +68,18 @@ def _check_split(builder, dataset_path: str, split: str, full: bool,
     try:
       source[index]
     except Exception as error:  # pylint: disable=broad-except
-      where = files[0] if len(files) == 1 else f"{split} shards"
-      raise _damaged(where, f"record {index} of split {split!r} cannot be"
-                     f" read: {str(error).splitlines()[0]}", rebuild) from None
+      raise unreadable_record(dataset_path, split, index, error,
+                              rebuild) from None
+
+
+def unreadable_record(dataset_path: str, split: str, index: int,
+                      error: Exception,
+                      rebuild: str = "rebuild it with `python -m"
+                      " launch.build_dataset ... --force_rebuild`, or delete"
+                      " the dataset and rerun") -> errors.DatasetError:
+  """The DatasetError for record `index` of `split` failing to read (a
+  flipped byte fails the chunk's checksum), naming its file."""
+  files = _split_files(dataset_path, split)
+  where = files[0] if len(files) == 1 else f"{split} shards"
+  return _damaged(where, f"record {index} of split {split!r} cannot be"
+                  f" read: {str(error).splitlines()[0]}", rebuild)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ctxtag import dataset_check
 from ctxtag import labels
 
 Batch = dict[str, np.ndarray]
@@ -165,7 +166,11 @@ def _load_split(dataset_path: str, split: str, info_mtime_ns: int) -> Split:
       split, decoders={"mel": tfds.decode.SkipDecoding()})
   song_ids, tracks, users, contexts, embeddings, probs = [], [], [], [], [], []
   for index in range(len(table_source)):
-    record = table_source[index]
+    try:
+      record = table_source[index]
+    except Exception as error:  # array_record's own errors name no file
+      raise dataset_check.unreadable_record(dataset_path, split, index,
+                                            error) from None
     pairs = record["pairs"]
     song_ids.append(record["song_id"])
     tracks.extend([index] * len(pairs["label"]))

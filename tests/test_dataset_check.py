@@ -60,10 +60,14 @@ def test_a_flipped_byte_is_found_by_the_full_check(built):
   data = bytearray(open(target, "rb").read())
   data[len(data) // 3] ^= 0xFF
   open(target, "wb").write(bytes(data))
-  with pytest.raises(errors.DatasetError,
-                     match=r"array_record-00000-of-00001: damaged \(record"
-                           r" \d+ of split 'train' cannot be read"):
+  damaged = (r"array_record-00000-of-00001: damaged \(record \d+ of split"
+             r" 'train' cannot be read")
+  with pytest.raises(errors.DatasetError, match=damaged):
     dataset_check.check(path, full=True)
+  # A run's quick check reads a split's first and last records only; the
+  # flipped byte surfaces when the run opens the split, named as well.
+  with pytest.raises(errors.DatasetError, match=damaged + ".*--force_rebuild"):
+    input_pipeline.load_split(path, "train")
 
 
 def test_a_missing_shard_is_named(built):

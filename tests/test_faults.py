@@ -22,6 +22,9 @@ from ctxtag import report
 from ctxtag import run_config
 from ctxtag import tables
 from ctxtag import train
+from ctxtag.sources import options
+from ctxtag.sources import simulated
+from ctxtag.sources import zenodo
 from launch import cli
 from launch import common
 from launch.configs import default
@@ -442,7 +445,8 @@ def test_bugs_keep_their_traceback_and_user_errors_do_not(raise_, status,
 
 
 def test_every_launcher_runs_through_cli():
-  for name in ("build_dataset", "evaluate", "reproduce", "train"):
+  for name in ("build_dataset", "evaluate", "reproduce", "train", "sweep",
+               "tag"):
     with open(os.path.join(REPO, "launch", f"{name}.py")) as f:
       text = f.read()
     assert "cli.run(main)" in text and "app.run(main)" not in text, name
@@ -455,6 +459,33 @@ def test_cli_message_is_one_line_and_names_the_file():
   assert cli.message(errors.ConfigError("a\n  b")) == "a b"
   assert not cli.is_user_error(OSError(errno.EIO, "I/O error"))
   assert not cli.is_user_error(ValueError("a bug"))
+
+
+@pytest.mark.parametrize("launcher", ["train", "reproduce"])
+def test_bad_config_value_on_a_launcher_is_one_line_and_writes_nothing(
+    tmp_path, launcher):
+  workdir = str(tmp_path / "run")
+  process = subprocess.run(
+      [sys.executable, "-m", f"launch.{launcher}", f"--workdir={workdir}",
+       "--config.audio.batch_size=0"]
+      + (["--model=audio"] if launcher == "train" else []),
+      capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert process.returncode == 1
+  assert _stderr_lines(process) == [
+      "error: config audio.batch_size=0: expected an integer >= 1"]
+  assert not os.path.exists(workdir)
+
+
+@pytest.mark.parametrize("source,value,message", [
+    (simulated.SimulationConfig(), "nan", "is not a finite number"),
+    (simulated.SimulationConfig(), "inf", "is not a finite number"),
+    (simulated.SimulationConfig(), "1e-6", "must be >= 1 s to hold a beat"),
+    (zenodo.Options(), "nan", "is not a finite number"),
+    (zenodo.Options(), "1e-6", r"must be >= 0.046"),
+])
+def test_excerpt_seconds_out_of_range_is_refused(source, value, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    options.replace(source, {"excerpt_seconds": value}, "dataset")
 
 
 # --- Run configs: validated before anything is written -------------------
