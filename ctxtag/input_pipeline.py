@@ -126,8 +126,12 @@ class Split:
 
 
 def dataset_dir(data_dir: os.PathLike | str, dataset: str,
-                version: str = "1.0.0") -> str:
-  """Where TFDS puts `dataset` ("contextual_tags/<config>") under data_dir."""
+                version: str) -> str:
+  """Where TFDS puts `dataset` ("contextual_tags/<config>") under data_dir.
+
+  `version`: the builder's, `str(tfds_builders.contextual_tags.Builder.
+  VERSION)` (the library does not import the builder, which imports it).
+  """
   return os.path.join(os.fspath(data_dir), dataset, version)
 
 

@@ -85,6 +85,7 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None,
              f" ...`, or delete {path} and rerun: a run rebuilds a missing"
              " dataset")
   _remove_stale_builds(path, force_rebuild)
+  _note_other_versions(path)
   if os.path.exists(path):  # TFDS would read it back and trust it
     dataset_check.check(path, rebuild=rebuild)
   builder = contextual_tags.Builder(
@@ -110,6 +111,22 @@ def _remove_stale_builds(path: str, force_rebuild: bool) -> None:
   if force_rebuild and os.path.exists(path):
     print(f"removing {path} to rebuild it (--force_rebuild)", flush=True)
     shutil.rmtree(path)
+
+
+def _note_other_versions(path: str) -> None:
+  """Says so when a dataset of another version sits beside `path`: it is
+  never read (another version holds other data), and a build follows."""
+  parent, version = os.path.split(path)
+  if os.path.exists(path) or not os.path.isdir(parent):
+    return
+  others = sorted(name for name in os.listdir(parent)
+                  if name != version and not name.startswith("incomplete.")
+                  and os.path.isdir(os.path.join(parent, name)))
+  if others:
+    print(f"{parent}: version {', '.join(others)} built by an earlier ctxtag"
+          f" is not read: this one builds version {version}"
+          f" ({contextual_tags.Builder.RELEASE_NOTES.get(version, '')})."
+          " Building it; delete the old one to free its space.", flush=True)
 
 
 def build_report_text(dataset_path: str) -> str:
@@ -302,6 +319,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def _prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """`prepare_run`'s work, on one process."""
+  check_dataset_version(workdir)
   save_config(config, workdir, check_dataset=True)
   data_dir = config.data_dir or os.path.join(workdir, "data")
   dataset_path = build(config.dataset, data_dir,
@@ -320,6 +338,32 @@ def _prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
       getattr(settings, "offset_seconds", 0.0),
       getattr(settings, "max_padding_seconds", 0.0))
   return dataset_path
+
+
+def check_dataset_version(workdir: str) -> None:
+  """Refuses to go on with a run made on another version of the dataset.
+
+  Its models were trained on data this ctxtag no longer builds (a new
+  version changes what a config writes, see the builder's RELEASE_NOTES);
+  resuming or evaluating them on the new build would mix two datasets.
+
+  Raises:
+    errors.DatasetError: naming both versions and what to do.
+  """
+  path = os.path.join(workdir, "dataset_path.txt")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    made_on = f.read().strip()
+  version, current = os.path.basename(made_on), str(
+      contextual_tags.Builder.VERSION)
+  if version != current:
+    raise errors.DatasetError(
+        f"{workdir} was made on {made_on}, version {version} of the dataset;"
+        f" this ctxtag builds version {current}"
+        f" ({contextual_tags.Builder.RELEASE_NOTES[current]}) so its models"
+        " were trained on other data: use a new --workdir (the dataset is"
+        " built there anew), or the ctxtag that made this run")
 
 
 def run_dataset_path(workdir: str) -> str:

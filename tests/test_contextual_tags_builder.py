@@ -59,7 +59,8 @@ def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
   monkeypatch.setattr(simulation.World, "render", failing_render)
   with pytest.raises(KeyboardInterrupt):
     common.build("contextual_tags/simulated_small", str(tmp_path))
-  path = input_pipeline.dataset_dir(tmp_path, "contextual_tags/simulated_small")
+  path = input_pipeline.dataset_dir(tmp_path, "contextual_tags/simulated_small",
+                                    str(contextual_tags.Builder.VERSION))
   assert not os.path.exists(path)
   with pytest.raises(FileNotFoundError, match="no complete dataset"):
     input_pipeline.load_split(path, "train")
@@ -113,7 +114,8 @@ def test_cold_splits_share_nothing_with_train(tmp_path, strategy, field):
   split = assemble.SplitSettings(strategy, seed=1)
   path = common.build("contextual_tags/simulated_small", str(tmp_path),
                       split=split)
-  assert path.endswith(f"simulated_small-{strategy}_seed1/1.0.0")
+  assert path.endswith(f"simulated_small-{strategy}_seed1/"
+                       f"{contextual_tags.Builder.VERSION}")
   loaded = {name: input_pipeline.load_split(path, name)
             for name in ("train", "validation", "test")}
   train_ids = set(getattr(loaded["train"], field).tolist())

@@ -10,6 +10,9 @@ from ctxtag import dataset_check
 from ctxtag import errors
 from ctxtag import input_pipeline
 from launch import common
+from tfds_builders import contextual_tags
+
+VERSION = str(contextual_tags.Builder.VERSION)
 
 NAME = "contextual_tags/simulated_small"
 
@@ -17,7 +20,7 @@ NAME = "contextual_tags/simulated_small"
 @pytest.fixture()
 def built(tmp_path, small_dataset_path):
   data_dir = tmp_path / "data"
-  path = input_pipeline.dataset_dir(data_dir, NAME)
+  path = input_pipeline.dataset_dir(data_dir, NAME, VERSION)
   shutil.copytree(small_dataset_path, path)
   return str(data_dir), path
 
@@ -79,10 +82,36 @@ def test_a_missing_shard_is_named(built):
 
 def test_a_stale_incomplete_build_is_removed(tmp_path, small_dataset_path):
   data_dir = tmp_path / "data"
-  path = input_pipeline.dataset_dir(data_dir, NAME)
-  stale = os.path.join(os.path.dirname(path), "incomplete.ABC123_1.0.0")
+  path = input_pipeline.dataset_dir(data_dir, NAME, VERSION)
+  stale = os.path.join(os.path.dirname(path), f"incomplete.ABC123_{VERSION}")
   os.makedirs(stale)
   open(os.path.join(stale, "half.array_record"), "w").write("x")
   shutil.copytree(small_dataset_path, path)
   common.build(NAME, str(data_dir))
   assert not os.path.exists(stale)
+
+
+def test_a_run_made_on_another_dataset_version_is_refused(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  common.check_dataset_version(str(workdir))  # a new run: nothing to check
+  old = os.path.join(str(tmp_path), "data", NAME, "1.0.0")
+  (workdir / "dataset_path.txt").write_text(old)
+  with pytest.raises(errors.DatasetError,
+                     match=f"version 1.0.0 of the dataset; this ctxtag builds"
+                           f" version {VERSION}.*new --workdir"):
+    common.check_dataset_version(str(workdir))
+  (workdir / "dataset_path.txt").write_text(
+      input_pipeline.dataset_dir(tmp_path / "data", NAME, VERSION))
+  common.check_dataset_version(str(workdir))
+
+
+def test_a_dataset_of_another_version_is_not_read(tmp_path, small_dataset_path,
+                                                  capsys):
+  data_dir = tmp_path / "data"
+  old = os.path.join(str(data_dir), NAME, "1.0.0")
+  shutil.copytree(small_dataset_path, old)
+  path = common.build(NAME, str(data_dir))
+  assert path == input_pipeline.dataset_dir(data_dir, NAME, VERSION)
+  assert "version 1.0.0 built by an earlier ctxtag is not read" in (
+      capsys.readouterr().out)

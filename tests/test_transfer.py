@@ -1,4 +1,9 @@
-"""The audio + user model may start from the trained audio model's features."""
+"""The audio + user model may start from the trained audio model's features;
+with frozen experts its two weights are fitted on held-out pairs."""
+
+import dataclasses
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -89,3 +94,80 @@ def test_the_audio_and_user_models_must_train_first():
   config.audio_user.update(audio_init="", freeze_experts=False)
   config.models = ("audio_user", "audio")
   run_config.validate(config, declared=default.get_config())
+
+
+def _late_fusion_run(smoke_run, workdir, **overrides):
+  """A config and workdir where the audio + user model is the product of
+  the smoke run's trained audio and user-only models, experts frozen."""
+  config = smoke.get_config()
+  config.audio_user.update(fusion="late", freeze_experts=True,
+                           audio_init="audio", user_init="user",
+                           batch_size=32, learning_rate=0.05, max_epochs=12,
+                           patience=12, **overrides)
+  for name in ("audio", "user"):
+    shutil.copytree(os.path.join(smoke_run, name), os.path.join(workdir, name))
+  return config, common.run_dataset_path(smoke_run)
+
+
+def _fusion_weights(config, dataset_path, workdir) -> tuple[float, float]:
+  train.train_and_evaluate("audio_user", config, dataset_path, workdir)
+  split = input_pipeline.load_split(dataset_path, "train")
+  params = train.restore_best_state("audio_user", config, workdir,
+                                    split.mel_shape[0]).params
+  return float(params["audio_weight"]), float(params["user_weight"])
+
+
+def test_frozen_experts_weights_are_fitted_on_validation_pairs(
+    smoke_run, tmp_path, monkeypatch):
+  config, dataset_path = _late_fusion_run(smoke_run, tmp_path / "a")
+  weights = _fusion_weights(config, dataset_path, str(tmp_path / "a"))
+  assert max(abs(w - 1.0) for w in weights) > 0.05  # they were fitted
+  # Training pairs with other users and contexts (the same context counts,
+  # so the same class weights) leave the weights exactly as they were.
+  real = input_pipeline.load_split
+  rng = np.random.default_rng(0)
+
+  def scrambled(path, name):
+    split = real(path, name)
+    if name != "train":
+      return split
+    order = rng.permutation(split.num_pairs)
+    return dataclasses.replace(
+        split, label_P=split.label_P[order],
+        user_embedding_PxE=split.user_embedding_PxE[::-1].copy())
+
+  monkeypatch.setattr(input_pipeline, "load_split", scrambled)
+  config, _ = _late_fusion_run(smoke_run, tmp_path / "b")
+  assert _fusion_weights(config, dataset_path, str(tmp_path / "b")) == weights
+  assert train.fitting_split("audio_user", config.audio_user, "train",
+                             "validation") == "validation"
+  config.audio_user.freeze_experts = False
+  assert train.fitting_split("audio_user", config.audio_user, "train",
+                             "validation") == "train"
+
+
+def test_a_useless_audio_expert_gets_no_weight(smoke_run, tmp_path,
+                                               monkeypatch):
+  # The audio expert's logits made noise: its output layer a large random
+  # projection, unrelated to any context (as the audio is where the user
+  # alone decides). Fitted on held-out pairs, its weight falls to ~0.
+  restore = train.restore_best_state
+
+  def noisy_audio(name, *args):
+    state = restore(name, *args)
+    if name != "audio":
+      return state
+    head = state.params["Head_0"]["Dense_1"]
+    kernel = np.random.default_rng(0).normal(
+        scale=3.0, size=head["kernel"].shape).astype(np.float32)
+    params = dict(state.params, Head_0=dict(
+        state.params["Head_0"], Dense_1={"kernel": kernel,
+                                         "bias": np.zeros_like(head["bias"])}))
+    return state.replace(params=params)
+
+  monkeypatch.setattr(train, "restore_best_state", noisy_audio)
+  config, dataset_path = _late_fusion_run(smoke_run, tmp_path)
+  audio_weight, user_weight = _fusion_weights(config, dataset_path,
+                                              str(tmp_path))
+  assert abs(audio_weight) < 0.05
+  assert user_weight > 0.5

@@ -17,6 +17,9 @@ from ctxtag.sources import csv_files
 from ctxtag.sources import user_embeddings
 from launch import common
 from tests import zenodo_fixture as fixture
+from tfds_builders import contextual_tags
+
+VERSION = str(contextual_tags.Builder.VERSION)
 
 OPTIONS = f"excerpt_seconds={fixture.EXCERPT_SECONDS}"
 
@@ -116,7 +119,8 @@ def test_strict_stops_at_the_first_defect_naming_file_and_line(tmp_path):
     common.build("contextual_tags/zenodo", str(tmp_path / "data"), manual,
                  OPTIONS, strict=True, workers=1)
   assert not os.path.exists(input_pipeline.dataset_dir(
-      tmp_path / "data", "contextual_tags/zenodo-excerpt_seconds2.0"))
+      tmp_path / "data", "contextual_tags/zenodo-excerpt_seconds2.0",
+      VERSION))
 
 
 def test_missing_csv_or_column_is_always_an_error(tmp_path):
@@ -200,7 +204,7 @@ def test_reproduction_runs_on_the_release_at_646_frames(tmp_path):
   workdir = str(tmp_path / "run")
   results = reproduce.reproduce(config, workdir)
   path = open(os.path.join(workdir, "dataset_path.txt")).read()
-  assert path.endswith(os.path.join("contextual_tags", "zenodo", "1.0.0"))
+  assert path.endswith(os.path.join("contextual_tags", "zenodo", VERSION))
   assert _records(path, "test")[1]["mel"].shape == (646, 96)
   assert set(results["satisfaction"]) == {"audio_user"}
   report = open(os.path.join(workdir, "report.md")).read()
@@ -224,8 +228,8 @@ def test_a_killed_build_leaves_no_dataset_and_resumes_its_mels(
   monkeypatch.setattr(audio, "excerpt_from_file", killed_after_three)
   with pytest.raises(KeyboardInterrupt):
     common.build("contextual_tags/zenodo", data, manual, OPTIONS, workers=1)
-  path = input_pipeline.dataset_dir(data,
-                                    "contextual_tags/zenodo-excerpt_seconds2.0")
+  path = input_pipeline.dataset_dir(
+      data, "contextual_tags/zenodo-excerpt_seconds2.0", VERSION)
   assert not os.path.exists(path)
   done, calls[:] = list(calls), []
   monkeypatch.setattr(audio, "excerpt_from_file",

@@ -53,7 +53,8 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # ctxtag.models.LateFusionTagger).
   config.fusion = "concat"
   # audio_user with fusion "late": keep both experts as audio_init and
-  # user_init gave them (the trained models); only their weights train.
+  # user_init gave them (the trained models); only their two weights train,
+  # on the validation split (pairs the experts never saw), which also stops.
   config.freeze_experts = False
   config.update(overrides)
   return config
@@ -84,12 +85,12 @@ def get_config() -> ml_collections.ConfigDict:
   # epoch, with a learning rate halved every 2 epochs; the user-only model
   # (15,000 pairs, batch 128) is best after an epoch or two; the audio +
   # user model trains only the two weights of its product of the trained
-  # audio and user-only models, in epochs of 50 steps (the paper too counts
-  # epochs in steps).
+  # audio and user-only models, on the validation split's 4,500 pairs, which
+  # neither model has seen (ctxtag.train.fitting_split), a pass an epoch.
   config.audio = model_config(learning_rate=0.003, decay_rate=0.5,
                               decay_steps=124, max_epochs=8, patience=2)
-  config.audio_user = model_config(learning_rate=0.005, steps_per_epoch=50,
-                                   max_epochs=6, patience=2,
+  config.audio_user = model_config(learning_rate=0.005, max_epochs=8,
+                                   patience=2,
                                    audio_init="audio", user_init="user",
                                    fusion="late", freeze_experts=True)
   config.user = model_config(batch_size=128, max_epochs=6, patience=2)

@@ -169,9 +169,15 @@ def config_with_overrides(
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for contextual_tags."""
 
-  # New configs leave the data of existing ones unchanged: same version.
-  VERSION = tfds.core.Version("1.0.0")
+  # A new config leaves the data of existing ones unchanged: same version.
+  # A change to what an existing config writes (a source's defaults, the
+  # schema) needs a new version, or a dataset built before it is read back
+  # as if it were current. Everything else derives the version from here.
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
+      "2.0.0": "The simulated world's defaults changed (track_sharpness 4.0,"
+               " user_influence 0.5; earlier 2.0 and 0.6): simulated configs"
+               " built at 1.0.0 hold other data.",
       "1.0.0": "One example per track per split; simulated configs, then the"
                " zenodo config (the paper's release with users' audio) with"
                " build_report.json.",
