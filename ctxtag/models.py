@@ -349,25 +349,31 @@ class LateFusionTagger(nn.Module):
 
       logits(track, user) = audio_weight * audio_logits(track)
                             + user_weight * (user_logits(user)
-                                             - user_logits(typical user)),
+                                             - user_logits(typical user))
+                            + prior_weight * user_logits(typical user),
 
-  p(context | track, user) proportional to p_audio^a * p_user^b, the user
-  expert counted by how the user departs from the typical user (the
-  embedding at its input batch norm's running mean). The experts
+  p(context | track, user) proportional to p_audio^a * p_user^b * p_typ^c,
+  the user expert counted by how the user departs from the typical user
+  (the embedding at its input batch norm's running mean), and the typical
+  user's logits, the user-only model's per-context constant, weighted on
+  their own (c starts at 0, the two-weight product). The experts
   are an `AudioTagger` (submodule "audio") and a `UserTagger` ("user"),
   parameter trees equal to the audio and user-only models', meant to start
   from those trained models (audio_init="audio", user_init="user"). With
   `freeze_experts` they stay those models as evaluated (running batch-norm
-  statistics, no dropout, no gradient) and only the two weights train.
+  statistics, no dropout, no gradient) and only the three weights train.
   Where users say nothing the centred user term is small noise and the
-  answers stay close to the audio model's. The two weights are fitted on
+  answers stay close to the audio model's. The three weights are fitted on
   the validation split's pairs, which neither expert has seen
   (`ctxtag.train.fitting_split`): on the training pairs, where the user
   expert knows its own training users, the user weight stayed at 1.28 where
   users say nothing (user_influence 0); fitted on held-out pairs it is
-  0.06 there, and a = 0.84, b = 1.22 at 0.5. Scalar weights keep each expert's ranking of
-  contexts; per-context weights would recalibrate the class-weighted
-  experts and, measured on the simulated world, lose accuracy.
+  0.06 there, and a = 0.84, b = 1.22, c = 0.11 at 0.5 (at user_influence 1,
+  where the track says nothing, a = 0.02 and c = 1.29: the typical user's
+  logits, not the audio term, carry the per-context constant). Scalar
+  weights keep each expert's ranking of contexts; per-context weights would
+  recalibrate the class-weighted experts and, measured on the simulated
+  world, lose accuracy.
   """
   conv_widths: Sequence[int]
   hidden: int
@@ -410,10 +416,18 @@ class LateFusionTagger(nn.Module):
     typical = user_expert({"user_embedding": mean_embedding[None]},
                           train=False)
     user_logits = self._frozen(user_logits - typical)
+    typical = self._frozen(typical)
     audio_weight = self.param("audio_weight", nn.initializers.ones_init(),
                               ())
     user_weight = self.param("user_weight", nn.initializers.ones_init(), ())
-    return audio_weight * audio_logits + user_weight * user_logits
+    # The typical user's logits, the per-context constant left out of the
+    # centred term, weighted on their own (0 at the start: the product as
+    # it was); where the track says nothing it stands in for what the audio
+    # term otherwise had to.
+    prior_weight = self.param("prior_weight", nn.initializers.zeros_init(),
+                              ())
+    return (audio_weight * audio_logits + user_weight * user_logits
+            + prior_weight * typical)
 
   def _frozen(self, logits: jnp.ndarray) -> jnp.ndarray:
     return jax.lax.stop_gradient(logits) if self.freeze_experts else logits

@@ -899,7 +899,7 @@ def fitting_split(name: str, model_config: ml_collections.ConfigDict,
   """The split whose examples model `name`'s training steps draw: `train`,
   but `validation` for the late fusion with frozen experts.
 
-  Its two weights are a stacking step over two trained models, fitted on
+  Its three weights are a stacking step over two trained models, fitted on
   pairs neither has seen: on their own training pairs each expert is
   overconfident (the user-only model knows its training users, the audio
   model its training tracks), and weights fitted there trust each expert
@@ -907,7 +907,7 @@ def fitting_split(name: str, model_config: ml_collections.ConfigDict,
   say nothing, an audio weight above 0 where the track says nothing). The
   validation split is fitted in full passes, and its loss still picks the
   best state and stops early: with frozen experts the loss is convex in the
-  two weights, so this only selects the best iterate of a two-parameter
+  three weights, so this only selects the best iterate of a three-parameter
   fit, which 4,500 pairs pin down (a held-out half for stopping would halve
   the fit's pairs for no guard it needs). The test split stays unseen; the
   class weights stay the training split's, as in the validation loss.

@@ -86,7 +86,7 @@ def test_default_late_fusion_counts_by_hand():
            + flatten * 128 + 128 + 128 * 10 + 10)  # the audio tagger
   user = (2 * 256 + 256 * 128 + 128 + 2 * 128      # user branch
           + 128 * 128 + 128 + 128 * 10 + 10)       # user head
-  assert count == audio + user + 2 == 323_032      # + the two weights
+  assert count == audio + user + 3 == 323_033      # + the three weights
   assert shape == (2, 10)
   # The experts are the audio and user-only models' trees, shape for shape.
   for name, expected in (("audio", audio), ("user", user)):
@@ -97,6 +97,7 @@ def test_default_late_fusion_counts_by_hand():
               == jax.tree.map(np.shape, expert_variables[collection]))
   assert variables["params"]["audio_weight"].shape == ()
   assert variables["params"]["user_weight"].shape == ()
+  assert variables["params"]["prior_weight"].shape == ()
 
 
 def _late_fusion(freeze_experts):
@@ -147,7 +148,9 @@ def test_late_fusion_is_the_weighted_product_of_its_experts():
   user = _user_term(experts, batch)
   np.testing.assert_allclose(late.apply(variables, batch), audio + user,
                              atol=1e-5)
-  # The typical user's term is 0: the product adds no per-context constant.
+  # The typical user's term is 0 and the prior weight starts at 0: the
+  # product starts with no per-context constant.
+  assert variables["params"]["prior_weight"] == 0.0
   mean = variables["batch_stats"]["user"]["UserBranch_0"]["input_norm"][
       "mean"]
   typical = dict(batch, user_embedding=jnp.tile(mean, (6, 1)))
@@ -159,6 +162,14 @@ def test_late_fusion_is_the_weighted_product_of_its_experts():
   weighted = dict(variables, params=params)
   np.testing.assert_allclose(late.apply(weighted, batch),
                              0.3 * audio + 1.7 * user, atol=1e-5)
+  # The prior weight adds the typical user's logits, the same for every pair.
+  model, user_variables = experts["user"]
+  prior = model.apply(user_variables, {"user_embedding": mean[None]})
+  with_prior = dict(variables, params=dict(params,
+                                           prior_weight=jnp.float32(0.6)))
+  np.testing.assert_allclose(late.apply(with_prior, batch),
+                             0.3 * audio + 1.7 * user + 0.6 * prior,
+                             atol=1e-5)
   # A user weight of 0 leaves the audio model's ranking of contexts.
   params = dict(params, user_weight=jnp.float32(0.0))
   np.testing.assert_array_equal(
@@ -200,6 +211,7 @@ def test_frozen_experts_are_the_trained_models_as_evaluated(freeze_experts):
         logits, _expert_logits(experts, "audio", batch)
         + _user_term(experts, batch), atol=1e-5)
   assert grads["audio_weight"] != 0 and grads["user_weight"] != 0
+  assert grads["prior_weight"] != 0
 
 
 def test_unknown_fusion_is_refused():

@@ -1,5 +1,5 @@
 """The audio + user model may start from the trained audio model's features;
-with frozen experts its two weights are fitted on held-out pairs."""
+with frozen experts its three weights are fitted on held-out pairs."""
 
 import dataclasses
 import os
@@ -109,19 +109,22 @@ def _late_fusion_run(smoke_run, workdir, **overrides):
   return config, common.run_dataset_path(smoke_run)
 
 
-def _fusion_weights(config, dataset_path, workdir) -> tuple[float, float]:
+def _fusion_weights(config, dataset_path, workdir
+                    ) -> tuple[float, float, float]:
   train.train_and_evaluate("audio_user", config, dataset_path, workdir)
   split = input_pipeline.load_split(dataset_path, "train")
   params = train.restore_best_state("audio_user", config, workdir,
                                     split.mel_shape[0]).params
-  return float(params["audio_weight"]), float(params["user_weight"])
+  return (float(params["audio_weight"]), float(params["user_weight"]),
+          float(params["prior_weight"]))
 
 
 def test_frozen_experts_weights_are_fitted_on_validation_pairs(
     smoke_run, tmp_path, monkeypatch):
   config, dataset_path = _late_fusion_run(smoke_run, tmp_path / "a")
   weights = _fusion_weights(config, dataset_path, str(tmp_path / "a"))
-  assert max(abs(w - 1.0) for w in weights) > 0.05  # they were fitted
+  assert max(abs(w - start) for w, start in zip(weights, (1.0, 1.0, 0.0))
+             ) > 0.05  # they were fitted
   # Training pairs with other users and contexts (the same context counts,
   # so the same class weights) leave the weights exactly as they were.
   real = input_pipeline.load_split
@@ -167,7 +170,7 @@ def test_a_useless_audio_expert_gets_no_weight(smoke_run, tmp_path,
 
   monkeypatch.setattr(train, "restore_best_state", noisy_audio)
   config, dataset_path = _late_fusion_run(smoke_run, tmp_path)
-  audio_weight, user_weight = _fusion_weights(config, dataset_path,
-                                              str(tmp_path))
+  audio_weight, user_weight, _ = _fusion_weights(config, dataset_path,
+                                                 str(tmp_path))
   assert abs(audio_weight) < 0.05
   assert user_weight > 0.5

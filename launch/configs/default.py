@@ -53,7 +53,7 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # ctxtag.models.LateFusionTagger).
   config.fusion = "concat"
   # audio_user with fusion "late": keep both experts as audio_init and
-  # user_init gave them (the trained models); only their two weights train,
+  # user_init gave them (the trained models); only their three weights train,
   # on the validation split (pairs the experts never saw), which also stops.
   config.freeze_experts = False
   config.update(overrides)
@@ -84,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   # two minutes): the audio model passes over the 2,000 training tracks per
   # epoch, with a learning rate halved every 2 epochs; the user-only model
   # (15,000 pairs, batch 128) is best after an epoch or two; the audio +
-  # user model trains only the two weights of its product of the trained
+  # user model trains only the three weights of its product of the trained
   # audio and user-only models, on the validation split's 4,500 pairs, which
   # neither model has seen (ctxtag.train.fitting_split), a pass an epoch.
   config.audio = model_config(learning_rate=0.003, decay_rate=0.5,
