@@ -79,8 +79,7 @@ def _measure(name, config, split):
   host_split = dataclasses.replace(split)
   feeds = {"host loop (host data)": train.HostFeed(
       steps, host_split, kind, size, config.seed, 0)}
-  workers = (host_pipeline.default_workers() if _HOST_WORKERS.value < 0
-             else _HOST_WORKERS.value)
+  workers = host_pipeline.workers_for(_HOST_WORKERS.value)
   if workers:
     feeds[f"host loop ({workers} grain workers)"] = train.HostFeed(
         steps, dataclasses.replace(split), kind, size, config.seed, 0,

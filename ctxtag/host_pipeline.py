@@ -30,6 +30,11 @@ def default_workers() -> int:
   return max(0, min(8, (os.cpu_count() or 1) // 2 - 1))
 
 
+def workers_for(host_workers: int) -> int:
+  """Worker processes for config setting `host_workers` (-1: the default)."""
+  return default_workers() if host_workers < 0 else host_workers
+
+
 class BatchAt:
   """step -> this process's share of that step's training batch; pickled
   to grain's worker processes."""
@@ -40,10 +45,8 @@ class BatchAt:
     self.batch_size, self.seed, self.local = batch_size, seed, local
 
   def __call__(self, step: int) -> input_pipeline.Batch:
-    indices = input_pipeline.step_indices(
-        self.split, self.kind, self.batch_size, self.seed, int(step))[self.local]
-    return input_pipeline.make_batch(self.split, self.kind, indices,
-                                     np.ones(len(indices), np.float32))
+    return input_pipeline.train_batch(self.split, self.kind, self.batch_size,
+                                      self.seed, int(step), self.local)
 
 
 def train_batches(split: input_pipeline.Split, kind: str, batch_size: int,

@@ -212,7 +212,7 @@ def process_slice(global_batch: int) -> slice:
   return slice(index * local, (index + 1) * local)
 
 
-def make_batch(split: Split, kind: str, indices: np.ndarray,
+def _make_batch(split: Split, kind: str, indices: np.ndarray,
                 mask: np.ndarray) -> Batch:
   _check_kind(kind)
   if kind == "tracks":
@@ -301,8 +301,19 @@ def train_batches(split: Split, kind: str, batch_size: int, seed: int,
                   start_step: int = 0) -> Iterator[Batch]:
   """Endless shuffled host batches of `train_indices` (same arguments)."""
   _check_kind(kind)
-  for indices in train_indices(split, kind, batch_size, seed, start_step):
-    yield make_batch(split, kind, indices, np.ones(len(indices), np.float32))
+  local = process_slice(batch_size)
+  step = start_step
+  while True:
+    yield train_batch(split, kind, batch_size, seed, step, local)
+    step += 1
+
+
+def train_batch(split: Split, kind: str, batch_size: int, seed: int,
+                step: int, local: slice) -> Batch:
+  """The `local` share (`process_slice`) of training step `step`'s host
+  batch: random access, for worker processes."""
+  indices = step_indices(split, kind, batch_size, seed, step)[local]
+  return _make_batch(split, kind, indices, np.ones(len(indices), np.float32))
 
 
 def eval_indices(split: Split, kind: str,
@@ -326,7 +337,7 @@ def eval_batches(split: Split, kind: str,
   """Host batches of `eval_indices` (same arguments)."""
   _check_kind(kind)
   for indices, mask in eval_indices(split, kind, batch_size):
-    yield make_batch(split, kind, indices, mask)
+    yield _make_batch(split, kind, indices, mask)
 
 
 def resident_fields(kind: str) -> tuple[str, ...]:
@@ -366,7 +377,7 @@ def resident_bytes(split: Split, kind: str) -> int:
 def gather_batch(tables: dict, indices_B: jax.Array, kind: str) -> dict:
   """The batch of `kind` at `indices_B`, gathered from resident tables.
 
-  Traced inside jitted steps; equals `make_batch` of the host path for the
+  Traced inside jitted steps; equals `_make_batch` of the host path for the
   same indices (mels widened from float16 exactly as on the host).
 
   Args:

@@ -991,10 +991,9 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
                        tables_if_they_fit(name, steps, validation, kind,
                                           budget))
   if train_tables is None:
-    workers = model_config.host_workers
     feed = HostFeed(steps, fitting, kind, batch_size, config.seed,
                     int(state.step),
-                    host_pipeline.default_workers() if workers < 0 else workers,
+                    host_pipeline.workers_for(model_config.host_workers),
                     model_config.host_prefetch)
   else:
     feed = ResidentFeed(steps, train_tables, fitting, kind, batch_size,
