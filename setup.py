@@ -23,6 +23,7 @@ setuptools.setup(
         "numpy",
         "optax",
         "orbax-checkpoint",
+        "requests",  # launch.fetch_audio: the Deezer API and its previews
         "scikit-learn",  # user embeddings from listening data (randomized SVD)
         "scipy",  # Wilcoxon signed-rank tests of paired model comparisons
         "soundfile",

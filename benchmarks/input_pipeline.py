@@ -21,6 +21,7 @@ from absl import flags
 import jax
 import tensorflow_datasets as tfds
 
+from ctxtag import device_data
 from ctxtag import input_pipeline
 
 _DATASET_PATH = flags.DEFINE_string(
@@ -47,10 +48,10 @@ def _seconds(function):
 def _gather_rate(split, kind, size, count):
   """examples/s of jitted gathers fed by `train_indices`, as a step sees
   them (a sum stands in for the model)."""
-  tables = {field: jax.device_put(input_pipeline.resident_array(split, field))
-            for field in input_pipeline.resident_fields(kind)}
+  tables = {field: jax.device_put(device_data.resident_array(split, field))
+            for field in device_data.resident_fields(kind)}
   gather = jax.jit(lambda tables, indices: jax.tree.map(
-      lambda x: x.sum(), input_pipeline.gather_batch(tables, indices, kind)))
+      lambda x: x.sum(), device_data.gather_batch(tables, indices, kind)))
   indices = input_pipeline.train_indices(split, kind, size, seed=0)
   jax.block_until_ready(gather(tables, next(indices)))
   start = time.perf_counter()

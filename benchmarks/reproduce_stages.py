@@ -16,9 +16,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from ctxtag import datasets
 from ctxtag import predictions
+from ctxtag import run
 from ctxtag import train
-from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.dirname(__file__)),
@@ -50,12 +51,11 @@ class _Stages:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_library_logs()
   config, workdir = _CONFIG.value, _WORKDIR.value
   stages = _Stages()
-  dataset_path = stages.run("build dataset", common.prepare_run, config,
+  dataset_path = stages.run("build dataset", run.prepare_run, config,
                             workdir)
-  stages.run("split summary", common.summary_text, dataset_path)
+  stages.run("split summary", datasets.summary_text, dataset_path)
   for name in config.models:
     stages.run(f"train {name}", train.train_and_evaluate, name, config,
                dataset_path, workdir)
@@ -64,7 +64,7 @@ def main(argv):
   for name in config.models:
     stages.run(f"predict {name}", predictions.write_model_predictions, name,
                config, dataset_path, workdir)
-  results = stages.run("evaluate", common.evaluate_workdir, workdir,
+  results = stages.run("evaluate", run.evaluate_workdir, workdir,
                        dataset_path)
   print(f"total {stages.total():.1f} s (python start and imports excluded)")
   averages = {key: value["average"] for key, value in results.items()

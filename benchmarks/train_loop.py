@@ -23,9 +23,11 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from ctxtag import device_data
 from ctxtag import host_pipeline
 from ctxtag import input_pipeline
 from ctxtag import models
+from ctxtag import steps as steps_lib
 from ctxtag import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -58,8 +60,8 @@ def _measure(name, config, split):
   model_config = config[name]
   kind = models.BATCH_KINDS[name]
   size = model_config.batch_size
-  steps, state = train.steps_and_state(name, config, split,
-                                       jax.random.PRNGKey(0))
+  steps, state = steps_lib.steps_and_state(name, config, split,
+                                           jax.random.PRNGKey(0))
   holder = {"state": steps.place(state)}
   rng = jax.random.PRNGKey(1)
   batch = steps.shard(next(input_pipeline.train_batches(split, kind, size,
@@ -84,16 +86,18 @@ def _measure(name, config, split):
     feeds[f"host loop ({workers} grain workers)"] = train.HostFeed(
         steps, dataclasses.replace(split), kind, size, config.seed, 0,
         workers, model_config.host_prefetch)
-  if train.fits_on_device(split, kind, model_config.device_data_budget_mb):
+  if device_data.fits_on_device(split, kind,
+                                model_config.device_data_budget_mb):
     feeds[f"loop (device data, {dispatch} steps/call)"] = train.ResidentFeed(
-        steps, steps.place_tables(split, kind), split, kind, size,
-        config.seed, 0)
+        steps, device_data.place_tables(split, kind, steps.replicated), split,
+        kind, size, config.seed, 0)
 
   def epoch_of(feed):
+    runner = train.EpochRunner(feed, rng, dispatch, config.log_every_steps,
+                               log=lambda *_: None, check=lambda *_: None)
     def epoch():
-      holder["state"], _ = train.train_epoch(
-          feed, holder["state"], rng, int(1e6), count, dispatch,
-          config.log_every_steps, lambda *_: None, lambda *_: None)
+      holder["state"], _ = train.train_epoch(runner, holder["state"],
+                                             int(1e6), int(1e6) + count)
     return epoch
 
   runs = {"step": (ten_steps, 10)}

@@ -21,9 +21,9 @@ import numpy as np
 
 from ctxtag import audio
 from ctxtag import models
-from ctxtag import train
-from launch.configs import default
-from launch.configs import paper
+from ctxtag import steps as steps_lib
+from ctxtag.configs import default
+from ctxtag.configs import paper
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per round (the paper"
                               " config's conv models time a quarter).")
@@ -42,8 +42,8 @@ def _runner(name, model_config, frames):
       "mask": np.ones(size, np.float32)}
   if models.BATCH_KINDS[name] == "users":
     del batch["mel"]
-  steps = train.Steps(np.ones(10, np.float32), models.OUTPUTS[name])
-  holder = {"state": steps.place(train.create_train_state(
+  steps = steps_lib.Steps(np.ones(10, np.float32), models.OUTPUTS[name])
+  holder = {"state": steps.place(steps_lib.create_train_state(
       models.create_model(name, model_config), model_config,
       jax.random.PRNGKey(0), batch))}
   sharded, key = steps.shard(batch), jax.random.PRNGKey(1)

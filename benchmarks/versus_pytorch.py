@@ -32,8 +32,8 @@ import numpy as np
 
 from ctxtag import audio
 from ctxtag import models
-from ctxtag import train
-from launch.configs import paper
+from ctxtag import steps as steps_lib
+from ctxtag.configs import paper
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32"], "Examples per step.")
 _PRECISIONS = flags.DEFINE_list("precisions", ["float32"],
@@ -70,10 +70,10 @@ def ctxtag_step(batch, precision, variant):
   """A callable running `count` ctxtag train steps (state kept inside)."""
   config = paper.get_config().audio
   config.compute_dtype = precision
-  steps = train.Steps(np.full(10, 2.0, np.float32), "multi_label")
+  steps = steps_lib.Steps(np.full(10, 2.0, np.float32), "multi_label")
   sharded, rng = steps.shard(batch), jax.random.PRNGKey(1)
   with _forced(variant):
-    holder = {"state": steps.place(train.create_train_state(
+    holder = {"state": steps.place(steps_lib.create_train_state(
         models.create_model("audio", config), config, jax.random.PRNGKey(0),
         batch))}
     holder["state"], metrics = steps.train(holder["state"], sharded, rng)

@@ -22,6 +22,7 @@ import time
 
 from absl import app
 from absl import flags
+from ctxtag import datasets
 
 _TRACKS = flags.DEFINE_integer("tracks", 40, "Tracks of the small release.")
 _SCALE = flags.DEFINE_integer("scale", 4, "The large release is this many"
@@ -33,7 +34,6 @@ _ONE = flags.DEFINE_string("one", None, "Internal: run one build, as JSON"
 
 
 def _one_build(spec: dict) -> dict:
-  from launch import common  # pylint: disable=g-import-not-at-top
   beam_options = None
   if spec["beam"]:
     from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
@@ -41,7 +41,7 @@ def _one_build(spec: dict) -> dict:
         "--runner=DirectRunner", "--direct_num_workers=2",
         "--direct_running_mode=multi_processing"])
   start = time.time()
-  common.build("contextual_tags/zenodo", spec["data"], spec["manual"],
+  datasets.build("contextual_tags/zenodo", spec["data"], spec["manual"],
                workers=spec["workers"], beam_options=beam_options)
   return {
       "seconds": time.time() - start,

@@ -16,3 +16,13 @@ class ConfigError(UserError, ValueError):
 
 class DatasetError(UserError, ValueError):
   """A dataset on disk that is missing, incomplete or damaged."""
+
+
+class CheckpointError(UserError, FileNotFoundError):
+  """A trained model's checkpoint that is missing or cannot be restored."""
+
+
+class Terminated(BaseException):
+  """SIGTERM, raised in the main thread by the launchers' handler
+  (launch.cli) as Ctrl-C raises KeyboardInterrupt: a BaseException, so that
+  no `except Exception` swallows it, and cleanup (`finally`) still runs."""

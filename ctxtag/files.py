@@ -15,6 +15,13 @@ import tempfile
 from ctxtag import errors
 
 
+def absolute(path: os.PathLike | str) -> str:
+  """`path` with `~` expanded, made absolute (against the current
+  directory) and normalised: what ctxtag stores, so a workdir's files mean
+  the same from any directory."""
+  return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
 class WriteError(errors.UserError, OSError):
   """A file that could not be written (full disk, no permission)."""
 
@@ -73,7 +80,9 @@ def strict_json(value):
   return value
 
 
-def write_json(path: os.PathLike | str, value, indent: int = 2) -> None:
-  """Writes `value` as strict JSON (NaN and infinities become null)."""
+def write_json(path: os.PathLike | str, value, indent: int | None = 2
+               ) -> None:
+  """Writes `value` as strict JSON (NaN and infinities become null);
+  `indent=None` writes it on one line (large records)."""
   write_text(path, json.dumps(strict_json(value), indent=indent,
                               allow_nan=False) + "\n")

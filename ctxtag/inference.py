@@ -15,6 +15,8 @@ import dataclasses
 import functools
 import json
 import os
+import stat
+import sys
 import time
 
 import jax
@@ -27,7 +29,8 @@ from ctxtag import files
 from ctxtag import input_pipeline
 from ctxtag import labels
 from ctxtag import models
-from ctxtag import train
+from ctxtag import steps
+from ctxtag import transfer
 from ctxtag.sources import mels
 
 CARD_FILE = "inference.json"
@@ -87,14 +90,41 @@ def load_users(workdir: str) -> dict[int, np.ndarray]:
                               " write it") from None
 
 
+def list_users(workdir: str, first: int = 10) -> str:
+  """How many users the run knows, the first few ids, and where all of
+  them are, as text (for `launch.tag --list_users`).
+
+  Args:
+    workdir: a run whose dataset was built.
+    first: how many ids to show.
+  """
+  path = os.path.join(workdir, USERS_FILE)
+  try:
+    with np.load(path) as table:
+      user_ids = table["user_id"]
+  except FileNotFoundError:
+    raise errors.DatasetError(
+        f"{path}: missing; is {workdir} a ctxtag run whose dataset was"
+        " built? (a run writes it when its dataset is ready)") from None
+  except (OSError, ValueError, KeyError) as error:
+    raise errors.DatasetError(f"{path}: damaged ({error})") from None
+  shown = ", ".join(str(u) for u in user_ids[:first].tolist())
+  more = ", ..." if len(user_ids) > first else ""
+  return (f"{len(user_ids):,} users in the run's data (pass one with"
+          f" --user_id); the first {min(first, len(user_ids))}:"
+          f" {shown}{more}\n"
+          f"all of them, sorted: {path}, array user_id (python -c \"import"
+          f" numpy; print(*numpy.load('{path}')['user_id'], sep=chr(10))\")")
+
+
 class Tagger:
   """A trained model's best state, restored without the training data."""
 
   def __init__(self, name: str, config: ml_collections.ConfigDict,
                workdir: str, frames: int):
     self.name, self.output = name, models.OUTPUTS[name]
-    self.state = train.restore_best_state(name, config, workdir, frames)
-    self._predict = jax.jit(functools.partial(train.predict_step,
+    self.state = transfer.restore_best(name, config, workdir, frames)
+    self._predict = jax.jit(functools.partial(steps.predict_step,
                                               output=self.output))
 
   def scores(self, mel_BxTxF: np.ndarray,
@@ -106,26 +136,65 @@ class Tagger:
     return np.asarray(self._predict(self.state, batch))
 
 
-def find_audio(path: str) -> list[str]:
-  """`path` if a file, else the audio files below it (recursively), sorted."""
+def _kind(path: str) -> str:
+  """What a path that is not a regular file is, for the skip's reason."""
+  try:
+    mode = os.stat(path).st_mode
+  except OSError as error:
+    return error.strerror or "unreadable"
+  for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+                     (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
+    if test(mode):
+      return name
+  return "not a regular file"
+
+
+def find_audio(path: str) -> tuple[list[str], list[dict]]:
+  """The audio files at `path` (a file, or a directory searched
+  recursively), sorted, and the entries skipped as not regular files
+  (FIFOs, devices, sockets, broken links: reading one could block forever).
+
+  Returns:
+    (paths, [{"file", "reason"}] of the skipped entries).
+  """
   if os.path.isfile(path):
-    return [path]
+    return [path], []
   if not os.path.isdir(path):
+    if os.path.lexists(path):
+      raise errors.DatasetError(f"--audio {path}: {_kind(path)}; expected"
+                                " an audio file or a directory")
     raise errors.DatasetError(f"--audio {path}: no such file or directory")
-  found = []
+  found, skipped = [], []
   for root, _, names in os.walk(path):
-    found += [os.path.join(root, n) for n in names
-              if n.rpartition(".")[2].lower() in mels.AUDIO_EXTENSIONS]
+    for name in names:
+      if name.rpartition(".")[2].lower() not in mels.AUDIO_EXTENSIONS:
+        continue
+      full = os.path.join(root, name)
+      if os.path.isfile(full):  # follows links; a FIFO's stat never blocks
+        found.append(full)
+      else:
+        skipped.append({"file": printable(full), "reason": _kind(full)})
   if not found:
     raise errors.DatasetError(
         f"--audio {path}: no audio files"
-        f" ({', '.join(mels.AUDIO_EXTENSIONS)})")
-  return sorted(found)
+        f" ({', '.join(mels.AUDIO_EXTENSIONS)})"
+        + (f"; skipped {len(skipped)} that are not regular files"
+           if skipped else ""))
+  return sorted(found), sorted(skipped, key=lambda s: s["file"])
+
+
+def printable(path: str) -> str:
+  """`path` as valid UTF-8 text: a byte of a name that is not UTF-8 (which
+  Python keeps as a lone surrogate) is written as "\\xNN"."""
+  return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _mel_or_error(path: str, card: Card):
+  # soundfile encodes a str path strictly: hand it a name that is not
+  # UTF-8 as the bytes it is.
+  source = path if printable(path) == path else os.fsencode(path)
   try:
-    mel, _ = audio.excerpt_from_file(path, card.excerpt_seconds,
+    mel, _ = audio.excerpt_from_file(source, card.excerpt_seconds,
                                      card.offset_seconds,
                                      card.max_padding_seconds)
     return path, mel.astype(np.float16), None
@@ -143,8 +212,10 @@ def decode_all(paths: list[str], card: Card, pool=None):
   for done, result in enumerate(results, 1):
     if time.time() - last > 5 or done == len(paths):
       last = time.time()
+      # stderr: stdout carries the JSON alone (`> out.json`, `| jq`).
       print(f"tag: {done}/{len(paths)} files,"
-            f" {done / max(last - start, 1e-9):.1f} files/s", flush=True)
+            f" {done / max(last - start, 1e-9):.1f} files/s", flush=True,
+            file=sys.stderr)
     yield result
 
 
@@ -156,18 +227,35 @@ def ranked(scores_C: np.ndarray, top_k: int) -> list[dict]:
 
 
 def read_embedding(path: str) -> np.ndarray:
-  """A user embedding from a .npy file: 256 finite numbers."""
+  """A user embedding from a .npy file: 256 finite numbers.
+
+  Args:
+    path: a .npy file holding 256 numbers (any shape of that size).
+
+  Returns:
+    The embedding, float32 of shape (256,).
+
+  Raises:
+    errors.DatasetError: naming the file and the expected shape.
+  """
+  expected = (f"expected {labels.USER_EMBEDDING_DIM} float values (a .npy of"
+              f" shape ({labels.USER_EMBEDDING_DIM},))")
   try:
     vector = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as error:
+  except (OSError, ValueError, EOFError) as error:
     raise errors.DatasetError(f"--user_embedding {path}: cannot read a .npy"
-                              f" array ({error})") from None
-  vector = np.asarray(vector, np.float64).reshape(-1) if np.size(
-      vector) == labels.USER_EMBEDDING_DIM else vector
-  if np.shape(vector) != (labels.USER_EMBEDDING_DIM,):
+                              f" array ({error}); {expected}") from None
+  if not isinstance(vector, np.ndarray):  # an .npz archive
+    raise errors.DatasetError(f"--user_embedding {path}: an .npz archive,"
+                              f" not a .npy array; {expected}")
+  if vector.dtype.kind not in "iuf":
     raise errors.DatasetError(
-        f"--user_embedding {path}: shape {np.shape(vector)}, expected"
-        f" ({labels.USER_EMBEDDING_DIM},)")
+        f"--user_embedding {path}: holds {vector.dtype} values of shape"
+        f" {vector.shape}; {expected}")
+  if vector.size != labels.USER_EMBEDDING_DIM:
+    raise errors.DatasetError(
+        f"--user_embedding {path}: shape {vector.shape}, {expected}")
+  vector = vector.astype(np.float64).reshape(-1)
   if not np.all(np.isfinite(vector)):
     raise errors.DatasetError(f"--user_embedding {path}: holds NaN or"
                               " infinite numbers")
@@ -213,23 +301,30 @@ def tag(workdir: str, config: ml_collections.ConfigDict, audio_path: str,
 
   Returns:
     {"results": [{"file", "user_id", "model", "contexts": [{"context",
-    "score"}]}], "errors": [{"file", "error"}], "notes": [...]}.
+    "score"}]}], "errors": [{"file", "error"}], "skipped": [{"file",
+    "reason"}] (not regular files), "notes": [...]}; a file name that is not
+    UTF-8 is given with "\\xNN" escapes.
   """
   if not 1 <= top_k <= labels.NUM_LABELS:
     raise errors.ConfigError(f"--top_k must lie in [1, {labels.NUM_LABELS}],"
                              f" got {top_k}")
-  paths = find_audio(audio_path)
+  paths, skipped = find_audio(audio_path)
   card = load_card(workdir)
   name, embedding, note = _choose(config, workdir, user_id, embedding)
   # Workers first: forked before this process starts JAX's runtime.
   pool = (mels.worker_pool(min(workers, len(paths)))
           if workers > 1 and len(paths) > 1 else None)
   try:
-    return _tag(workdir, config, paths, card, name, embedding, note, user_id,
-                top_k, pool, batch_size)
+    output = _tag(workdir, config, paths, card, name, embedding, note,
+                  user_id, top_k, pool, batch_size)
   finally:
     if pool is not None:
       pool.terminate()
+  output["skipped"] = skipped
+  if skipped:
+    output["notes"].append(f"skipped {len(skipped)} entries that are not"
+                           " regular files (listed under \"skipped\")")
+  return output
 
 
 def _tag(workdir, config, paths, card, name, embedding, note, user_id, top_k,
@@ -246,14 +341,14 @@ def _tag(workdir, config, paths, card, name, embedding, note, user_id, top_k,
     users = (None if embedding is None
              else np.repeat(embedding[None], batch_size, axis=0))
     for (path, _), scores in zip(pending, tagger.scores(mels, users)[:count]):
-      output["results"].append({"file": path, "user_id": user_id,
+      output["results"].append({"file": printable(path), "user_id": user_id,
                                 "model": name,
                                 "contexts": ranked(scores, top_k)})
     pending.clear()
 
   for path, mel, error in decode_all(paths, card, pool):
     if error is not None:
-      output["errors"].append({"file": path, "error": error})
+      output["errors"].append({"file": printable(path), "error": error})
       continue
     pending.append((path, mel))
     if len(pending) == batch_size:

@@ -16,10 +16,9 @@ Three kinds of batches:
 Two ways to feed them:
   * host batches (`train_batches`, `eval_batches`): numpy arrays gathered on
     the host, for splits too large to keep on the device;
-  * device-resident tables (`resident_tables` + `gather_batch`): the split's
-    arrays go to the device once and a jitted step gathers its batch from a
-    few indices (`train_indices`, `eval_indices`), so the host sends nothing
-    else.
+  * example indices (`train_indices`, `eval_indices`) into the split's
+    arrays kept on the device (`ctxtag.device_data`): a jitted step gathers
+    its batch there, so the host sends nothing else.
 Both produce the same batches in the same order.
 
 Training batches are a pure function of (seed, step): each epoch is a fresh
@@ -34,7 +33,6 @@ import os
 from collections.abc import Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -196,7 +194,8 @@ def _load_split(dataset_path: str, split: str, info_mtime_ns: int) -> Split:
   )
 
 
-def _check_kind(kind: str) -> None:
+def check_kind(kind: str) -> None:
+  """Raises ValueError unless `kind` is one of `KINDS`."""
   if kind not in KINDS:
     raise ValueError(
         f"batch kind must be 'tracks', 'pairs' or 'users', got {kind!r}")
@@ -214,7 +213,7 @@ def process_slice(global_batch: int) -> slice:
 
 def _make_batch(split: Split, kind: str, indices: np.ndarray,
                 mask: np.ndarray) -> Batch:
-  _check_kind(kind)
+  check_kind(kind)
   if kind == "tracks":
     return {"mel": split.mels(indices),
             "labels": split.track_labels_NxC[indices],
@@ -230,7 +229,7 @@ def _make_batch(split: Split, kind: str, indices: np.ndarray,
 def example_batch(split: Split, kind: str, batch_size: int) -> Batch:
   """Zeros shaped like a batch of `kind`, for initialising a model: Flax
   initialisers depend on shapes only, so no record needs reading."""
-  _check_kind(kind)
+  check_kind(kind)
   batch = {"labels": np.zeros((batch_size, labels.NUM_LABELS), np.float32),
            "mask": np.ones(batch_size, np.float32)}
   if kind != "tracks":
@@ -300,7 +299,7 @@ def _epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
 def train_batches(split: Split, kind: str, batch_size: int, seed: int,
                   start_step: int = 0) -> Iterator[Batch]:
   """Endless shuffled host batches of `train_indices` (same arguments)."""
-  _check_kind(kind)
+  check_kind(kind)
   local = process_slice(batch_size)
   step = start_step
   while True:
@@ -335,70 +334,6 @@ def eval_indices(split: Split, kind: str,
 def eval_batches(split: Split, kind: str,
                  batch_size: int) -> Iterator[Batch]:
   """Host batches of `eval_indices` (same arguments)."""
-  _check_kind(kind)
+  check_kind(kind)
   for indices, mask in eval_indices(split, kind, batch_size):
     yield _make_batch(split, kind, indices, mask)
-
-
-def resident_fields(kind: str) -> tuple[str, ...]:
-  """The split arrays a batch of `kind` is gathered from (see
-  `resident_array`)."""
-  _check_kind(kind)
-  return {"tracks": ("mel_NxTxF", "track_labels_NxC"),
-          "pairs": ("mel_NxTxF", "pair_track_P", "user_embedding_PxE",
-                    "pair_labels_PxC"),
-          "users": ("user_embedding_PxE", "pair_labels_PxC")}[kind]
-
-
-def resident_array(split: Split, field: str) -> np.ndarray:
-  """One array of `resident_fields`, on the host, as it goes to the device.
-
-  Mels stay float16 as stored: half the device memory, and widening to
-  float32 happens exactly inside the step. Track indices are int32, the
-  accelerators' native index type.
-  """
-  if field == "pair_track_P":
-    return split.pair_track_P.astype(np.int32)
-  return getattr(split, field)
-
-
-def resident_bytes(split: Split, kind: str) -> int:
-  """Device bytes of `kind`'s resident tables of `split`, without reading
-  any mel."""
-  mel_bytes = split.num_tracks * int(np.prod(split.mel_shape)) * 2
-  sizes = {"mel_NxTxF": mel_bytes,
-           "track_labels_NxC": split.num_tracks * labels.NUM_LABELS * 4,
-           "pair_track_P": split.num_pairs * 4,
-           "user_embedding_PxE": split.user_embedding_PxE.nbytes,
-           "pair_labels_PxC": split.num_pairs * labels.NUM_LABELS * 4}
-  return sum(sizes[field] for field in resident_fields(kind))
-
-
-def gather_batch(tables: dict, indices_B: jax.Array, kind: str) -> dict:
-  """The batch of `kind` at `indices_B`, gathered from resident tables.
-
-  Traced inside jitted steps; equals `_make_batch` of the host path for the
-  same indices (mels widened from float16 exactly as on the host).
-
-  Args:
-    tables: {field: array} of `resident_fields(kind)`; for "pairs", an
-      "audio_features_NxD" table (the audio + user model's conv stack output
-      per track, for evaluation) may stand in for "mel_NxTxF".
-    indices_B: int example indices (tracks for "tracks", else pairs).
-    kind: "tracks", "pairs" or "users".
-
-  Returns:
-    The model inputs: mel and/or user_embedding, labels; no mask.
-  """
-  if kind == "tracks":
-    return {"mel": tables["mel_NxTxF"][indices_B].astype(jnp.float32),
-            "labels": tables["track_labels_NxC"][indices_B]}
-  batch = {"user_embedding": tables["user_embedding_PxE"][indices_B],
-           "labels": tables["pair_labels_PxC"][indices_B]}
-  if kind == "pairs":
-    tracks_B = tables["pair_track_P"][indices_B]
-    if "audio_features_NxD" in tables:  # computed once per track
-      batch["audio_features"] = tables["audio_features_NxD"][tracks_B]
-    else:
-      batch["mel"] = tables["mel_NxTxF"][tracks_B].astype(jnp.float32)
-  return batch

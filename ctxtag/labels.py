@@ -19,7 +19,7 @@ LABELS = (
 NUM_LABELS = len(LABELS)
 LABEL_INDEX = {name: index for index, name in enumerate(LABELS)}
 
-# Shares of each context among the paper's test pairs (PAPER.md); the
+# Shares of each context among the paper's test pairs (docs/paper.md); the
 # simulator calibrates its world to them.
 PAPER_TEST_SHARES = (
     0.085, 0.113, 0.065, 0.094, 0.122, 0.109, 0.092, 0.156, 0.085, 0.079,

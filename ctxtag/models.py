@@ -526,7 +526,7 @@ def create_model(name: str, config: ml_collections.ConfigDict) -> nn.Module:
 
   Args:
     name: which model.
-    config: the model section of a run config (see launch/configs/default.py).
+    config: the model section of a run config (see ctxtag/configs/default.py).
   """
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")

@@ -6,6 +6,8 @@
   <split>_audio_user.csv    song_id,user_id,<labels>, one row a pair
   <split>_user.csv          song_id,user_id,<labels>, one row a pair
   <split>_oracle.csv        the true distribution, simulated data only
+  train_groundtruth.csv     the training pairs, written only for MO-MG's
+                            ground truth over all splits (mo_mg_truth)
 
 In a run on several processes, all of them predict and process 0 writes.
 """
@@ -15,13 +17,20 @@ import os
 
 import ml_collections
 
+from ctxtag import device_data
 from ctxtag import distributed
 from ctxtag import input_pipeline
 from ctxtag import models
+from ctxtag import steps as steps_lib
 from ctxtag import tables
-from ctxtag import train
+from ctxtag import transfer
 
 SPLITS = ("validation", "test")
+ALL_SPLITS = ("train",) + SPLITS
+# The late fusion's parameters (ctxtag.models.LateFusionTagger), by the
+# names results.json gives them.
+FUSION_WEIGHTS = {"audio": "audio_weight", "user": "user_weight",
+                  "typical_user": "prior_weight"}
 
 
 def path(workdir: str, split: str, what: str) -> str:
@@ -40,6 +49,43 @@ def write_groundtruth(dataset_path: str, workdir: str) -> None:
                    split.context_probs_PxC, split.user_id_P)
 
 
+def write_train_groundtruth(dataset_path: str, workdir: str) -> str:
+  """The training split's ground truth, for MO-MG's truth over all splits.
+
+  Returns:
+    Its path.
+  """
+  split = input_pipeline.load_split(dataset_path, "train")
+  target = path(workdir, "train", "groundtruth")
+  tables.write_groundtruth(target, split.pair_song_id_P, split.user_id_P,
+                           split.label_P)
+  return target
+
+
+def fusion_weights(config: ml_collections.ConfigDict, dataset_path: str,
+                   workdir: str) -> dict[str, float] | None:
+  """The late fusion's fitted weights, from the audio + user model's best
+  checkpoint.
+
+  Args:
+    config: the run config.
+    dataset_path: the run's dataset (for the mels' shape the state is
+      restored with).
+    workdir: the run's directory.
+
+  Returns:
+    {"audio": a, "user": b, "typical_user": c} (FUSION_WEIGHTS), or None
+    for a run without a late-fusion audio + user model.
+  """
+  if ("audio_user" not in config.models
+      or config.audio_user.fusion != "late"):
+    return None
+  frames = input_pipeline.load_split(dataset_path, "train").mel_shape[0]
+  state = transfer.restore_best("audio_user", config, workdir, frames)
+  return {key: float(state.params[name])
+          for key, name in FUSION_WEIGHTS.items()}
+
+
 def write_model_predictions(name: str, config: ml_collections.ConfigDict,
                             dataset_path: str, workdir: str) -> None:
   """Scores of model `name`'s best checkpoint on every split, as CSVs.
@@ -55,14 +101,18 @@ def write_model_predictions(name: str, config: ml_collections.ConfigDict,
                              share=True)
   if not todo:
     return
-  steps, state = train.restore_best(name, config, dataset_path, workdir)
+  train = input_pipeline.load_split(dataset_path, "train")
+  steps = steps_lib.model_steps(name, train)
+  state = transfer.restore_best(name, config, workdir, train.mel_shape[0],
+                                steps.replicated)
   kind = models.BATCH_KINDS[name]
   for split_name in todo:
     split = input_pipeline.load_split(dataset_path, split_name)
-    on_device = train.tables_if_they_fit(name, steps, split, kind,
-                                         config[name].device_data_budget_mb)
-    scores = train.predict(steps, state, split, kind, config.eval_batch_size,
-                           on_device)
+    on_device = device_data.tables_if_they_fit(
+        name, split, kind, config[name].device_data_budget_mb,
+        steps.replicated)
+    scores = steps_lib.predict(steps, state, split, kind,
+                               config.eval_batch_size, on_device)
     target = path(workdir, split_name, name)
     if kind == "tracks":
       write = functools.partial(tables.write, target, split.song_id_N, scores)

@@ -16,6 +16,7 @@ import tempfile
 # Figures made directly, not through pyplot: no GUI backend, no global
 # figure registry, and PNGs rendered by Agg.
 from matplotlib import figure as mpl_figure
+from matplotlib import ticker
 import numpy as np
 
 from ctxtag import evaluation
@@ -23,7 +24,8 @@ from ctxtag import files
 from ctxtag import labels
 from ctxtag.evaluation import ranking
 
-# The paper's test-set figures (PAPER.md); ranges are given as their middle.
+# The paper's test-set figures (docs/paper.md); ranges are given as their
+# middle.
 PAPER_PROTOCOLS = {
     "mo_mg": {"auc": 0.655, "recall": 0.94, "precision": 0.505, "f1": 0.655},
     "mo_sg": {"auc": 0.627, "recall": 0.957, "precision": 0.115, "f1": 0.204},
@@ -48,6 +50,38 @@ PROTOCOL_ROWS = (
 )
 MODEL_NAMES = {"audio": "audio", "audio_user": "audio + user",
                "user": "user only", "oracle": "oracle (true distribution)"}
+# Each protocol in words, for the plots' rows and legends.
+PLOT_NAMES = {
+    "mo_mg": "audio, multi-label vs track's contexts (MO-MG)",
+    "mo_sg": "audio, thresholded vs user's context (MO-SG)",
+    "so_sg": "audio, top context vs user's context (SO-SG)",
+    "user_sg": "audio + user (SG)",
+    "user_only_sg": "user only (SG)",
+    "oracle_sg": "oracle, true distribution (SG)",
+    "mo_mg_tuned": "audio, MO-MG, thresholds tuned on validation",
+    "mo_sg_tuned": "audio, MO-SG, thresholds tuned on validation",
+}
+METRIC_NAMES = {"auc": "AUC", "recall": "recall", "precision": "precision",
+                "f1": "F1", "accuracy": "accuracy"}
+# The comparisons that answer the paper's question, in the order asked:
+# does the user help beyond the audio, beyond the user alone, and does the
+# user alone beat the audio (results' comparisons keys: a_vs_b is a - b).
+QUESTION_COMPARISONS = ("audio_user_vs_audio", "audio_user_vs_user",
+                        "user_vs_audio")
+# What each MO-MG ground truth (config mo_mg_truth) is, in words.
+MO_MG_TRUTH_TEXT = {
+    "test": "each track's contexts over the evaluated split's pairs"
+            " (`mo_mg_truth` \"test\")",
+    "all_splits": "each track's contexts over its pairs in every split, as"
+                  " the authors' audio_based_model.py reads them from"
+                  " multilabel_all.csv (`mo_mg_truth` \"all_splits\")",
+}
+MO_MG_TRUTH_SHORT = {"test": "each track's contexts over the evaluated pairs",
+                     "all_splits": "each track's contexts over every split,"
+                                   " as the authors' code"}
+# The late fusion's weights in words (results' fusion_weights keys).
+FUSION_WEIGHT_NAMES = {"audio": "audio a", "user": "user b",
+                       "typical_user": "typical user c"}
 
 
 def _cell(value) -> str:
@@ -113,9 +147,18 @@ def ranking_table(results: dict) -> list[str]:
   return lines
 
 
+def _interval_words(results: dict) -> str:
+  """" [95% interval]": the intervals' coverage as a heading says it; ""
+  when the evaluation made none (0 resamples)."""
+  settings = results.get("bootstrap") or {}
+  if not settings.get("resamples", 1):
+    return ""
+  return f" [{settings.get('confidence', 0.95):.0%} interval]"
+
+
 def comparison_table(results: dict) -> list[str]:
-  lines = ["| comparison | metric | difference [95% interval] | Wilcoxon p |",
-           "|---|---|---|---|"]
+  lines = [f"| comparison | metric | difference{_interval_words(results)} |"
+           " Wilcoxon p |", "|---|---|---|---|"]
   for key, metrics in results.get("comparisons", {}).items():
     a, _, b = key.partition("_vs_")
     for metric, entry in metrics.items():
@@ -180,13 +223,65 @@ def _bootstrap_line(results: dict) -> list[str]:
           f" {settings['seed']}); AUC intervals are {settings['auc']}."]
 
 
-def per_context_table(protocol: dict) -> list[str]:
-  lines = ["| context | AUC | recall | precision | F1 |", "|---|---|---|---|---|"]
+def per_context_table(protocol: dict, counts: dict | None = None,
+                      counted: str = "pairs") -> list[str]:
+  """One protocol's per-context table.
+
+  Args:
+    protocol: the protocol's results (`per_label`).
+    counts: {context: how many of the ground truth's `counted` hold it}; a
+      last column then gives them and marks a context none holds.
+    counted: what `counts` counts ("pairs", or "tracks" for MO-MG).
+
+  Returns:
+    The table's lines.
+  """
+  header = "| context | AUC | recall | precision | F1 |"
+  rule = "|---|---|---|---|---|"
+  if counts is not None:
+    header, rule = header + f" {counted} |", rule + "---|"
+  lines = [header, rule]
   for label in labels.LABELS:
     row = protocol["per_label"][label]
-    lines.append(f"| {label} | " + " | ".join(
-        _cell(row[m]) for m in evaluation.METRICS) + " |")
+    line = f"| {label} | " + " | ".join(
+        _cell(row[m]) for m in evaluation.METRICS) + " |"
+    if counts is not None:
+      count = counts[label]
+      line += f" {count:,}{' (none: counted 0)' if count == 0 else ''} |"
+    lines.append(line)
   return lines
+
+
+def _protocol_counts(results: dict, key: str) -> tuple[dict | None, str]:
+  """The counts of protocol `key`'s per-context table, and what they count:
+  MO-MG's tracks, the other protocols' pairs."""
+  counts = results.get("context_counts") or {}
+  if key in ("mo_mg", "mo_mg_tuned"):
+    return counts.get("mo_mg_tracks"), "tracks"
+  return counts.get("pairs"), "pairs"
+
+
+def mo_mg_truth_line(results: dict) -> list[str]:
+  """The sentence saying which ground truth MO-MG used (if it ran)."""
+  truth = results.get("mo_mg_truth")
+  if truth is None:
+    return []
+  return ["", f"MO-MG's ground truth: {MO_MG_TRUTH_TEXT[truth]}."]
+
+
+def fusion_lines(results: dict) -> list[str]:
+  """report.md's section on the late fusion's fitted weights, if any."""
+  weights = results.get("fusion_weights")
+  if not weights:
+    return []
+  return ["", "## Late fusion weights (audio + user)", "",
+          "logits = a x audio logits + b x (user logits - typical user's"
+          " logits) + c x typical user's logits, fitted on the validation"
+          " pairs (docs/study.md):", "",
+          "| " + " | ".join(FUSION_WEIGHT_NAMES.values()) + " |",
+          "|---|---|---|",
+          "| " + " | ".join(f"{weights[k]:.3f}" for k in FUSION_WEIGHT_NAMES)
+          + " |"]
 
 
 def report_text(results: dict, title: str, details: list[str],
@@ -208,6 +303,7 @@ def report_text(results: dict, title: str, details: list[str],
       " patterns, not the numbers.",
       ] + _bootstrap_line(results) + [
       "", "## Protocols (mean over contexts)", ""] + protocol_table(results)
+  lines += mo_mg_truth_line(results)
   lines += ["", "## User satisfaction (per user, then averaged)", ""]
   lines += satisfaction_table(results)
   lines += statistics_sections(results)
@@ -220,10 +316,19 @@ def report_text(results: dict, title: str, details: list[str],
                    f" {summary['best_epoch']} |"
                    f" {summary['best_validation_loss']:.4f} |"
                    f" {summary['stopped_early']} |")
+  lines += fusion_lines(results)
   lines += ["", "## Per context", ""]
+  if results.get("context_counts"):
+    lines += [
+        "The last column counts the evaluated split's pairs (MO-MG: tracks)"
+        " that hold each context. A context none holds is marked \"none\":"
+        " its AUC is undefined and left out of the mean AUC; its recall,"
+        " precision and F1 are 0 and count as 0 in the means over contexts,"
+        " as in the authors' code (scikit-learn's zero_division=0).", ""]
   for key, title_text in PROTOCOL_ROWS:
     if key in results:
-      lines += [f"### {title_text}", ""] + per_context_table(results[key])
+      lines += [f"### {title_text}", ""] + per_context_table(
+          results[key], *_protocol_counts(results, key))
       lines.append("")
   return "\n".join(lines) + "\n"
 
@@ -242,23 +347,55 @@ def _png(figure, tight: bool = True) -> bytes:
 
 
 def plot_training_curves(training: dict[str, dict]) -> bytes:
-  figure = mpl_figure.Figure(figsize=(5 * max(len(training), 1), 3.5))
+  """training_curves.png (`training_curves_figure`)."""
+  return _png(training_curves_figure(training), tight=False)
+
+
+def training_curves_figure(training: dict[str, dict]):
+  """Each model's training and validation loss per epoch, its best epoch
+  and where it stopped marked, on integer epoch ticks.
+
+  Args:
+    training: per-model training summaries (ctxtag.train).
+
+  Returns:
+    The matplotlib Figure, a panel per model.
+  """
+  figure = mpl_figure.Figure(figsize=(5 * max(len(training), 1), 3.8))
   axes = figure.subplots(1, max(len(training), 1))
   for axis, (name, summary) in zip(np.atleast_1d(axes), training.items()):
-    epochs = [h["epoch"] for h in summary["history"]]
-    axis.plot(epochs, [h["train_loss"] for h in summary["history"]],
-              label="train (epoch mean)")
-    axis.plot(epochs, [h["validation_loss"] for h in summary["history"]],
-              label="validation")
-    axis.axvline(summary["best_epoch"], color="grey", linestyle=":",
-                 label="best")
+    history = summary["history"]
+    epochs = [h["epoch"] for h in history]
+    axis.plot(epochs, [h["train_loss"] for h in history], marker=".",
+              label="training (mean over the epoch)")
+    validation = [h["validation_loss"] for h in history]
+    axis.plot(epochs, validation, marker=".", label="validation")
+    best = summary["best_epoch"]
+    if best in epochs:
+      axis.plot([best], [validation[epochs.index(best)]], marker="*",
+                markersize=12, color="tab:green", linestyle="none",
+                label=f"best: epoch {best}")
+    last = summary["epochs"]
+    if summary["stopped_early"]:
+      why = (f"stopped after epoch {last}: no better\nvalidation loss for"
+             f" {last - best} epochs")
+    else:
+      why = f"ran all {last} epochs (max_epochs)"
+    axis.axvline(last, color="grey", linestyle=":", label=why)
+    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     axis.set(title=MODEL_NAMES.get(name, name), xlabel="epoch",
-             ylabel="weighted loss")
-    axis.legend()
-  return _png(figure)
+             ylabel="loss (class-weighted)")
+    axis.legend(fontsize=8)
+  figure.tight_layout()
+  return figure
 
 
 def plot_per_context(results: dict) -> bytes:
+  """per_context.png (`per_context_figure`)."""
+  return _png(per_context_figure(results), tight=False)
+
+
+def per_context_figure(results: dict):
   """One heat map: protocols (rows) by contexts (columns), a block of
   columns per metric.
 
@@ -276,8 +413,9 @@ def plot_per_context(results: dict) -> bytes:
                   for label in labels.LABELS]) for key in keys]
   height = 0.3 * len(keys) + 1.5
   figure = mpl_figure.Figure(figsize=(14, height))
-  # Fixed margins: tight_layout measures every label and doubles the time.
-  box = [0.09, 0.95 / height, 0.84, 1 - 1.3 / height]
+  # Fixed margins (room for the protocols' names): tight_layout measures
+  # every label and doubles the time.
+  box = [0.25, 0.95 / height, 0.68, 1 - 1.3 / height]
   axis = figure.add_axes(box)
   image = axis.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto",
                       interpolation="nearest")
@@ -285,12 +423,13 @@ def plot_per_context(results: dict) -> bytes:
                    for c in range(labels.NUM_LABELS)],
                   list(labels.LABELS) * len(evaluation.METRICS), rotation=90,
                   fontsize=8)
-  axis.set_yticks(np.arange(len(keys)), keys, fontsize=8)
+  axis.set_yticks(np.arange(len(keys)), [PLOT_NAMES[k] for k in keys],
+                  fontsize=8)
   for m, metric in enumerate(evaluation.METRICS):
-    axis.text(m * block + (labels.NUM_LABELS - 1) / 2, -0.7, metric,
-              ha="center", va="bottom")
+    axis.text(m * block + (labels.NUM_LABELS - 1) / 2, -0.7,
+              METRIC_NAMES[metric], ha="center", va="bottom")
   figure.colorbar(image, cax=figure.add_axes([0.94, box[1], 0.01, box[3]]))
-  return _png(figure, tight=False)
+  return figure
 
 
 def _error_bars(values: dict, metrics, heights) -> np.ndarray | None:
@@ -313,7 +452,8 @@ def plot_satisfaction(results: dict) -> bytes:
     axis.bar(positions + offset * width, values, width,
              label=MODEL_NAMES[key], yerr=_error_bars(
                  results["satisfaction"][key], metrics, values), capsize=3)
-  axis.set_xticks(positions + width * (len(models) - 1) / 2, metrics)
+  axis.set_xticks(positions + width * (len(models) - 1) / 2,
+                  [METRIC_NAMES[m] for m in metrics])
   settings = results.get("bootstrap") or {}
   title = "User satisfaction"
   if settings.get("resamples"):
@@ -324,14 +464,103 @@ def plot_satisfaction(results: dict) -> bytes:
   return _png(figure, tight=False)
 
 
+# The paper's rows in plot_paper_comparison: protocol key, short name.
+PAPER_PROTOCOL_GROUPS = (("mo_mg", "MO-MG\naudio"), ("mo_sg", "MO-SG\naudio"),
+                         ("so_sg", "SO-SG\naudio"),
+                         ("user_sg", "SG\naudio + user"))
+
+
+def _paired_bars(axis, groups: list[str], ours: list[dict], paper: list[dict],
+                 metric: str) -> None:
+  """This run's bars (with intervals where it has them) beside the paper's,
+  each labelled with its value."""
+  positions = np.arange(len(groups))
+  heights = _heights([values.get(metric) for values in ours])
+  bars = axis.bar(positions - 0.21, heights, 0.4, color="tab:blue",
+                  label="this run")
+  ends = np.array([_heights(values.get(f"{metric}_ci") or (None, None))
+                   for values in ours]).reshape(len(ours), 2)
+  # Only bars with an interval get an error bar (MO-MG has none).
+  has = ~np.isnan(ends).any(axis=1) & ~np.isnan(heights)
+  if has.any():
+    axis.errorbar(positions[has] - 0.21, heights[has],
+                  yerr=np.abs(ends[has].T - heights[has]), fmt="none",
+                  ecolor="black", capsize=2, linewidth=1)
+  # Upright labels would overlap their neighbours' at this width.
+  axis.bar_label(bars, [_cell(h) for h in heights], fontsize=7, padding=3,
+                 rotation=90)
+  paper_heights = _heights([values.get(metric) for values in paper])
+  bars = axis.bar(positions + 0.21, paper_heights, 0.4, color="tab:grey",
+                  label="paper (Ibrahim et al., ISMIR 2020)")
+  axis.bar_label(bars, [_cell(h) for h in paper_heights], fontsize=7,
+                 padding=3, rotation=90)
+  axis.set_xticks(positions, groups, fontsize=8)
+  axis.set(ylim=(0, 1.2), title=METRIC_NAMES[metric])
+
+
+def plot_paper_comparison(results: dict) -> bytes:
+  """paper_comparison.png (`paper_comparison_figure`)."""
+  return _png(paper_comparison_figure(results), tight=False)
+
+
+def paper_comparison_figure(results: dict):
+  """This run's figures beside the paper's published ones: the protocols'
+  means over contexts (top) and user satisfaction (bottom), a panel per
+  metric, for the protocols and models the run has (`plot_names` draws it
+  only for a run with at least one).
+
+  Args:
+    results: the results dict.
+
+  Returns:
+    The matplotlib Figure.
+  """
+  protocols = [(k, name) for k, name in PAPER_PROTOCOL_GROUPS if k in results]
+  models = [k for k in PAPER_SATISFACTION if k in results["satisfaction"]]
+  figure = mpl_figure.Figure(figsize=(14, 7))
+  axes = figure.subplots(2, 4)
+  for axis, metric in zip(axes[0], evaluation.METRICS):
+    _paired_bars(axis, [name for _, name in protocols],
+                 [results[k]["average"] for k, _ in protocols],
+                 [PAPER_PROTOCOLS[k] for k, _ in protocols], metric)
+  for axis, metric in zip(axes[1], evaluation.SATISFACTION_METRICS):
+    _paired_bars(axis, [MODEL_NAMES[k] for k in models],
+                 [results["satisfaction"][k] for k in models],
+                 [PAPER_SATISFACTION[k] for k in models], metric)
+  axes[0][0].set_ylabel("protocols:\nmean over contexts")
+  axes[1][0].set_ylabel("user satisfaction:\nper user, then averaged")
+  handles, names = axes[0][0].get_legend_handles_labels()
+  settings = results.get("bootstrap") or {}
+  title = "This run beside the paper's published figures"
+  if settings.get("resamples"):
+    title += (f" (error bars: {settings['confidence']:.0%} interval over"
+              " users; MO-MG has none)")
+  figure.suptitle(title, y=0.985)
+  figure.legend(handles, names, loc="upper center", ncols=2, fontsize=9,
+                bbox_to_anchor=(0.5, 0.95), frameon=False)
+  figure.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.86,
+                         hspace=0.45, wspace=0.25)
+  return figure
+
+
+def plot_names(results: dict, with_training: bool) -> list[str]:
+  """The PNG files `plots` makes, in order."""
+  names = ["training_curves.png"] if with_training else []
+  names += ["per_context.png", "satisfaction.png"]
+  if any(k in results for k, _ in PAPER_PROTOCOL_GROUPS) or any(
+      k in results["satisfaction"] for k in PAPER_SATISFACTION):
+    names.append("paper_comparison.png")
+  return names
+
+
 def plots(results: dict, training: dict[str, dict]) -> dict[str, bytes]:
-  """The PNG plots by file name; training curves only if `training`."""
-  pngs = {}
-  if training:
-    pngs["training_curves.png"] = plot_training_curves(training)
-  pngs["per_context.png"] = plot_per_context(results)
-  pngs["satisfaction.png"] = plot_satisfaction(results)
-  return pngs
+  """The PNG plots by file name (`plot_names`); training curves only if
+  `training`."""
+  draw = {"training_curves.png": lambda: plot_training_curves(training),
+          "per_context.png": lambda: plot_per_context(results),
+          "satisfaction.png": lambda: plot_satisfaction(results),
+          "paper_comparison.png": lambda: plot_paper_comparison(results)}
+  return {name: draw[name]() for name in plot_names(results, bool(training))}
 
 
 def results_text(results: dict) -> str:
@@ -387,6 +616,15 @@ def write_together(contents: dict[str, str | bytes]) -> None:
         os.remove(temporary)
 
 
+def output_paths(output_dir: str, results: dict,
+                 with_training: bool) -> list[str]:
+  """The files `write_outputs` writes into `output_dir`, in order."""
+  return [os.path.join(output_dir, "results.json"),
+          os.path.join(output_dir, "report.md")] + [
+              os.path.join(output_dir, "plots", name)
+              for name in plot_names(results, with_training)]
+
+
 def write_outputs(output_dir: str, results: dict, title: str,
                   details: list[str], training: dict[str, dict]) -> list[str]:
   """Writes results.json, report.md and plots/*.png into `output_dir`.
@@ -395,13 +633,78 @@ def write_outputs(output_dir: str, results: dict, title: str,
   `write_together`, so a failure keeps the previous outputs whole.
 
   Returns:
-    The paths written.
+    The paths written (`output_paths`).
   """
-  contents = {
-      os.path.join(output_dir, "results.json"): results_text(results),
-      os.path.join(output_dir, "report.md"): report_text(
-          results, title, details, training)}
-  for name, png in plots(results, training).items():
-    contents[os.path.join(output_dir, "plots", name)] = png
+  paths = output_paths(output_dir, results, bool(training))
+  pngs = plots(results, training)
+  contents = dict(zip(paths, [results_text(results), report_text(
+      results, title, details, training)] + list(pngs.values())))
   write_together(contents)
-  return list(contents)
+  return paths
+
+
+def _signed_interval(entry: dict) -> str:
+  """"+0.058 [0.045, 0.071]": a difference and its interval."""
+  low, high = entry.get("ci") or (None, None)
+  text = f"{entry['difference']:+.3f}"
+  if low is not None and high is not None and not (
+      np.isnan(low) or np.isnan(high)):
+    text += f" [{low:.3f}, {high:.3f}]"
+  return text
+
+
+def summary_text(results: dict, heading: str, paths: list[str]) -> str:
+  """The end of a run on the terminal, in at most 25 lines: satisfaction F1
+  per model, the paired differences that answer the paper's question, MO-MG,
+  the fusion's weights and the files written (report.md holds the rest).
+
+  Args:
+    results: the results dict.
+    heading: the first line (what was evaluated).
+    paths: the files written (`output_paths`).
+
+  Returns:
+    The text, ending in a newline.
+  """
+  interval = _interval_words(results)
+  satisfaction = results["satisfaction"]
+  users = [v["users"] for v in satisfaction.values() if "users" in v]
+  if users:
+    heading += f" ({users[0]:,} users)"
+  width = max(len(MODEL_NAMES[m]) for m in MODEL_NAMES) + 2
+  title = "user satisfaction F1" + (interval[:-1] + " over users]"
+                                     if interval else "")
+  lines = [heading, f"{title:<{width + 26}}paper"]
+  for key, name in MODEL_NAMES.items():
+    if key in satisfaction:
+      cell = _cell_ci(satisfaction[key], "f1")
+      paper = _cell(PAPER_SATISFACTION.get(key, {}).get("f1"))
+      lines.append(f"  {name:<{width}}{cell:<24}{paper}".rstrip())
+  comparisons = [k for k in QUESTION_COMPARISONS
+                 if k in results.get("comparisons", {})]
+  if comparisons:
+    lines.append(f"does the user help? F1 difference{interval}, Wilcoxon"
+                 " p, paired over users:")
+    for key in comparisons:
+      a, _, b = key.partition("_vs_")
+      entry = results["comparisons"][key]["f1"]
+      compared = f"{MODEL_NAMES[a]} vs {MODEL_NAMES[b]}"
+      lines.append(f"  {compared:<27}{_signed_interval(entry):<24}"
+                   f"p {_p_value(entry['p_value'])}")
+  if "mo_mg" in results:
+    truth = results.get("mo_mg_truth", "test")
+    lines.append(f"MO-MG F1 {_cell(results['mo_mg']['average']['f1'])}"
+                 f" (paper {_cell(PAPER_PROTOCOLS['mo_mg']['f1'])}), ground"
+                 f" truth: {truth} ({MO_MG_TRUTH_SHORT[truth]})")
+  weights = results.get("fusion_weights")
+  if weights:
+    lines.append("late fusion weights: " + ", ".join(
+        f"{FUSION_WEIGHT_NAMES[k]} = {weights[k]:.3f}"
+        for k in FUSION_WEIGHT_NAMES))
+  report = [p for p in paths if p.endswith("report.md")]
+  others = [p for p in paths if not p.endswith("report.md")]
+  if report:
+    lines.append(f"full report: {report[0]}")
+  lines.append("wrote: " + (others[0] if others else ""))
+  lines += [f"       {p}" for p in others[1:]]
+  return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""A run config (launch/configs/default.py): its checks and its saved copy.
+"""A run config (ctxtag/configs/default.py): its checks and its saved copy.
 
 `validate` refuses a config whose settings would crash a run, make it succeed
 without training (max_epochs=0, patience=0), or train something else than was
@@ -6,164 +6,33 @@ meant (a misspelt key). `save` validates before it writes the workdir's
 config.json, so a refused config never blocks its corrected rerun; `load`
 reads that file back, naming it if it is damaged.
 
-Choices beyond the obvious ranges:
-  * patience >= 1: with 0 the loop stops before its first epoch (no
-    checkpoint, "best epoch" -1).
-  * steps_per_epoch >= 0: 0 means one pass over the training split.
-  * seed >= 0: numpy's generators refuse negative seeds.
-  * decay_rate in (0, 1]: 1 is a constant rate; above 1 the rate grows.
+Each key's own check stands beside its default (ctxtag/configs/default.py:
+CHECKS, MODEL_CHECKS); this module holds what spans keys: declared keys,
+the dataset's name, and settings that depend on each other.
 """
 
 from collections.abc import Iterable
 import json
-import math
 import os
 
 from ctxtag import errors
 from ctxtag import files
+from ctxtag import models
+from ctxtag.configs import checks
+from ctxtag.configs import default
 
-MODELS = ("audio", "audio_user", "user")
-OPTIMIZERS = ("adam", "adadelta")
-SPLIT_STRATEGIES = ("", "random", "cold_user", "cold_track", "given")
 DATASET_BUILDER = "contextual_tags"
-
-
-def _fail(key: str, value, expected: str):
-  raise errors.ConfigError(f"config {key}={value!r}: expected {expected}")
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _integer(minimum: int):
-  def check(key, value):
-    if not _is_int(value) or value < minimum:
-      _fail(key, value, f"an integer >= {minimum}")
-  return check
-
-
-def _number(low: float, high: float, low_open: bool, high_open: bool):
-  """A finite number in an interval; `*_open` excludes that end."""
-  def check(key, value):
-    inside = (_is_number(value) and math.isfinite(value)
-              and (low < value if low_open else low <= value)
-              and (value < high if high_open else value <= high))
-    if not inside:
-      interval = (("(" if low_open else "[") + f"{low:g}, {high:g}"
-                  + (")" if high_open else "]"))
-      _fail(key, value, f"a finite number in {interval}")
-  return check
-
-
-def _widths(key, value):
-  if (not isinstance(value, (list, tuple)) or not value
-      or not all(_is_int(w) and w > 0 for w in value)):
-    _fail(key, value, "a non-empty list of positive integers")
-
-
-def _one_of(choices: Iterable[str]):
-  choices = tuple(choices)
-  def check(key, value):
-    if value not in choices:
-      _fail(key, value, f"one of {list(choices)}")
-  return check
-
-
-def _text(key, value):
-  if not isinstance(value, str):
-    _fail(key, value, "a string")
-
-
-def _boolean(key, value):
-  if not isinstance(value, bool):
-    _fail(key, value, "True or False")
-
-
-def _models(key, value):
-  expected = f"a non-empty list of distinct names from {list(MODELS)}"
-  if not isinstance(value, (list, tuple)) or not value:
-    _fail(key, value, expected)
-  unknown = [name for name in value if name not in MODELS]
-  if unknown:
-    _fail(key, value, f"known model names only, {unknown[0]!r} is not one of"
-          f" {list(MODELS)}")
-  if len(set(value)) != len(value):
-    _fail(key, value, expected)
-
-
-def _fractions(key, value):
-  """Train/validation/test shares, as ctxtag.sources.splits reads them."""
-  if (not isinstance(value, (list, tuple)) or len(value) != 3
-      or not all(_is_number(v) and math.isfinite(v) and v > 0 for v in value)
-      or abs(sum(value) - 1) > 1e-6):
-    _fail(key, value, "three positive numbers (train, validation, test)"
-          " summing to 1")
-
-
-_POSITIVE = _integer(1)
-_FINITE_POSITIVE = _number(0, math.inf, True, True)
-
-# Each model section's keys (launch/configs/default.py: model_config).
-MODEL_CHECKS = {
-    "conv_widths": _widths,
-    "hidden": _POSITIVE,
-    "dropout_rate": _number(0, 1, False, True),
-    "user_widths": _widths,
-    "deep": _boolean,
-    "optimizer": _one_of(OPTIMIZERS),
-    "learning_rate": _FINITE_POSITIVE,
-    "weight_decay": _number(0, math.inf, False, True),
-    "decay_rate": _number(0, 1, True, False),
-    "decay_steps": _POSITIVE,
-    "batch_size": _POSITIVE,
-    "steps_per_epoch": _integer(0),
-    "max_epochs": _POSITIVE,
-    "patience": _POSITIVE,
-    # Performance keys (ctxtag.train, ctxtag.models); 0 MB keeps every split
-    # on the host.
-    "device_data_budget_mb": _number(0, math.inf, False, True),
-    "steps_per_dispatch": _POSITIVE,
-    "compute_dtype": _one_of(("float32", "bfloat16")),
-    "cpu_fast_path": _boolean,
-    "host_workers": _integer(-1),
-    "host_prefetch": _POSITIVE,
-    "audio_init": _one_of(("", "audio")),
-    "user_init": _one_of(("", "user")),
-    "fusion": _one_of(("concat", "late")),
-    "freeze_experts": _boolean,
-    # Checkpoints within epochs (ctxtag.train); 0 turns either off.
-    "checkpoint_every_steps": _integer(0),
-    "checkpoint_every_seconds": _number(0, math.inf, False, True),
-}
-
-# Top-level keys; model sections are checked with MODEL_CHECKS.
-CHECKS = {
-    "seed": _integer(0),
-    "dataset_options": _text,
-    "manual_dir": _text,
-    "split_strategy": _one_of(SPLIT_STRATEGIES),
-    "split_fractions": _fractions,
-    "data_dir": _text,
-    "models": _models,
-    "eval_batch_size": _POSITIVE,
-    "log_every_steps": _POSITIVE,
-}
 
 
 def _dataset(value, known: Iterable[str] | None) -> None:
   name, _, config_name = value.partition("/") if isinstance(value, str) else (
       None, None, None)
   if name != DATASET_BUILDER or not config_name:
-    _fail("dataset", value, f"'{DATASET_BUILDER}/<config>'")
+    checks.fail("dataset", value, f"'{DATASET_BUILDER}/<config>'")
   if known is not None:
     known = sorted(known)
     if config_name not in known:
-      _fail("dataset", value, f"a config of {DATASET_BUILDER}: {known}")
+      checks.fail("dataset", value, f"a config of {DATASET_BUILDER}: {known}")
 
 
 def _check_keys(prefix: str, config, declared) -> None:
@@ -175,7 +44,7 @@ def _check_keys(prefix: str, config, declared) -> None:
       raise errors.ConfigError(
           f"config {prefix}{key}: unknown key; known:"
           f" {sorted(declared)} (every key is declared in"
-          " launch/configs/default.py)")
+          " ctxtag/configs/default.py)")
   for key in declared:
     if key not in config:
       raise errors.ConfigError(f"config {prefix}{key}: missing")
@@ -194,7 +63,7 @@ def validate(config, declared=None, datasets: Iterable[str] | None = None
 
   Args:
     config: a run config (ConfigDict or the dict of a saved config.json).
-    declared: the config that declares every key (launch/configs/default.py's
+    declared: the config that declares every key (ctxtag/configs/default.py's
       `get_config()`); if given, keys it lacks are refused as misspellings,
       and keys it has must be present.
     datasets: the known dataset config names; if given, `dataset` must name
@@ -203,16 +72,17 @@ def validate(config, declared=None, datasets: Iterable[str] | None = None
   Raises:
     errors.ConfigError: naming the first bad key and what was expected.
   """
-  _check_section("", {k: v for k, v in config.items() if k not in MODELS},
-                 CHECKS, None if declared is None else
-                 [k for k in declared if k not in MODELS])
+  _check_section("", {k: v for k, v in config.items()
+                     if k not in models.MODELS},
+                 default.CHECKS, None if declared is None else
+                 [k for k in declared if k not in models.MODELS])
   if "dataset" not in config:
     raise errors.ConfigError("config dataset: missing")
   _dataset(config["dataset"], datasets)
-  for name in MODELS:
+  for name in models.MODELS:
     if name not in config:
       raise errors.ConfigError(f"config {name}: missing model section")
-    _check_section(f"{name}.", config[name], MODEL_CHECKS,
+    _check_section(f"{name}.", config[name], default.MODEL_CHECKS,
                    None if declared is None else declared[name])
   _check_audio_init(config)
   _check_late_fusion(config["audio_user"])
@@ -222,13 +92,13 @@ def _check_late_fusion(section) -> None:
   """user_init and freeze_experts are settings of the late fusion; frozen
   experts must be the trained models."""
   if section.get("user_init") and section.get("fusion") != "late":
-    _fail("audio_user.user_init", section["user_init"], "'' unless"
+    checks.fail("audio_user.user_init", section["user_init"], "'' unless"
           " audio_user.fusion is 'late' (the paper's fusion has no user-only"
           " part to take)")
   if section.get("freeze_experts") and not (
       section.get("fusion") == "late" and section.get("audio_init") == "audio"
       and section.get("user_init") == "user"):
-    _fail("audio_user.freeze_experts", True, "False unless audio_user.fusion"
+    checks.fail("audio_user.freeze_experts", True, "False unless audio_user.fusion"
           " is 'late', audio_init 'audio' and user_init 'user' (it keeps the"
           " trained audio and user-only models as the experts)")
 
@@ -242,7 +112,7 @@ def _check_audio_init(config) -> None:
         and "audio_user" in models
         and (source not in models
              or models.index(source) > models.index("audio_user"))):
-      _fail("models", tuple(models), f"'{source}' before 'audio_user' when"
+      checks.fail("models", tuple(models), f"'{source}' before 'audio_user' when"
             f" audio_user.{init}='{source}' (or set audio_user.{init}='')")
 
 
@@ -266,12 +136,90 @@ def save(config, path: str, declared=None,
   validate(config, declared, datasets)
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   if os.path.exists(path):
-    if load(path) != json.loads(text):
+    saved = load(path)
+    if declared is not None:
+      saved = _with_later_keys(saved, json.loads(
+          declared.to_json_best_effort(sort_keys=True)))
+    if saved != json.loads(text):
       raise errors.ConfigError(
-          f"{path}: this workdir was made with another config; use a new"
+          f"{path}: this workdir was made with another config"
+          f" ({describe_differences(json.loads(text), saved)}); use a new"
           " --workdir or the same config")
     return
   files.write_text(path, text)
+
+
+def _with_later_keys(saved: dict, defaults: dict) -> dict:
+  """`saved` with the keys added to ctxtag since it was written, at their
+  defaults: a run made before a key existed behaved as its default, so its
+  workdir still resumes (and a non-default value is still "another
+  config")."""
+  merged = dict(saved)
+  for key, value in defaults.items():
+    if key not in merged:
+      merged[key] = value
+    elif isinstance(value, dict) and isinstance(merged[key], dict):
+      merged[key] = _with_later_keys(merged[key], value)
+  return merged
+
+
+def _differing_keys(here, there, prefix: str = "") -> list[str]:
+  keys = []
+  for key in sorted(set(here) | set(there)):
+    a, b = here.get(key, _MISSING), there.get(key, _MISSING)
+    if isinstance(a, dict) and isinstance(b, dict):
+      keys += _differing_keys(a, b, f"{prefix}{key}.")
+    elif a != b:
+      keys.append(f"{prefix}{key}")
+  return keys
+
+
+_MISSING = object()
+
+
+def _shown(config: dict, key: str) -> str:
+  for part in key.split("."):
+    config = config.get(part, _MISSING) if isinstance(config, dict) else (
+        _MISSING)
+  return "absent" if config is _MISSING else json.dumps(config)
+
+
+def describe_differences(here: dict, saved: dict, most: int = 3) -> str:
+  """The keys whose values differ between this run's config and the saved
+  config.json, as "seed: 0 here, 1 in config.json; ...", the first `most`
+  of them, then "and N more".
+
+  Args:
+    here: the config given now, as a dict (JSON types).
+    saved: the workdir's config.json.
+    most: how many keys to name.
+  """
+  keys = _differing_keys(here, saved)
+  text = "; ".join(f"{key}: {_shown(here, key)} here, {_shown(saved, key)}"
+                   " in config.json" for key in keys[:most])
+  return text + (f"; and {len(keys) - most} more" if len(keys) > most
+                 else "")
+
+
+def check_batches_fit(config, examples: dict[str, tuple[str, int]]) -> None:
+  """Refuses a model whose training batch is larger than its training split
+  (it would have no step in an epoch).
+
+  Args:
+    config: the run config.
+    examples: model name -> (what its batches draw: "tracks of split
+      'train'", how many there are), for each model of config.models.
+
+  Raises:
+    errors.ConfigError: naming the setting, the split's size and the fix.
+  """
+  for name in config["models"]:
+    what, count = examples[name]
+    size = config[name]["batch_size"]
+    if size > count:
+      raise errors.ConfigError(
+          f"config {name}.batch_size={size}: larger than the {count} {what};"
+          f" expected at most {count}")
 
 
 def load(path: str) -> dict:

@@ -1,8 +1,8 @@
 """The paper's study from prediction tables: every protocol and statistic,
 one results dict.
 
-The results follow DESIGN.md's `results.json` contract. Keys beyond it
-(README.md, "Beyond the paper: statistics", shows them with an example):
+The results follow the `results.json` contract of docs/results.md. Keys
+beyond it (docs/statistics.md shows them with an example):
 
   user_only_sg, oracle_sg     protocol 4 for the user-only model and the
                               oracle (the true distribution, simulated data)
@@ -14,6 +14,8 @@ The results follow DESIGN.md's `results.json` contract. Keys beyond it
   mo_mg_tuned, mo_sg_tuned    thresholds tuned on validation (+ thresholds)
   ceiling_share               prior, baseline, oracle and each model's share
   bootstrap                   how the intervals were made
+  mo_mg_truth                 MO-MG's ground truth: "test" or "all_splits"
+  context_counts              pairs (and MO-MG's tracks) holding each context
 """
 
 import dataclasses
@@ -43,6 +45,12 @@ COMPARISONS = (("audio_user", "audio"), ("user", "audio"),
 # The single-output SG protocol of each model, for its share of the ceiling.
 SINGLE_OUTPUT_SG = {"audio": "so_sg", "audio_user": "user_sg",
                     "user": "user_only_sg", "oracle": "oracle_sg"}
+# MO-MG's ground truth per track, the union of its contexts over: "test",
+# the evaluated split's pairs (the paper's table as the protocol states it);
+# "all_splits", the track's pairs in every split (the authors'
+# audio_based_model.py reads multilabel_all.csv), for like-for-like
+# comparison with the paper's figures.
+MO_MG_TRUTHS = ("test", "all_splits")
 AUC_METHOD = ("expanded in the users' resample counts, not re-sorted per"
               " resample (ctxtag/evaluation/auc.py)")
 
@@ -66,6 +74,28 @@ def track_truth(groundtruth: tables.Table):
   union = np.zeros((len(song_ids), labels.NUM_LABELS), bool)
   union[track_P, np.argmax(groundtruth.values_RxC, axis=1)] = True
   return song_ids, track_P, union
+
+
+def add_other_splits(song_ids, union_NxC: np.ndarray,
+                     others: typing.Sequence[tables.Table]) -> np.ndarray:
+  """Each track's union of contexts with its pairs in other splits too.
+
+  Args:
+    song_ids: the tracks (sorted), rows of `union_NxC`.
+    union_NxC: each track's contexts over the evaluated split's pairs.
+    others: ground truth of other splits; their pairs of other tracks are
+      ignored.
+
+  Returns:
+    The widened union (a new array).
+  """
+  union = union_NxC.copy()
+  for other in others:
+    index = np.minimum(np.searchsorted(song_ids, other.song_id),
+                       len(song_ids) - 1)
+    found = song_ids[index] == other.song_id
+    union[index[found], np.argmax(other.values_RxC[found], axis=1)] = True
+  return union
 
 
 class _Columns:
@@ -116,15 +146,14 @@ class _Study:
     return study
 
   def protocol(self, key: str, predicted_PxC, scores_key: str) -> dict:
-    """An SG protocol's point estimates from per-user counts; its counts
-    join the columns for the intervals."""
-    tp, fp = protocols.sg_counts_per_user(self.users, self.truth_PxC,
-                                          predicted_PxC)
+    """An SG protocol's point estimates from the predictions its decision
+    rule made of `scores_key`'s scores; its per-user counts join the
+    columns for the intervals."""
+    result, tp, fp = protocols.single_groundtruth(
+        self.users, self.truth_PxC, predicted_PxC,
+        self.placement_totals[scores_key][0])
     self.columns.add(f"{key}/tp", tp)
     self.columns.add(f"{key}/fp", fp)
-    result = protocols.metrics_from_counts(
-        tp.sum(axis=0), fp.sum(axis=0), self.positives_UxC.sum(axis=0),
-        self.placement_totals[scores_key][0])
     self.protocol_scores[key] = scores_key
     return result
 
@@ -155,11 +184,14 @@ class _Tracks(typing.NamedTuple):
   track_P: np.ndarray  # each pair's track (ground truth order)
 
 
-def _model_scores(groundtruth, audio, pair_models):
-  """{model: pair scores} in MODELS order, and the audio's _Tracks."""
+def _model_scores(groundtruth, audio, pair_models, other_splits=()):
+  """{model: pair scores} in MODELS order, and the audio's _Tracks (MO-MG's
+  truth widened by `other_splits`' pairs)."""
   scores, tracks = {}, None
   if audio is not None:
     song_ids, track_P, union = track_truth(groundtruth)
+    if other_splits:
+      union = add_other_splits(song_ids, union, other_splits)
     track_scores = tables.align(audio, (song_ids,), "song")
     scores["audio"] = track_scores[track_P]
     tracks = _Tracks(union, track_scores, track_P)
@@ -191,16 +223,16 @@ def _points(study: _Study, scores: dict, tracks, validation) -> dict:
     results["ranking"][name] = dict(zip(
         ranking.METRICS,
         study.per_user[f"ranking/{name}"].mean(axis=0).tolist()))
-    predicted = protocols.one_hot_argmax(scores_PxC)
     if name == "audio":
       results["mo_mg"] = protocols.mo_mg(tracks.union_NxC, tracks.scores_NxC)
       results["mo_sg"] = study.protocol(
-          "mo_sg", scores_PxC >= protocols.THRESHOLD, "audio")
+          "mo_sg", protocols.SG_DECISIONS["mo_sg"](scores_PxC), "audio")
       if validation is not None:
         tuned = _tuned(study, validation, tracks, scores_PxC)
         results["mo_mg_tuned"], results["mo_sg_tuned"] = tuned
-    results[SINGLE_OUTPUT_SG[name]] = study.protocol(
-        SINGLE_OUTPUT_SG[name], predicted, name)
+    key = SINGLE_OUTPUT_SG[name]
+    results[key] = study.protocol(
+        key, protocols.SG_DECISIONS[key](scores_PxC), name)
   return results
 
 
@@ -317,7 +349,9 @@ def _ceiling(results: dict, study: _Study, user_ids_P, prior_C) -> dict:
 def evaluate(groundtruth: tables.Table, audio: tables.Table | None,
              pair_models: dict[str, tables.Table],
              validation: Validation | None = None, prior=None,
-             settings: bootstrap.Settings = bootstrap.Settings()) -> dict:
+             settings: bootstrap.Settings = bootstrap.Settings(),
+             mo_mg_truth: str = "test",
+             other_splits: typing.Sequence[tables.Table] = ()) -> dict:
   """Runs every protocol and statistic the given predictions allow.
 
   Args:
@@ -330,18 +364,34 @@ def evaluate(groundtruth: tables.Table, audio: tables.Table | None,
     prior: the training split's context shares (C,); with an "oracle",
       gives ceiling_share.
     settings: the bootstrap's resamples, seed and confidence.
+    mo_mg_truth: MO-MG's ground truth (MO_MG_TRUTHS): each track's contexts
+      over `groundtruth`'s pairs ("test"), or over its pairs in
+      `other_splits` too ("all_splits", the authors' pipeline).
+    other_splits: the other splits' ground truth, for "all_splits".
 
   Returns:
-    The results dict of DESIGN.md, with the keys of the module docstring.
+    The results dict of docs/results.md, with the keys of the module
+    docstring.
 
   Raises:
-    errors.UserError: if there is no prediction table at all.
+    errors.UserError: if there is no prediction table at all, or
+      "all_splits" without the other splits.
   """
   if audio is None and not pair_models:
     raise errors.UserError(
         "no predictions to evaluate: give an audio model's table, a user"
         " model's table, or both")
-  scores, tracks = _model_scores(groundtruth, audio, pair_models)
+  if mo_mg_truth not in MO_MG_TRUTHS:
+    raise errors.UserError(f"mo_mg_truth {mo_mg_truth!r}: expected one of"
+                           f" {list(MO_MG_TRUTHS)}")
+  if mo_mg_truth == "all_splits" and not other_splits:
+    raise errors.UserError(
+        "mo_mg_truth 'all_splits' takes each track's contexts over every"
+        " split: give the other splits' ground truth (training and"
+        " validation)")
+  scores, tracks = _model_scores(
+      groundtruth, audio, pair_models,
+      other_splits if mo_mg_truth == "all_splits" else ())
   study = _Study.create(groundtruth)
   scores = {name: values[study.order_P] for name, values in scores.items()}
   results = _points(study, scores, tracks, validation)
@@ -352,6 +402,12 @@ def evaluate(groundtruth: tables.Table, audio: tables.Table | None,
     results["ceiling_share"] = _ceiling(
         results, study, study.users.ids_U[study.users.index_P], prior)
   results["bootstrap"] = dict(settings.describe(), auc=AUC_METHOD)
+  results["context_counts"] = {"pairs": dict(zip(
+      labels.LABELS, study.positives_UxC.sum(axis=0).astype(int).tolist()))}
+  if tracks is not None:
+    results["mo_mg_truth"] = mo_mg_truth
+    results["context_counts"]["mo_mg_tracks"] = dict(zip(
+        labels.LABELS, tracks.union_NxC.sum(axis=0).astype(int).tolist()))
   return results
 
 
@@ -359,7 +415,9 @@ def evaluate_csvs(groundtruth: str, audio: str | None,
                   pair_models: dict[str, str],
                   validation: tuple[str, str] | None = None,
                   train_groundtruth: str | None = None, train_labels=None,
-                  settings: bootstrap.Settings | None = None) -> dict:
+                  settings: bootstrap.Settings | None = None,
+                  mo_mg_truth: str = "test",
+                  other_groundtruths: typing.Sequence[str] = ()) -> dict:
   """`evaluate` on CSV files in the public layout (ctxtag.tables).
 
   Args:
@@ -372,16 +430,35 @@ def evaluate_csvs(groundtruth: str, audio: str | None,
     train_labels: the training split's labels (indices in the label order),
       if `train_groundtruth` is None.
     settings: the bootstrap's settings (default: bootstrap.Settings()).
+    mo_mg_truth: MO-MG's ground truth (`evaluate`).
+    other_groundtruths: the other splits' ground truth CSVs, for
+      "all_splits"; if none are given, `train_groundtruth` and
+      `validation`'s ground truth (the evaluated split is test).
+
+  Raises:
+    errors.UserError: "all_splits" without the other splits' ground truth.
   """
-  if train_groundtruth is not None:
-    train_labels = np.argmax(
-        tables.read_groundtruth(train_groundtruth).values_RxC, axis=1)
+  train_table = (tables.read_groundtruth(train_groundtruth)
+                 if train_groundtruth is not None else None)
+  if train_table is not None:
+    train_labels = np.argmax(train_table.values_RxC, axis=1)
   prior = None if train_labels is None else ceiling.prior(train_labels)
+  validation_table = (Validation(tables.read_groundtruth(validation[0]),
+                                 tables.read_audio_predictions(validation[1]))
+                      if validation else None)
+  other_splits = tuple(map(tables.read_groundtruth, other_groundtruths))
+  if mo_mg_truth == "all_splits" and not other_splits:
+    if train_table is None or validation_table is None:
+      raise errors.UserError(
+          "mo_mg_truth 'all_splits' takes each track's contexts over every"
+          " split: it needs the training ground truth and the validation"
+          " tables (--train_groundtruth, --validation_groundtruth,"
+          " --validation_audio_predictions)")
+    other_splits = (train_table, validation_table.groundtruth)
   return evaluate(
       tables.read_groundtruth(groundtruth),
       tables.read_audio_predictions(audio) if audio else None,
       {name: tables.read_pair_predictions(path)
        for name, path in pair_models.items()},
-      Validation(tables.read_groundtruth(validation[0]),
-                 tables.read_audio_predictions(validation[1]))
-      if validation else None, prior, settings or bootstrap.Settings())
+      validation_table, prior, settings or bootstrap.Settings(),
+      mo_mg_truth, other_splits)

@@ -5,14 +5,24 @@ r"""Builds a contextual_tags dataset as array_record files.
   python -m launch.build_dataset --dataset=contextual_tags/zenodo \
       --manual_dir=DIR --data_dir=DIR [--workers=N] [--strict] [--beam]
 
-Prints what was built: tracks, pairs and users per split, context shares,
-users per track and distinct contexts per track; for real data also the
-build report (what was kept, what was dropped and why). Started on several
+Prints what it builds and from where, then what was built: tracks, pairs
+and users per split, context shares, users per track and distinct contexts
+per track; for real data also the build report (what was kept, what was
+dropped and why, how many tracks came from audio/ and from spectrograms/,
+decoder notes by file; a cold split's guarantee). Started on several
 processes (--num_processes), process 0 builds and the others wait for it.
+
+A second build of the same dataset into the same data dir ends at once,
+naming the process that builds it. A real-data dataset is reused only while
+its manual dir holds what it was built from (inputs.json): otherwise it is
+refused, naming what changed, until --force_rebuild.
 """
 
 import os
 import time
+
+# First: a Ctrl-C during the imports below is one line (launch.cli).
+from launch import cli  # pylint: disable=g-bad-import-order
 
 from absl import app
 from absl import flags
@@ -20,7 +30,7 @@ from absl import flags
 from ctxtag import dataset_check
 from ctxtag import distributed
 from ctxtag.sources import assemble
-from launch import common
+from ctxtag import datasets
 from tfds_builders import contextual_tags
 
 _DATASET = flags.DEFINE_string(
@@ -32,13 +42,16 @@ _DATA_DIR = flags.DEFINE_string(
     "Where TFDS writes the dataset.")
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None,
-    "Directory of manually obtained files (CSVs, audio/ or spectrograms/),"
-    " for configs that read them.")
+    "Directory of manually obtained files (CSVs; each track's"
+    " audio/<id>.<ext>, else spectrograms/mels<id>.npz), for configs that"
+    " read them (default: DATA_DIR/downloads/manual).")
 _OPTION = flags.DEFINE_multi_string(
     "option", [],
     "Setting of the config's source as key=value (repeatable), e.g."
     " --option=num_tracks=5000 (simulated) or --option=offset_seconds=10"
-    " (zenodo). A changed dataset is built under a name of its own.")
+    " (zenodo); --option=audio=files|spectrograms reads one folder only"
+    " (default: each track's audio file, else its npz). A changed dataset is"
+    " built under a name of its own.")
 _SIM = flags.DEFINE_multi_string(
     "sim", [], "Same as --option, for the simulated world.")
 _STRICT = flags.DEFINE_bool(
@@ -60,7 +73,8 @@ _SPLIT_FRACTIONS = flags.DEFINE_list(
     "Train, validation and test shares of the pairs in a re-split.")
 _FORCE_REBUILD = flags.DEFINE_bool(
     "force_rebuild", False,
-    "Delete the dataset if it is there (e.g. damaged) and build it anew.")
+    "Delete the dataset if it is there (e.g. damaged, or built from inputs"
+    " that have changed since) and build it anew.")
 _VERIFY = flags.DEFINE_bool(
     "verify", False,
     "After building (or finding) the dataset, read every record to check"
@@ -93,7 +107,6 @@ def beam_options_from(text: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_library_logs()
   start = time.time()
   beam_options = (beam_options_from(_BEAM_PIPELINE_OPTIONS.value)
                   if _BEAM.value else None)
@@ -110,7 +123,7 @@ def main(argv):
 
 def _build(start: float, beam_options, split) -> None:
   """Builds (and verifies) the dataset and prints what was built."""
-  path = common.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
+  path = datasets.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
                       ",".join(_OPTION.value + _SIM.value), _STRICT.value,
                       _WORKERS.value, beam_options, split,
                       _FORCE_REBUILD.value)
@@ -120,12 +133,11 @@ def _build(start: float, beam_options, split) -> None:
     print(f"verified: every record of {path} reads")
   print(f"built {path} in {time.time() - start:.1f} s,"
         f" {_disk_bytes(path) / 1e6:.1f} MB on disk")
-  print(common.summary_text(path))
-  report = common.build_report_text(path)
+  print(datasets.summary_text(path))
+  report = datasets.build_report_text(path)
   if report:
     print(report)
 
 
 if __name__ == "__main__":
-  from launch import cli  # pylint: disable=g-import-not-at-top
   cli.run(main)

@@ -16,6 +16,10 @@ Both modes add bootstrap intervals over users (--bootstrap_resamples,
 --bootstrap_seed, --confidence), ranking metrics and paired comparisons of
 the models; thresholds tuned on validation need the validation tables, and
 each model's share of the ceiling needs the oracle and the training labels.
+--mo_mg_truth=all_splits scores MO-MG against each track's contexts over
+every split, as the authors' pipeline does (CSV mode: with the training and
+validation tables). Both modes end with a summary naming the files written;
+--print_report prints the whole report.md before it.
 
 A bad table or a full disk ends with one line naming the file (and line);
 `--debug` shows the traceback. A trained run's evaluation can run on the
@@ -25,13 +29,19 @@ all predict, process 0 evaluates and writes.
 
 import os
 
+# First: a Ctrl-C during the imports below is one line (launch.cli).
+from launch import cli  # pylint: disable=g-bad-import-order
+
 from absl import app
 from absl import flags
 
 from ctxtag import distributed
+from ctxtag import files
+from ctxtag import locks
+from ctxtag import report
+from ctxtag import study
 from ctxtag.evaluation import bootstrap
-from launch import cli
-from launch import common
+from ctxtag import run
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's directory.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"],
@@ -71,6 +81,14 @@ _SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seed of the resamples.")
 _CONFIDENCE = flags.DEFINE_float(
     "confidence", 0.95, "Coverage of the bootstrap intervals.",
     lower_bound=0.0, upper_bound=1.0)
+_MO_MG_TRUTH = flags.DEFINE_enum(
+    "mo_mg_truth", None, list(study.MO_MG_TRUTHS),
+    "MO-MG's ground truth: each track's contexts over the evaluated split's"
+    " pairs (test) or over every split's (all_splits, the authors'"
+    " pipeline). Default: the run config's (--workdir), else test.")
+_PRINT_REPORT = flags.DEFINE_bool(
+    "print_report", False,
+    "Print the whole report.md before the summary.")
 
 _CSV_FLAGS = (_GROUNDTRUTH, _AUDIO, _USER, _USER_ONLY, _ORACLE,
               _VALIDATION_GROUNDTRUTH, _VALIDATION_AUDIO, _TRAIN_GROUNDTRUTH,
@@ -106,30 +124,50 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _check_mode()
-  common.quiet_library_logs()
   settings = bootstrap.Settings(_RESAMPLES.value, _SEED.value,
                                 _CONFIDENCE.value)
   if _WORKDIR.value:
-    common.evaluate_workdir(_WORKDIR.value,
-                            common.run_dataset_path(_WORKDIR.value),
-                            _SPLIT.value, settings=settings)
-    output_dir = _WORKDIR.value
+    output_dir = files.absolute(_WORKDIR.value)
+    dataset_path = run.run_dataset_path(output_dir)  # is it a run at all?
+    # It rewrites the run's predictions, results and report: not beside a
+    # run (or another evaluation) of the same workdir.
+    with locks.run_lock(output_dir):
+      results = run.evaluate_workdir(output_dir, dataset_path, _SPLIT.value,
+                                     settings=settings,
+                                     mo_mg_truth=_MO_MG_TRUTH.value)
+    heading = (f"ctxtag run: {run.load_run_config(output_dir).dataset},"
+               f" {_SPLIT.value} split")
+    with_training = True
   else:
-    pair_models = {name: path for name, path in (
-        ("audio_user", _USER.value), ("user", _USER_ONLY.value),
-        ("oracle", _ORACLE.value)) if path}
-    validation = ((_VALIDATION_GROUNDTRUTH.value, _VALIDATION_AUDIO.value)
-                  if _VALIDATION_GROUNDTRUTH.value else None)
+    # `--groundtruth=~/x.csv` (the shell leaves a "~" after "=" as is);
+    # messages name the files as given otherwise.
+    paths = {flag.name: os.path.expanduser(flag.value)
+             for flag in _CSV_FLAGS if flag.value}
+    pair_models = {name: paths[flag] for name, flag in (
+        ("audio_user", "user_predictions"),
+        ("user", "user_only_predictions"),
+        ("oracle", "oracle_predictions")) if flag in paths}
+    validation = ((paths["validation_groundtruth"],
+                   paths["validation_audio_predictions"])
+                  if "validation_groundtruth" in paths else None)
+    output_dir = paths["output_dir"]
     # Host work only: process 0 does it, any others wait.
-    distributed.on_main("evaluate the tables", lambda: common.evaluate_tables(
-        _OUTPUT_DIR.value, _GROUNDTRUTH.value, _AUDIO.value, pair_models,
-        "ctxtag evaluation of prediction CSVs",
-        [f"Ground truth: `{_GROUNDTRUTH.value}`."], validation=validation,
-        train_groundtruth=_TRAIN_GROUNDTRUTH.value, settings=settings))
-    output_dir = _OUTPUT_DIR.value
+    results = distributed.on_main(
+        "evaluate the tables", lambda: run.evaluate_tables(
+            output_dir, paths["groundtruth"], paths.get("audio_predictions"),
+            pair_models, "ctxtag evaluation of prediction CSVs",
+            [f"Ground truth: `{_GROUNDTRUTH.value}`."],
+            validation=validation,
+            train_groundtruth=paths.get("train_groundtruth"),
+            settings=settings, mo_mg_truth=_MO_MG_TRUTH.value or "test"))
+    heading = f"ctxtag evaluation of {_GROUNDTRUTH.value}"
+    with_training = False
   if distributed.is_main():
-    with open(os.path.join(output_dir, "report.md")) as f:
-      print(f.read())
+    if _PRINT_REPORT.value:
+      with open(os.path.join(output_dir, "report.md")) as f:
+        print(f.read())
+    print(report.summary_text(results, heading, report.output_paths(
+        output_dir, results, with_training)), end="")
 
 
 if __name__ == "__main__":

@@ -1,64 +1,70 @@
 r"""Reproduces the paper's study end to end.
 
   python -m launch.reproduce --workdir=DIR [--config=launch/configs/default.py]
+      [--bootstrap_resamples=1000 --bootstrap_seed=0 --confidence=0.95]
+      [--print_report]
 
 Builds the dataset if missing, trains the audio, audio + user and user-only
 models, predicts with their best checkpoints, runs every protocol and writes
-results.json, report.md and plots/ into the workdir. A rerun on the same
-workdir resumes or reuses what is there.
+results.json, report.md and plots/ into the workdir, then prints a summary
+(satisfaction F1 per model, the paired differences, the files written);
+`--print_report` prints the whole report.md before it. A rerun on the same
+workdir resumes or reuses what is there; a second run on a workdir in use
+ends at once, naming the first.
 
 On several hosts, run the same command on each, adding
 --coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 """
 
 import os
-import time
+
+# First: a Ctrl-C during the imports below is one line (launch.cli).
+from launch import cli  # pylint: disable=g-bad-import-order
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from ctxtag import distributed
-from ctxtag import train
-from launch import common
+from ctxtag import files
+from ctxtag import report
+from ctxtag import run
+from ctxtag.evaluation import bootstrap
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
-    "Run config.", lock_config=True)
+    "Run config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
-
-
-def reproduce(config, workdir: str) -> dict | None:
-  """Runs the whole study; returns the results dict (None on processes other
-  than 0 of a run on several: process 0 evaluates)."""
-  start = time.time()
-  dataset_path = common.prepare_run(config, workdir)
-  if distributed.is_main():
-    print(common.summary_text(dataset_path), flush=True)
-    if common.build_report_text(dataset_path):
-      print(common.build_report_text(dataset_path), flush=True)
-  for name in config.models:
-    train.train_and_evaluate(name, config, dataset_path, workdir)
-  details = common.dataset_details(config, dataset_path)
-  results = common.evaluate_workdir(workdir, dataset_path, "test", details)
-  elapsed = time.time() - start
-  if distributed.is_main():
-    print(f"reproduction finished in {elapsed / 60:.1f} min; see"
-          f" {os.path.join(workdir, 'report.md')}", flush=True)
-  return results
+_RESAMPLES = flags.DEFINE_integer(
+    "bootstrap_resamples", 1000,
+    "Bootstrap resamples of the users for the intervals (0: none).",
+    lower_bound=0)
+_SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seed of the resamples.")
+_CONFIDENCE = flags.DEFINE_float(
+    "confidence", 0.95, "Coverage of the bootstrap intervals.",
+    lower_bound=0.0, upper_bound=1.0)
+_PRINT_REPORT = flags.DEFINE_bool(
+    "print_report", False,
+    "Print the whole report.md before the summary.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_library_logs()
-  reproduce(_CONFIG.value, _WORKDIR.value)
+  workdir = files.absolute(_WORKDIR.value)  # `--workdir=~/x` is no "~" dir
+  settings = bootstrap.Settings(_RESAMPLES.value, _SEED.value,
+                                _CONFIDENCE.value)
+  # Holds the workdir's lock.
+  results = run.reproduce(_CONFIG.value, workdir, settings)
   if distributed.is_main():
-    with open(os.path.join(_WORKDIR.value, "report.md")) as f:
-      print(f.read())
+    paths = report.output_paths(workdir, results, with_training=True)
+    if _PRINT_REPORT.value:
+      with open(os.path.join(workdir, "report.md")) as f:
+        print(f.read())
+    print(report.summary_text(
+        results, f"ctxtag run: {_CONFIG.value.dataset}, test split", paths),
+          end="")
 
 
 if __name__ == "__main__":
-  from launch import cli  # pylint: disable=g-import-not-at-top
   cli.run(main)

@@ -1,27 +1,41 @@
-r"""The user-influence study: the reproduction at several simulated worlds.
+r"""Sweeps: the reproduction across settings, simulated worlds and seeds.
 
   python -m launch.sweep --workdir=W [--config=launch/configs/default.py] \
-      [--influences=0,0.25,0.5,0.75,1] [--split_strategy=cold_user]
+      [--influences=0,0.25,0.5,0.75,1] [--vary=KEY=V1,V2,...]... \
+      [--split_strategy=cold_user]
 
-For each user_influence x (the simulated world's weight of the user's taste
-against the track's audio), runs launch.reproduce with the config's
-dataset_options extended by `user_influence=x` into W/influence_<x>/, then
-writes W/sweep.json, W/sweep.md and W/sweep.png (ctxtag.sweep). A rerun
-reuses finished runs and resumes an interrupted one from its checkpoints.
-`--split_strategy=cold_user` (or cold_track) makes it the cold-start study;
-one influence works too: `--influences=0.6 --split_strategy=cold_user`.
+Runs launch.reproduce once per point of the grid (ctxtag.sweep): the
+Cartesian product of the axes, --influences first, then each --vary in the
+order given. KEY is a run-config key (seed, audio_user.fusion,
+audio.learning_rate; values of the type of the config's value, a tuple in
+parentheses: audio.conv_widths=(8,16,32,64),(4,4,4,4)) or world.<field>, a
+setting of the simulated world (world.track_sharpness, world.seed), added to
+the config's dataset_options. --influences=X is --vary=world.user_influence=X;
+with neither it nor --vary, the influences 0,0.25,0.5,0.75,1 are run. Each
+point goes to W/<label>_<value>[/<label>_<value>...]/ (influence_<x>,
+seed_<s>, fusion_late, ...), then W/sweep.json, W/sweep.md and W/sweep.png
+are written; with seed among the axes, they also give each setting of the
+other axes over its seeds (means, two-level intervals over seeds and test
+users, seeds won). A rerun reuses finished runs and resumes an interrupted
+one from its checkpoints. `--split_strategy=cold_user` (or cold_track) makes
+it the cold-start study: `--influences=0.6 --split_strategy=cold_user`.
+  python -m launch.sweep --workdir=W --influences=0.5 --vary=seed=0,1,2,3,4
 On several hosts, run the same command on each, adding
 --coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 """
+
+# First: a Ctrl-C during the imports below is one line (launch.cli).
+from launch import cli  # pylint: disable=g-bad-import-order
+
+import sys
 
 from absl import app
 from absl import flags
 
 from ctxtag import distributed
 from ctxtag import errors
-from ctxtag import run_config
 from ctxtag import sweep
-from launch import common
+from ctxtag.sources import splits
 from launch import reproduce
 
 # --config and --workdir are launch.reproduce's own flags: importing it
@@ -29,17 +43,26 @@ from launch import reproduce
 _CONFIG = reproduce._CONFIG  # pylint: disable=protected-access
 _WORKDIR = reproduce._WORKDIR  # pylint: disable=protected-access
 _INFLUENCES = flags.DEFINE_string(
-    "influences", ",".join(map(sweep.number_text, sweep.DEFAULT_INFLUENCES)),
-    "Comma-separated user_influence values in [0, 1], one run each.")
+    "influences", None,
+    "Comma-separated user_influence values in [0, 1], one run each"
+    " (--vary=world.user_influence=...); default, without --vary: "
+    + ",".join(map(sweep.number_text, sweep.DEFAULT_INFLUENCES)) + ".")
+_VARY = flags.DEFINE_multi_string(
+    "vary", [],
+    "KEY=V1,V2,...: one run per value of a run-config key (seed,"
+    " audio_user.fusion, ...) or world.<field> of the simulated world;"
+    " repeat for a grid (the product, in flag order).")
 _SPLIT_STRATEGY = flags.DEFINE_enum(
     "split_strategy", None,
-    [s for s in run_config.SPLIT_STRATEGIES if s],
+    [*splits.STRATEGIES, "given"],
     "Split of every run (default: the config's split_strategy);"
     " cold_user/cold_track for the cold-start study.")
 
 
 @flags.validator("influences")
-def _check_influences(text: str) -> bool:
+def _check_influences(text: str | None) -> bool:
+  if text is None:
+    return True
   try:
     sweep.parse_influences(text)
   except errors.ConfigError as error:
@@ -47,19 +70,34 @@ def _check_influences(text: str) -> bool:
   return True
 
 
+@flags.validator("vary")
+def _check_vary(texts: list[str]) -> bool:
+  try:
+    for text in texts:
+      sweep.parse_vary(text)
+  except errors.ConfigError as error:
+    raise flags.ValidationError(str(error)) from None
+  return True
+
+
+def _note(line: str) -> None:
+  """Progress goes to stderr; stdout holds the sweep's table."""
+  print(line, file=sys.stderr, flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_library_logs()
   main_process = distributed.is_main()
-  result = sweep.run(_CONFIG.value, _WORKDIR.value,
-                     sweep.parse_influences(_INFLUENCES.value),
-                     reproduce.reproduce, _SPLIT_STRATEGY.value,
-                     log=print if main_process else lambda line: None)
+  influences = (None if _INFLUENCES.value is None
+                else sweep.parse_influences(_INFLUENCES.value))
+  result = sweep.run(_CONFIG.value, _WORKDIR.value, influences,
+                     _SPLIT_STRATEGY.value,
+                     log=_note if main_process else lambda line: None,
+                     vary=_VARY.value)
   if main_process:
     print(sweep.table_text(result))
 
 
 if __name__ == "__main__":
-  from launch import cli  # pylint: disable=g-import-not-at-top
   cli.run(main)

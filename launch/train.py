@@ -3,25 +3,30 @@ r"""Trains one model of a run.
   python -m launch.train --workdir=DIR --model=audio_user \
       [--config=launch/configs/default.py]
 
-Builds the dataset if missing; a rerun on the same workdir resumes. On
+Builds the dataset if missing; a rerun on the same workdir resumes, and a
+second run on a workdir in use ends at once naming the first. On
 several hosts, run the same command on each, adding
 --coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 """
 
 import os
 
+# First: a Ctrl-C during the imports below is one line (launch.cli).
+from launch import cli  # pylint: disable=g-bad-import-order
+
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from ctxtag import distributed
+from ctxtag import files
+from ctxtag import locks
 from ctxtag import models
 from ctxtag import train
-from launch import common
+from ctxtag import run
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
-    "Run config.", lock_config=True)
+    "Run config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
 _MODEL = flags.DEFINE_enum("model", None, list(models.OUTPUTS),
@@ -31,11 +36,13 @@ _MODEL = flags.DEFINE_enum("model", None, list(models.OUTPUTS),
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.quiet_library_logs()
   config = _CONFIG.value
-  dataset_path = common.prepare_run(config, _WORKDIR.value)
-  summary = train.train_and_evaluate(_MODEL.value, config, dataset_path,
-                                     _WORKDIR.value)
+  workdir = files.absolute(_WORKDIR.value)  # `--workdir=~/x` is no "~" dir
+  # One run per workdir, from before the first write to the last.
+  with locks.run_lock(workdir):
+    dataset_path = run.prepare_run(config, workdir)
+    summary = train.train_and_evaluate(_MODEL.value, config, dataset_path,
+                                       workdir)
   if distributed.is_main():
     print(f"{_MODEL.value}: best epoch {summary['best_epoch']} of"
           f" {summary['epochs']}, validation loss"
@@ -43,5 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from launch import cli  # pylint: disable=g-import-not-at-top
   cli.run(main)

@@ -4,7 +4,8 @@ worked example): the paper's collection method has something to mine.
 Each kept track sits in the context playlists of 6 users, with 3 or more
 contexts; planted beside them: a track in too few users' playlists, one in
 too many, one with too few contexts, an ambiguous title, a conflicting
-(user, song), and a kept track without audio.
+(user, song), and a kept track without audio. Tracks may come as the
+authors' npz mels instead of (or besides) audio.
 """
 
 import json
@@ -43,9 +44,14 @@ def _tracks_plan(num_tracks: int, rng) -> dict[int, list[tuple[int, str]]]:
 
 def write_playlists(directory: str, num_tracks: int = 30,
                     seconds: float = 2.0, seed: int = 0,
-                    mpd: bool = False) -> str:
+                    mpd: bool = False, npz_only=(), npz_too=()) -> str:
   """Writes playlists.csv + playlist_tracks.csv (or one MPD slice with
-  `mpd`) and audio/ into `directory`; returns it."""
+  `mpd`) and audio/ into `directory`; returns it.
+
+  Songs in `npz_only` get the authors' npz mels (spectrograms/mels<id>.npz)
+  instead of audio; songs in `npz_too` get both. Tracks read from npz
+  files are 30 s excerpts, so the audio of such an export should be
+  `seconds` >= 29."""
   rng = np.random.default_rng(seed)
   playlists, entries = {}, []
   for song, annotations in _tracks_plan(num_tracks, rng).items():
@@ -68,8 +74,9 @@ def write_playlists(directory: str, num_tracks: int = 30,
     _write_mpd(directory, rows, entries)
   else:
     _write_csvs(directory, rows, entries)
-  _write_audio(directory, {song for _, song in entries} - {NO_AUDIO_TRACK},
-               seconds, mpd)
+  songs = {song for _, song in entries} - {NO_AUDIO_TRACK}
+  _write_audio(directory, songs - set(npz_only), seconds, mpd)
+  _write_npz(directory, songs & (set(npz_only) | set(npz_too)), mpd)
   return directory
 
 
@@ -99,6 +106,17 @@ def _write_mpd(directory, rows, entries):
       for pid, _, title in rows]}
   with open(os.path.join(directory, "mpd.slice.0-999.json"), "w") as f:
     json.dump(slice_, f)
+
+
+def _write_npz(directory, songs, mpd):
+  os.makedirs(os.path.join(directory, "spectrograms"), exist_ok=True)
+  frames = audio.num_frames(audio.PAPER_EXCERPT_SECONDS)
+  for song in sorted(songs):
+    power = np.random.default_rng(song).exponential(
+        0.01, size=(1, frames, audio.N_MELS)).astype(np.float32)
+    stem = uri_of(song).rpartition(":")[2] if mpd else str(song)
+    np.savez(os.path.join(directory, "spectrograms", f"mels{stem}.npz"),
+             power)
 
 
 def _write_audio(directory, songs, seconds, mpd):

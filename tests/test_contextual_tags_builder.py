@@ -8,11 +8,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ctxtag import audio
+from ctxtag import datasets
 from ctxtag import input_pipeline
 from ctxtag.sources import simulated as simulation
 from ctxtag.sources import assemble
 from ctxtag.sources import options
-from launch import common
 from tfds_builders import contextual_tags
 
 
@@ -46,6 +46,7 @@ def test_build_reads_back_exactly_what_the_world_made(small_dataset_path):
   assert "tensorflow" not in sys.modules
 
 
+@pytest.mark.slow
 def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
   calls = {"count": 0}
   real_render = simulation.World.render
@@ -58,7 +59,7 @@ def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
 
   monkeypatch.setattr(simulation.World, "render", failing_render)
   with pytest.raises(KeyboardInterrupt):
-    common.build("contextual_tags/simulated_small", str(tmp_path))
+    datasets.build("contextual_tags/simulated_small", str(tmp_path))
   path = input_pipeline.dataset_dir(tmp_path, "contextual_tags/simulated_small",
                                     str(contextual_tags.Builder.VERSION))
   assert not os.path.exists(path)
@@ -66,7 +67,7 @@ def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
     input_pipeline.load_split(path, "train")
 
   monkeypatch.setattr(simulation.World, "render", real_render)
-  built = common.build("contextual_tags/simulated_small", str(tmp_path))
+  built = datasets.build("contextual_tags/simulated_small", str(tmp_path))
   assert built == path
   assert input_pipeline.load_split(built, "train").num_tracks == 40
 
@@ -94,25 +95,27 @@ def test_bad_overrides_name_the_setting(text, message):
         "simulated", options.parse(text))
 
 
+@pytest.mark.slow
 def test_unknown_dataset_names_are_refused(tmp_path):
   with pytest.raises(ValueError, match="unknown contextual_tags config"):
-    common.build("contextual_tags/nope", str(tmp_path))
+    datasets.build("contextual_tags/nope", str(tmp_path))
   with pytest.raises(ValueError, match="contextual_tags/<config>"):
-    common.build("mnist", str(tmp_path))
+    datasets.build("mnist", str(tmp_path))
 
 
 def test_summary_reports_counts_and_shares(small_dataset_path):
-  text = common.summary_text(small_dataset_path)
+  text = datasets.summary_text(small_dataset_path)
   train = input_pipeline.load_split(small_dataset_path, "train")
   assert f"train{'':6} {train.num_tracks:>7} {train.num_pairs:>8}" in text
   assert "contexts/track" in text and "workout" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy,field", [("cold_user", "user_id_P"),
                                             ("cold_track", "song_id_N")])
 def test_cold_splits_share_nothing_with_train(tmp_path, strategy, field):
   split = assemble.SplitSettings(strategy, seed=1)
-  path = common.build("contextual_tags/simulated_small", str(tmp_path),
+  path = datasets.build("contextual_tags/simulated_small", str(tmp_path),
                       split=split)
   assert path.endswith(f"simulated_small-{strategy}_seed1/"
                        f"{contextual_tags.Builder.VERSION}")

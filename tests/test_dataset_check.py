@@ -7,9 +7,10 @@ import shutil
 import pytest
 
 from ctxtag import dataset_check
+from ctxtag import datasets
 from ctxtag import errors
 from ctxtag import input_pipeline
-from launch import common
+from ctxtag import run
 from tfds_builders import contextual_tags
 
 VERSION = str(contextual_tags.Builder.VERSION)
@@ -34,6 +35,7 @@ def test_a_whole_dataset_passes(built):
   dataset_check.check(path, full=True)
 
 
+@pytest.mark.slow
 def test_truncated_info_is_named(built):
   data_dir, path = built
   info = os.path.join(path, "dataset_info.json")
@@ -41,9 +43,10 @@ def test_truncated_info_is_named(built):
   open(info, "w").write(text[:len(text) // 2])
   with pytest.raises(errors.DatasetError,
                      match=r"dataset_info.json: damaged .*--force_rebuild"):
-    common.build(NAME, data_dir)
+    datasets.build(NAME, data_dir)
 
 
+@pytest.mark.slow
 def test_a_short_record_file_is_named(built):
   data_dir, path = built
   target = _train_file(path)
@@ -51,8 +54,8 @@ def test_a_short_record_file_is_named(built):
   open(target, "wb").write(data[:len(data) // 2])
   with pytest.raises(errors.DatasetError,
                      match=os.path.basename(target) + ": damaged"):
-    common.build(NAME, data_dir)
-  rebuilt = common.build(NAME, data_dir, force_rebuild=True)
+    datasets.build(NAME, data_dir)
+  rebuilt = datasets.build(NAME, data_dir, force_rebuild=True)
   dataset_check.check(rebuilt, full=True)
   assert input_pipeline.load_split(rebuilt, "train").num_tracks == 40
 
@@ -80,6 +83,7 @@ def test_a_missing_shard_is_named(built):
     dataset_check.check(path)
 
 
+@pytest.mark.slow
 def test_a_stale_incomplete_build_is_removed(tmp_path, small_dataset_path):
   data_dir = tmp_path / "data"
   path = input_pipeline.dataset_dir(data_dir, NAME, VERSION)
@@ -87,31 +91,32 @@ def test_a_stale_incomplete_build_is_removed(tmp_path, small_dataset_path):
   os.makedirs(stale)
   open(os.path.join(stale, "half.array_record"), "w").write("x")
   shutil.copytree(small_dataset_path, path)
-  common.build(NAME, str(data_dir))
+  datasets.build(NAME, str(data_dir))
   assert not os.path.exists(stale)
 
 
 def test_a_run_made_on_another_dataset_version_is_refused(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
-  common.check_dataset_version(str(workdir))  # a new run: nothing to check
+  run.check_dataset_version(str(workdir))  # a new run: nothing to check
   old = os.path.join(str(tmp_path), "data", NAME, "1.0.0")
   (workdir / "dataset_path.txt").write_text(old)
   with pytest.raises(errors.DatasetError,
                      match=f"version 1.0.0 of the dataset; this ctxtag builds"
                            f" version {VERSION}.*new --workdir"):
-    common.check_dataset_version(str(workdir))
+    run.check_dataset_version(str(workdir))
   (workdir / "dataset_path.txt").write_text(
       input_pipeline.dataset_dir(tmp_path / "data", NAME, VERSION))
-  common.check_dataset_version(str(workdir))
+  run.check_dataset_version(str(workdir))
 
 
+@pytest.mark.slow
 def test_a_dataset_of_another_version_is_not_read(tmp_path, small_dataset_path,
                                                   capsys):
   data_dir = tmp_path / "data"
   old = os.path.join(str(data_dir), NAME, "1.0.0")
   shutil.copytree(small_dataset_path, old)
-  path = common.build(NAME, str(data_dir))
+  path = datasets.build(NAME, str(data_dir))
   assert path == input_pipeline.dataset_dir(data_dir, NAME, VERSION)
   assert "version 1.0.0 built by an earlier ctxtag is not read" in (
-      capsys.readouterr().out)
+      capsys.readouterr().err)

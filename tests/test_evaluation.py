@@ -6,6 +6,7 @@ from sklearn import metrics as skm
 
 from ctxtag import evaluation
 from ctxtag import labels
+from ctxtag.evaluation import users as evaluation_users
 
 
 @pytest.fixture
@@ -47,21 +48,43 @@ def test_auc_of_a_constant_column_is_nan_and_left_out_of_the_mean():
   assert np.isnan(auc[0]) and np.allclose(auc[1:], 0.0)
 
 
+def _sg(protocol, truth, scores, user_ids):
+  """The library's SG protocol `protocol`, from per-user counts."""
+  return evaluation.single_groundtruth(
+      evaluation_users.Users.from_ids(user_ids), truth,
+      evaluation.SG_DECISIONS[protocol](scores),
+      evaluation.auc_per_label(truth, scores))
+
+
 def test_single_output_protocols_use_the_argmax(fixture):
-  truth, scores, _ = fixture
-  result = evaluation.so_sg(truth, scores)
+  truth, scores, users = fixture
+  result, tp_UxC, fp_UxC = _sg("so_sg", truth, scores, users)
   argmax = scores.argmax(axis=1)
   for i, label in enumerate(labels.LABELS):
-    assert result["per_label"][label]["recall"] == pytest.approx(
-        skm.recall_score(truth[:, i], argmax == i, zero_division=0))
-  assert evaluation.user_sg(truth, scores) == result
+    for metric, sklearn_metric in (("recall", skm.recall_score),
+                                   ("precision", skm.precision_score),
+                                   ("f1", skm.f1_score)):
+      assert result["per_label"][label][metric] == pytest.approx(
+          sklearn_metric(truth[:, i], argmax == i, zero_division=0))
+    assert result["per_label"][label]["auc"] == pytest.approx(
+        skm.roc_auc_score(truth[:, i], scores[:, i]))
+  assert _sg("user_sg", truth, scores, users)[0] == result
+  # The per-user counts are each user's own, by a loop.
+  for row, user in enumerate(np.unique(users)):
+    mine = users == user
+    hits = truth[mine] & (argmax[mine, None] == np.arange(10))
+    np.testing.assert_array_equal(tp_UxC[row], hits.sum(axis=0))
+    np.testing.assert_array_equal(
+        fp_UxC[row], (~truth[mine] & (argmax[mine, None] == np.arange(10))
+                      ).sum(axis=0))
 
 
 def test_fake_audio_model_that_says_yes_everywhere():
   # A classic-protocol failure the paper points out: scores of 0.9 for
   # every context give perfect recall, precision at the base rate.
   truth = np.eye(10, dtype=bool)[np.arange(200) % 10]
-  result = evaluation.mo_sg(truth, np.full((200, 10), 0.9))
+  result, _, _ = _sg("mo_sg", truth, np.full((200, 10), 0.9),
+                     np.arange(200) % 7)
   assert result["average"]["recall"] == 1.0
   assert result["average"]["precision"] == pytest.approx(0.1)
   assert result["average"]["f1"] == pytest.approx(2 * 0.1 / 1.1)

@@ -9,8 +9,9 @@ import pytest
 from ctxtag import host_pipeline
 from ctxtag import input_pipeline
 from ctxtag import models
+from ctxtag import steps as steps_lib
 from ctxtag import train
-from launch.configs import smoke
+from ctxtag.configs import smoke
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,8 @@ def test_host_feed_with_workers_trains_as_without(split):
   rng = jax.random.PRNGKey(1)
   states = []
   for workers in (0, 2):  # a fresh state each: a step donates its input
-    steps, state = train.steps_and_state(name, config, split,
-                                         jax.random.PRNGKey(0))
+    steps, state = steps_lib.steps_and_state(name, config, split,
+                                             jax.random.PRNGKey(0))
     feed = train.HostFeed(steps, split, kind, size, seed=3, start_step=1,
                           workers=workers, prefetch=2)
     trained, metrics = feed.run(steps.place(state), rng, 5)

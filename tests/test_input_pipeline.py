@@ -116,25 +116,6 @@ def test_user_batches_carry_no_mel(train):
     np.testing.assert_array_equal(batch[key], pairs[key])
 
 
-@pytest.mark.parametrize("kind", ["tracks", "pairs", "users"])
-def test_device_gathered_batches_equal_host_batches(train, kind):
-  tables = {field: input_pipeline.resident_array(train, field)
-            for field in input_pipeline.resident_fields(kind)}
-  assert input_pipeline.resident_bytes(train, kind) == sum(
-      table.nbytes for table in tables.values())
-  indices = iter(input_pipeline.train_indices(train, kind, 8, seed=4))
-  for batch in itertools.islice(
-      input_pipeline.train_batches(train, kind, 8, seed=4), 3):
-    index = next(indices)
-    np.testing.assert_array_equal(index, batch["index"])
-    gathered = jax.jit(input_pipeline.gather_batch, static_argnums=2)(
-        tables, index, kind)
-    assert set(gathered) == set(batch) - {"mask", "index"}
-    for key, value in gathered.items():
-      assert value.dtype == batch[key].dtype
-      np.testing.assert_array_equal(value, batch[key])
-
-
 def test_eval_indices_are_the_eval_batches(train):
   for (indices, mask), batch in zip(
       input_pipeline.eval_indices(train, "tracks", 16),

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ctxtag import models
-from launch.configs import default
-from launch.configs import paper
+from ctxtag.configs import default
+from ctxtag.configs import paper
 
 
 def _count(name, config, frames, batch=2):

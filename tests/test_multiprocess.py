@@ -13,10 +13,12 @@ files; orbax's own checkpoint files are all it may touch.
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -63,6 +65,9 @@ _AUDITED_RUN = textwrap.dedent("""\
     sys.path[0] = os.getcwd()
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 """)
+
+# Every test here starts JAX processes.
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -256,3 +261,91 @@ def test_one_process_needs_no_runtime():
   distributed.initialize(None, 1, 0)  # a plain run: nothing to join
   assert distributed.is_main()
   assert distributed.on_main("work", lambda: 42) == 42
+
+
+def _launch(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=_env(1),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _lines(process) -> list[str]:
+  return [line for line in process.stderr.splitlines() if line.strip()]
+
+
+def _cluster(port: int, index: int, timeout: float = 3) -> list[str]:
+  return [f"--coordinator_address=localhost:{port}", "--num_processes=2",
+          f"--process_id={index}", f"--distributed_timeout={timeout:g}"]
+
+
+def test_a_process_that_never_comes_is_one_line_naming_who_joined():
+  port = _free_port()
+  args = ["launch.evaluate", "--workdir=/nonexistent"]
+  start = time.time()
+  alone = _launch(args + _cluster(port, 0))
+  assert time.time() - start < 60
+  assert alone.returncode == 1
+  assert _lines(alone) == [
+      "error: 1 of 2 processes joined within 3 s (--distributed_timeout);"
+      f" missing --process_id 1: start them with"
+      f" --coordinator_address=localhost:{port}"]
+  orphan = _launch(args + _cluster(port, 1))
+  assert orphan.returncode == 1
+  assert _lines(orphan) == [
+      f"error: process 1: no process 0 answered at localhost:{port} within"
+      " 3 s (--distributed_timeout); start it with the same"
+      " --coordinator_address and --process_id=0"]
+
+
+def test_an_address_without_port_and_a_port_in_use_are_one_line():
+  no_port = _launch(["launch.evaluate", "--workdir=/nonexistent",
+                     "--coordinator_address=localhost", "--num_processes=2",
+                     "--process_id=0"])
+  assert no_port.returncode == 1
+  assert _lines(no_port) == [
+      "error: --coordinator_address=localhost: expected host:port, e.g."
+      " localhost:12345 (process 0's host and a free port)"]
+  with socket.create_server(("", 0)) as taken:
+    port = taken.getsockname()[1]
+    in_use = _launch(["launch.evaluate", "--workdir=/nonexistent",
+                      *_cluster(port, 0)])
+  assert in_use.returncode == 1
+  assert _lines(in_use) == [
+      f"error: --coordinator_address=localhost:{port}: port {port} is in use"
+      " on this host; choose a free port (the same on every process)"]
+
+
+def test_ctrl_c_while_waiting_for_the_others_is_one_line():
+  process = subprocess.Popen(
+      [sys.executable, "-m", "launch.evaluate", "--workdir=/nonexistent",
+       *_cluster(_free_port(), 0, timeout=120)], cwd=REPO, env=_env(1),
+      stderr=subprocess.PIPE, text=True,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  time.sleep(8)  # imports done, waiting
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=30)
+  assert process.returncode == 130
+  assert [l for l in stderr.splitlines() if l.strip()] == [
+      "interrupted; rerun the same command to resume"]
+
+
+def test_configs_that_differ_between_processes_are_one_line_each(tmp_path):
+  port = _free_port()
+  common = ["launch.train", "--config=ctxtag/configs/smoke.py",
+            f"--workdir={tmp_path / 'run'}", "--model=audio"]
+  logs = {i: str(tmp_path / f"{i}.log") for i in (0, 1)}
+  processes = {
+      0: _start([sys.executable, "-m", *common, *_cluster(port, 0, 60)], 1,
+                logs[0]),
+      1: _start([sys.executable, "-m", *common, *_cluster(port, 1, 60),
+                 "--config.seed=1", "--config.audio.batch_size=16"], 1,
+                logs[1])}
+  for process in processes.values():
+    assert process.wait(timeout=TIMEOUT_S) == 1
+  differences = ("--config differs between process 1 and process 0:"
+                 " audio.batch_size: 16 on process 1, 8 on process 0; seed:"
+                 " 1 on process 1, 0 on process 0; give every process the"
+                 " same config")
+  for index in (0, 1):
+    lines = [l for l in open(logs[index]).read().splitlines() if l.strip()]
+    assert lines == [f"error: process {index}: {differences}"]
+  assert not (tmp_path / "run").exists()

@@ -162,8 +162,18 @@ def test_thresholds_are_configurable(tmp_path):
     ("GYM!!", "gym"), ("gym-vibes", "gym"), ("my gym songs", "gym"),
     ("workouts", None), ("Tonight", None), ("Carpool", None),
     ("gym gym GYM", "gym"), ("night-night", "night"), ("work", "work"),
-    ("Workout", "workout"), ("", None), ("gym_songs", None),
+    ("Workout", "workout"), ("", None),
     ("Gym and Workout", "ambiguous"), ("summer night", "ambiguous"),
+    # Normalised: NFKC (full-width letters), case-folded; digits and "_"
+    # separate words; a hyphenated word that joins into a keyword reads as
+    # it, else its parts are words.
+    ("ｇｙｍ", "gym"), ("ＧＹＭ ｓｏｎｇｓ", "gym"), ("gym_songs", "gym"),
+    ("gym2", "gym"), ("2gym", "gym"), ("my_gym_2024", "gym"),
+    ("work-out mix", "workout"), ("WORK-OUT", "workout"),
+    ("pre-work-out", "workout"), ("run-ning", "running"),
+    ("summer-night", "ambiguous"), ("work-out-gym", "ambiguous"),
+    ("work_out", "work"), ("gymnastics", None), ("carpool_2", None),
+    ("Ｓｕｍｍｅｒ", "summer"), ("ＷＯＲＫ－ＯＵＴ", "workout"),
 ])
 def test_keywords_match_whole_words_case_insensitively(title, context):
   got = playlists.title_contexts([title])[0]
@@ -171,6 +181,18 @@ def test_keywords_match_whole_words_case_insensitively(title, context):
               "ambiguous": playlists.AMBIGUOUS}.get(
                   context, labels.LABEL_INDEX.get(context))
   assert got == expected
+
+
+def test_custom_keywords_are_normalised_like_titles():
+  rules = playlists.MiningRules(keywords=["GYM", "Ｔｒａｉｎｉｎｇ=workout",
+                                          "post-workout=workout"])
+  got = playlists.title_contexts(
+      ["gym", "training_2", "TRAINING", "post-workout", "post-work-out",
+       "work-out"], rules)
+  np.testing.assert_array_equal(got, [
+      labels.LABEL_INDEX["gym"], labels.LABEL_INDEX["workout"],
+      labels.LABEL_INDEX["workout"], labels.LABEL_INDEX["workout"],
+      playlists.NO_CONTEXT, playlists.NO_CONTEXT])
 
 
 def test_custom_keywords_map_to_labels():

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from ctxtag import datasets
 from ctxtag import input_pipeline
 from ctxtag.sources import assemble
 from ctxtag.sources import build_report
 from ctxtag.sources import interactions
 from ctxtag.sources import playlists
 from ctxtag.sources import pairs as pairs_lib
-from launch import common
 from tests import playlist_fixture as fixture
 
 OPTIONS = "excerpt_seconds=2"
@@ -44,10 +44,11 @@ def _report(path: str) -> dict:
 def csv_build(tmp_path_factory):
   root = tmp_path_factory.mktemp("playlists")
   manual = fixture.write_playlists(str(root / "manual"))
-  return manual, common.build(NAME, str(root / "data"), manual, OPTIONS,
+  return manual, datasets.build(NAME, str(root / "data"), manual, OPTIONS,
                               workers=1)
 
 
+@pytest.mark.slow
 def test_the_mined_pairs_with_audio_are_kept_and_the_rest_counted(csv_build):
   manual, path = csv_build
   mined = playlists.mine(playlists.read_playlist_inputs(manual),
@@ -70,6 +71,7 @@ def test_the_mined_pairs_with_audio_are_kept_and_the_rest_counted(csv_build):
   assert len(with_audio) + dropped == mined.stats["candidate_pairs"]
 
 
+@pytest.mark.slow
 def test_embeddings_are_computed_from_every_playlist(csv_build):
   manual, path = csv_build
   mined = playlists.mine(playlists.read_playlist_inputs(manual),
@@ -84,6 +86,7 @@ def test_embeddings_are_computed_from_every_playlist(csv_build):
   assert np.abs(got).sum(axis=1).min() > 0
 
 
+@pytest.mark.slow
 def test_given_embeddings_drop_users_without_one(tmp_path):
   manual = fixture.write_playlists(str(tmp_path / "manual"))
   mined = playlists.mine(playlists.read_playlist_inputs(manual),
@@ -94,7 +97,7 @@ def test_given_embeddings_drop_users_without_one(tmp_path):
     f.write("user_id,vector\n")
     for user in given.tolist():
       f.write(f'{user},"[{", ".join(["0.5"] * 256)}]"\n')
-  path = common.build(NAME, str(tmp_path / "data"), manual, OPTIONS,
+  path = datasets.build(NAME, str(tmp_path / "data"), manual, OPTIONS,
                       workers=1)
   kept_users = set().union(*(set(t.user_id.tolist())
                              for t in _all_pairs(path).values()))
@@ -107,9 +110,10 @@ def test_given_embeddings_drop_users_without_one(tmp_path):
                                        missing).sum())
 
 
+@pytest.mark.slow
 def test_mpd_slices_name_audio_by_uri_and_keep_the_mapping(tmp_path):
   manual = fixture.write_playlists(str(tmp_path / "manual"), mpd=True)
-  path = common.build(NAME, str(tmp_path / "data"), manual, OPTIONS,
+  path = datasets.build(NAME, str(tmp_path / "data"), manual, OPTIONS,
                       workers=1)
   with open(os.path.join(path, "song_ids.csv")) as f:
     mapping = {int(row["song_id"]): row["uri_id"] for row in csv.DictReader(f)}
@@ -122,10 +126,11 @@ def test_mpd_slices_name_audio_by_uri_and_keep_the_mapping(tmp_path):
   assert _report(path)["dropped"]["audio_missing"]["tracks"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["cold_user", "cold_track"])
 def test_cold_splits_of_playlists(tmp_path, strategy):
   manual = fixture.write_playlists(str(tmp_path / "manual"))
-  path = common.build(NAME, str(tmp_path / "data"), manual, OPTIONS,
+  path = datasets.build(NAME, str(tmp_path / "data"), manual, OPTIONS,
                       workers=1,
                       split=assemble.SplitSettings(strategy, seed=4))
   assert f"playlists-excerpt_seconds2.0-{strategy}_seed4" in path
@@ -136,15 +141,17 @@ def test_cold_splits_of_playlists(tmp_path, strategy):
     assert not train & set(getattr(splits[name], field).tolist())
 
 
+@pytest.mark.slow
 def test_given_is_refused_for_playlists(tmp_path):
   with pytest.raises(ValueError, match="no splits of its own"):
-    common.build(NAME, str(tmp_path), str(tmp_path),
+    datasets.build(NAME, str(tmp_path), str(tmp_path),
                  split=assemble.SplitSettings("given"))
 
 
+@pytest.mark.slow
 def test_rule_settings_are_options_with_names_of_their_own(tmp_path):
   manual = fixture.write_playlists(str(tmp_path / "manual"))
-  path = common.build(NAME, str(tmp_path / "data"), manual,
+  path = datasets.build(NAME, str(tmp_path / "data"), manual,
                       OPTIONS + ",min_users=1,min_contexts=1,keywords=gym;running", workers=1)
   assert "min_contexts1" in path and "keywordsgym;running" in path
   contexts = set()
@@ -152,4 +159,4 @@ def test_rule_settings_are_options_with_names_of_their_own(tmp_path):
     contexts |= set(table.label.tolist())
   assert contexts == {1, 5}  # gym, running
   with pytest.raises(ValueError, match="max_users=10 is below min_users=20"):
-    common.build(NAME, str(tmp_path / "data"), manual, "min_users=20")
+    datasets.build(NAME, str(tmp_path / "data"), manual, "min_users=20")

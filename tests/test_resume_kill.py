@@ -20,8 +20,10 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler
 from ctxtag import files
 from ctxtag import input_pipeline
 from ctxtag import models
+from ctxtag import steps as steps_lib
 from ctxtag import train
-from launch.configs import smoke
+from ctxtag import transfer
+from ctxtag.configs import smoke
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,11 +56,18 @@ def _latest_steps(workdir, name):
                 if entry.isdigit())
 
 
+def _best_state(name, config, dataset_path, workdir, sharding=None):
+  frames = input_pipeline.load_split(dataset_path, "train").mel_shape[0]
+  return transfer.restore_best(name, config, workdir, frames, sharding)
+
+
 def _predictions(name, config, dataset_path, workdir):
-  steps, state = train.restore_best(name, config, dataset_path, workdir)
+  steps = steps_lib.model_steps(
+      name, input_pipeline.load_split(dataset_path, "train"))
+  state = _best_state(name, config, dataset_path, workdir, steps.replicated)
   test = input_pipeline.load_split(dataset_path, "test")
-  return train.predict(steps, state, test, models.BATCH_KINDS[name],
-                       config.eval_batch_size)
+  return steps_lib.predict(steps, state, test, models.BATCH_KINDS[name],
+                           config.eval_batch_size)
 
 
 def _read(path):
@@ -71,14 +80,15 @@ def _assert_same_run(name, config, dataset_path, whole, resumed):
   for file_name in ("summary.json", "metrics.jsonl"):
     assert _read(os.path.join(resumed, name, file_name)) == _read(
         os.path.join(whole, name, file_name)), file_name
-  best = [jax.tree.leaves(jax.device_get(train.restore_best(
-      name, config, dataset_path, workdir)[1])) for workdir in (whole, resumed)]
+  best = [jax.tree.leaves(jax.device_get(_best_state(
+      name, config, dataset_path, workdir))) for workdir in (whole, resumed)]
   for a, b in zip(*best):
     assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
   assert _predictions(name, config, dataset_path, resumed).tobytes() == (
       _predictions(name, config, dataset_path, whole).tobytes())
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_resumes_to_byte_identical_results(
     small_dataset_path, tmp_path):
   data_dir = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -107,7 +117,7 @@ def test_sigkill_mid_epoch_resumes_to_byte_identical_results(
   rerun = subprocess.run(_train_command(data_dir, killed), cwd=REPO,
                          capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr
-  resumed_line = next(line for line in rerun.stdout.splitlines()
+  resumed_line = next(line for line in rerun.stderr.splitlines()
                       if "resuming" in line)
   done = int(resumed_line.split(", ")[1].split(" of ")[0])
   assert 0 < done < KILLED_EPOCH, resumed_line  # mid-epoch 2, not a boundary
@@ -142,6 +152,7 @@ class Stop(Exception):
   """Stands for a kill, raised where a test wants the run to end."""
 
 
+@pytest.mark.slow
 def test_run_stopped_after_a_checkpoint_within_an_epoch_resumes_there(
     small_dataset_path, whole_user_run, tmp_path, monkeypatch, capsys):
   whole, summary = whole_user_run
@@ -169,7 +180,7 @@ def test_run_stopped_after_a_checkpoint_within_an_epoch_resumes_there(
                            workdir)
   done = stopped_at - per_epoch
   assert (f"[user] resuming at step {stopped_at}: epoch 2, {done} of its"
-          f" {per_epoch} steps done") in capsys.readouterr().out
+          f" {per_epoch} steps done") in capsys.readouterr().err
   _assert_same_run("user", _user_config(), small_dataset_path, whole,
                    workdir)
 
@@ -191,6 +202,7 @@ def _truncate_meta(step_dir):
   os.truncate(os.path.join(step_dir, "meta", "metadata"), 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_truncate_data, _delete_manifest])
 def test_damaged_newest_checkpoint_falls_back_to_the_one_before(
     small_dataset_path, whole_user_run, tmp_path, capsys, damage):
@@ -204,7 +216,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(
 
   train.train_and_evaluate("user", _user_config(), small_dataset_path,
                            workdir)
-  lines = [line for line in capsys.readouterr().out.splitlines()
+  lines = [line for line in capsys.readouterr().err.splitlines()
            if "cannot be restored" in line]
   assert len(lines) == 1
   assert lines[0].startswith(
@@ -214,6 +226,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(
                    workdir)
 
 
+@pytest.mark.slow
 def test_damaged_best_checkpoint_falls_back_and_says_so(
     small_dataset_path, whole_user_run, tmp_path, capsys):
   whole, _ = whole_user_run
@@ -223,13 +236,13 @@ def test_damaged_best_checkpoint_falls_back_and_says_so(
   newest, before = sorted(int(entry) for entry in os.listdir(best_dir)
                           if entry.isdigit())[::-1]
   _truncate_meta(os.path.join(best_dir, str(newest)))
-  _, state = train.restore_best("user", _user_config(), small_dataset_path,
-                                workdir)
+  state = _best_state("user", _user_config(), small_dataset_path, workdir)
   assert int(state.step) == before
   assert (f"[user] checkpoint {best_dir}/{newest} cannot be restored"
-          in capsys.readouterr().out)
+          in capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_every_checkpoint_damaged_trains_again_from_the_start(
     small_dataset_path, whole_user_run, tmp_path, capsys):
   whole, _ = whole_user_run
@@ -241,7 +254,7 @@ def test_every_checkpoint_damaged_trains_again_from_the_start(
                                   str(step)))
   train.train_and_evaluate("user", _user_config(), small_dataset_path,
                            workdir)
-  assert "no earlier checkpoint left" in capsys.readouterr().out
+  assert "no earlier checkpoint left" in capsys.readouterr().err
   _assert_same_run("user", _user_config(), small_dataset_path, whole,
                    workdir)
 
@@ -257,6 +270,7 @@ def _stop_between_best_and_latest(workdir, summary):
   assert last not in _latest_steps(workdir, "user")
 
 
+@pytest.mark.slow
 def test_kill_between_best_and_latest_checkpoints_resumes(
     small_dataset_path, whole_user_run, tmp_path):
   # Before: every rerun retrained the last epoch and died with orbax's
@@ -272,6 +286,7 @@ def test_kill_between_best_and_latest_checkpoints_resumes(
                    workdir)
 
 
+@pytest.mark.slow
 def test_full_disk_while_checkpointing_names_the_directory_and_resumes(
     small_dataset_path, whole_user_run, tmp_path, monkeypatch):
   whole, summary = whole_user_run
@@ -303,23 +318,6 @@ def test_full_disk_while_checkpointing_names_the_directory_and_resumes(
                    workdir)
   assert not [entry for entry in os.listdir(latest_dir)
               if not entry.isdigit()]  # the failed save's leftovers went
-
-
-def test_records_past_the_resumed_step_are_dropped(tmp_path):
-  path = tmp_path / "metrics.jsonl"
-  records = [{"kind": "train", "step": 1}, {"kind": "train", "step": 5},
-             {"kind": "epoch", "step": 5}, {"kind": "train", "step": 10}]
-  lines = [json.dumps(record) + "\n" for record in records]
-  path.write_text("".join(lines) + '{"kind": "train", "st')  # cut by a kill
-  train.keep_records_through(str(path), 5)
-  assert path.read_text() == "".join(lines[:3])
-  before = os.stat(path).st_mtime_ns
-  train.keep_records_through(str(path), 5)  # nothing to drop: not rewritten
-  assert os.stat(path).st_mtime_ns == before
-  train.keep_records_through(str(path), 0)  # a fresh start
-  assert path.read_text() == ""
-  train.keep_records_through(str(tmp_path / "absent.jsonl"), 3)
-  assert not os.path.exists(tmp_path / "absent.jsonl")
 
 
 def test_checkpoint_clock_counts_steps_and_seconds(monkeypatch):

@@ -9,6 +9,8 @@ import pytest
 import scipy.stats
 from sklearn import metrics as skm
 
+from ctxtag import errors
+from ctxtag import files
 from ctxtag import labels
 from ctxtag import study
 from ctxtag import tables
@@ -371,3 +373,57 @@ def test_ceiling_needs_an_oracle_and_a_prior(world, results):
       settings=bootstrap.Settings(0))
   assert set(results["ceiling_share"]["share"]) == {"audio", "audio_user",
                                                     "user"}
+
+
+# --- MO-MG's ground truth over every split (mo_mg_truth) --------------------
+
+
+def test_mo_mg_over_all_splits_matches_a_loop_and_scikit_learn(world):
+  gt, audio, pairs = _tables(world)
+  rng = np.random.default_rng(7)
+  # Other splits: pairs of half the test tracks and of tracks not in test
+  # (ids 500+), which MO-MG must ignore.
+  other_song = np.concatenate([rng.choice(60, 150), 500 + np.arange(20)])
+  other_label = rng.integers(0, 10, size=len(other_song))
+  others = [tables.Table(f"{name}.csv", song, np.arange(len(song)) + 10**6,
+                         np.eye(10)[label])
+            for name, song, label in (
+                ("train", other_song[:100], other_label[:100]),
+                ("validation", other_song[100:], other_label[100:]))]
+  union = {s: set() for s in range(len(world["track_scores"]))}
+  for song, label in zip(world["song"], world["label"]):
+    union[song].add(label)
+  for song, label in zip(other_song, other_label):
+    if song in union:
+      union[song].add(label)
+  truth = np.array([[c in union[s] for c in range(10)] for s in sorted(union)])
+  scores = world["track_scores"]
+  result = study.evaluate(gt, audio, {}, mo_mg_truth="all_splits",
+                          other_splits=others,
+                          settings=bootstrap.Settings(0))
+  assert result["mo_mg_truth"] == "all_splits"
+  f1 = skm.f1_score(truth, scores >= 0.5, average=None, zero_division=0)
+  auc_C = [skm.roc_auc_score(truth[:, c], scores[:, c]) for c in range(10)]
+  np.testing.assert_allclose(result["mo_mg"]["average"]["f1"], f1.mean())
+  np.testing.assert_allclose(result["mo_mg"]["average"]["auc"],
+                             np.mean(auc_C))
+  assert result["context_counts"]["mo_mg_tracks"] == dict(
+      zip(labels.LABELS, truth.sum(axis=0).tolist()))
+  # The test pairs alone (the default) give the narrower union; every other
+  # protocol is the same either way.
+  default = study.evaluate(gt, audio, {}, settings=bootstrap.Settings(0))
+  test_truth = np.zeros_like(truth)
+  test_truth[world["song"], world["label"]] = True
+  assert default["mo_mg_truth"] == "test"
+  np.testing.assert_allclose(
+      default["mo_mg"]["average"]["f1"],
+      skm.f1_score(test_truth, scores >= 0.5, average=None,
+                   zero_division=0).mean())
+  assert test_truth.sum() < truth.sum()
+  # (strict_json: the undefined intervals are NaN, which equals nothing.)
+  assert files.strict_json(default["so_sg"]) == files.strict_json(
+      result["so_sg"])
+  with pytest.raises(errors.UserError, match="other splits' ground truth"):
+    study.evaluate(gt, audio, {}, mo_mg_truth="all_splits")
+  with pytest.raises(errors.UserError, match="expected one of"):
+    study.evaluate(gt, audio, {}, mo_mg_truth="every")

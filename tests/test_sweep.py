@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from ctxtag import errors
+from ctxtag import run
 from ctxtag import run_config
 from ctxtag import study
 from ctxtag import sweep
 from ctxtag import tables
+from ctxtag.configs import default
+from ctxtag.configs import smoke
 from ctxtag.evaluation import bootstrap
-from launch.configs import default
-from launch.configs import smoke
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -225,18 +226,19 @@ class _StubReproduce:
                               seed=len(self.runs)), f)
 
 
-def test_run_skips_finished_influences_and_reruns_killed_ones(tmp_path):
+def test_run_skips_finished_influences_and_reruns_killed_ones(tmp_path,
+                                                              monkeypatch):
   config, workdir = smoke.get_config(), str(tmp_path)
   stub, lines = _StubReproduce(), []
+  monkeypatch.setattr(run, "reproduce", stub)
   stub.stop_before_results.add("influence_0.5")
   with pytest.raises(KeyboardInterrupt):
-    sweep.run(config, workdir, (0.0, 0.5, 1.0), stub, log=lines.append)
+    sweep.run(config, workdir, (0.0, 0.5, 1.0), log=lines.append)
   assert stub.runs == ["influence_0", "influence_0.5"]
   assert not os.path.exists(tmp_path / "sweep.json")
 
   stub.stop_before_results.clear()
-  result = sweep.run(config, workdir, (0.0, 0.5, 1.0), stub,
-                     log=lines.append)
+  result = sweep.run(config, workdir, (0.0, 0.5, 1.0), log=lines.append)
   assert stub.runs[2:] == ["influence_0.5", "influence_1"]
   assert any("influence_0 finished earlier" in line for line in lines)
   gains = [r["comparisons"]["audio_user_vs_audio"]["f1"]["difference"]
@@ -244,12 +246,12 @@ def test_run_skips_finished_influences_and_reruns_killed_ones(tmp_path):
   np.testing.assert_allclose(gains, [0.0, 0.5, 1.0])
   assert json.loads((tmp_path / "sweep.json").read_text()) == result
 
-  sweep.run(config, workdir, (1.0, 0.0), stub, log=lines.append)
+  sweep.run(config, workdir, (1.0, 0.0), log=lines.append)
   assert len(stub.runs) == 4  # everything reused
   with pytest.raises(errors.ConfigError,
                      match=r"influence_1/config.json: this finished run was"
                      " made with another config"):
-    sweep.run(config, workdir, (1.0,), stub, split_strategy="cold_user")
+    sweep.run(config, workdir, (1.0,), split_strategy="cold_user")
 
 
 def test_results_without_intervals_are_named(tmp_path):
@@ -261,6 +263,7 @@ def test_results_without_intervals_are_named(tmp_path):
     sweep.load_results(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_launcher_usage_errors_in_one_line(tmp_path):
   bad = _launch(f"--workdir={tmp_path}", "--influences=0,2")
   assert bad.returncode == 2
@@ -274,6 +277,7 @@ def test_launcher_usage_errors_in_one_line(tmp_path):
   assert not os.listdir(tmp_path)  # nothing run, nothing written
 
 
+@pytest.mark.slow
 def test_launcher_runs_each_world_and_reuses_them(tmp_path):
   """The one real sweep: smoke runs of the user-only model (seconds) in two
   worlds; each run's dataset is its own world."""
@@ -285,18 +289,18 @@ def test_launcher_runs_each_world_and_reuses_them(tmp_path):
   result = json.loads((tmp_path / "sweep.json").read_text())
   assert [r["user_influence"] for r in result["runs"]] == [0.0, 1.0]
   assert result["dataset_options"] == "seed=1"
-  for run in result["runs"]:
-    run_dir = tmp_path / run["workdir"]
+  for entry in result["runs"]:
+    run_dir = tmp_path / entry["workdir"]
     dataset = (run_dir / "dataset_path.txt").read_text()
-    assert f"user_influence{run['user_influence']}" in dataset
+    assert f"user_influence{entry['user_influence']}" in dataset
     assert "seed1" in dataset
     saved = json.loads((run_dir / "results.json").read_text())
-    assert run["satisfaction"]["user"]["f1"] == saved["satisfaction"][
+    assert entry["satisfaction"]["user"]["f1"] == saved["satisfaction"][
         "user"]["f1"]
   # With the user alone deciding, the oracle's per-user score is higher.
   oracle = [r["satisfaction"]["oracle"]["f1"] for r in result["runs"]]
   assert oracle[1] > oracle[0]
   again = _launch(*args)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("finished earlier") == 2
+  assert again.stderr.count("finished earlier") == 2
   assert "| 0 |" in again.stdout and "| 1 |" in again.stdout

@@ -14,11 +14,12 @@ from ctxtag import files
 from ctxtag import input_pipeline
 from ctxtag import labels
 from ctxtag import report
+from ctxtag import run
 from ctxtag import study
 from ctxtag import tables
-from launch import common
-from launch import reproduce
-from launch.configs import smoke
+from ctxtag import transfer
+from ctxtag.configs import smoke
+from tests import protocol_reference as reference
 
 HEADER = "song_id,user_id," + ",".join(labels.LABELS)
 TRACK_HEADER = "song_id," + ",".join(labels.LABELS)
@@ -50,7 +51,7 @@ def csvs(tmp_path):
           "audio": audio, "pairs": pairs}
 
 
-def test_study_on_csvs_matches_the_protocol_functions(csvs):
+def test_study_on_csvs_matches_the_readable_protocols(csvs):
   d = csvs["dir"]
   results = study.evaluate(
       tables.read_groundtruth(str(d / "gt.csv")),
@@ -61,14 +62,15 @@ def test_study_on_csvs_matches_the_protocol_functions(csvs):
   union = np.zeros((30, 10), bool)
   union[csvs["song"], csvs["label"]] = True
   assert results["mo_mg"] == evaluation.mo_mg(union, csvs["audio"].round(6))
-  assert _points(results["mo_sg"]) == evaluation.mo_sg(truth, pair_audio)
-  assert _points(results["so_sg"]) == evaluation.so_sg(truth, pair_audio)
-  assert _points(results["user_sg"]) == evaluation.user_sg(
-      truth, csvs["pairs"].round(6))
+  for protocol, scores in (("mo_sg", pair_audio), ("so_sg", pair_audio),
+                           ("user_sg", csvs["pairs"].round(6))):
+    assert _points(results[protocol]) == reference.single_groundtruth(
+        protocol, truth, scores)
   assert _points(results["satisfaction"]["audio"]) == evaluation.satisfaction(
       csvs["user"], truth, evaluation.one_hot_argmax(pair_audio))
 
 
+@pytest.mark.slow
 def test_evaluate_launcher_writes_results_and_report(csvs):
   d = csvs["dir"]
   out = d / "out"
@@ -91,6 +93,7 @@ def test_evaluate_launcher_writes_results_and_report(csvs):
   assert (out / "plots" / "satisfaction.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_launcher_with_every_table_writes_every_statistic(csvs):
   d = csvs["dir"]
   rng = np.random.default_rng(2)
@@ -240,13 +243,14 @@ def test_predictions_with_unknown_or_missing_ids_are_refused(csvs, tmp_path):
     tables.read(inf, with_user=False)
 
 
+@pytest.mark.slow
 def test_reproduce_runs_end_to_end_and_reuses_a_finished_run(tmp_path,
                                                            smoke_run):
   config = smoke.get_config()
   workdir = str(tmp_path / "run")
   # The session's smoke reproduction, copied: its every file comes back.
   shutil.copytree(smoke_run, workdir)
-  results = reproduce.reproduce(config, workdir)
+  results = run.reproduce(config, workdir)
   for key in ("mo_mg", "mo_sg", "so_sg", "user_sg", "user_only_sg",
               "oracle_sg"):
     assert key in results
@@ -274,23 +278,46 @@ def test_reproduce_runs_end_to_end_and_reuses_a_finished_run(tmp_path,
   assert 0 < results["satisfaction"]["oracle"]["f1"] <= 1
 
   stamp = os.path.getmtime(os.path.join(workdir, "audio", "summary.json"))
-  again = reproduce.reproduce(config, workdir)
+  again = run.reproduce(config, workdir)
   assert files.strict_json(again) == files.strict_json(results)  # NaN != NaN
   assert os.path.getmtime(
       os.path.join(workdir, "audio", "summary.json")) == stamp
 
-  subprocess.run(
+  # The late fusion's weights are the audio + user model's best state's.
+  train_split = input_pipeline.load_split(
+      open(os.path.join(workdir, "dataset_path.txt")).read().strip(), "train")
+  best = transfer.restore_best("audio_user", config, workdir,
+                               train_split.mel_shape[0])
+  assert results["fusion_weights"] == {
+      "audio": float(best.params["audio_weight"]),
+      "user": float(best.params["user_weight"]),
+      "typical_user": float(best.params["prior_weight"])}
+  first_report = open(os.path.join(workdir, "report.md")).read()
+  header = first_report.split("\n\n")[1]  # the lines under the title
+  assert "seed 0" in header and "contextual_tags/simulated_small" in header
+
+  evaluated = subprocess.run(
       [sys.executable, "-m", "launch.evaluate", f"--workdir={workdir}",
-       "--split=validation"], check=True, capture_output=True,
+       "--split=validation"], check=True, capture_output=True, text=True,
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   validation = json.load(open(os.path.join(workdir, "results.json")))
   assert validation != results  # the validation split's figures
-  assert "validation split" in open(os.path.join(workdir, "report.md")).read()
+  validation_report = open(os.path.join(workdir, "report.md")).read()
+  assert "validation split" in validation_report
+  # The header keeps what the reproduction said of the data.
+  assert validation_report.split("\n\n")[1] == header
+  # The terminal gets a summary naming every file written, not the report.
+  summary = evaluated.stdout.splitlines()
+  assert len(summary) <= 25 and "## Per context" not in evaluated.stdout
+  assert summary[0].startswith(
+      "ctxtag run: contextual_tags/simulated_small, validation split (")
+  for path in report.output_paths(workdir, validation, True):
+    assert any(line.endswith(path) for line in summary), path
 
   other = smoke.get_config()
   other.seed = 1
   with pytest.raises(ValueError, match="made with another config"):
-    reproduce.reproduce(other, workdir)
+    run.reproduce(other, workdir)
 
 
 def test_report_cells_intervals_and_p_values():
@@ -327,3 +354,67 @@ def test_an_id_with_a_dot_is_refused_not_shifted(tmp_path):
       "1.5,2," + "0.1," * 8 + "0.2,1", "3,4," + "0.1," * 9 + "0.1"])
   with pytest.raises(tables.TableError, match=r"gt.csv, line 2: ids must be"):
     tables.read(path, with_user=True)
+
+
+@pytest.mark.slow
+def test_reproduce_launcher_takes_the_statistics_flags(tmp_path, smoke_run):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(smoke_run, workdir)  # finished: reused, re-evaluated
+  process = subprocess.run(
+      [sys.executable, "-m", "launch.reproduce", f"--workdir={workdir}",
+       "--config=ctxtag/configs/smoke.py", "--bootstrap_resamples=40",
+       "--bootstrap_seed=2", "--confidence=0.9", "--print_report"],
+      check=True, capture_output=True, text=True, timeout=300,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  assert {k: results["bootstrap"][k] for k in (
+      "resamples", "seed", "confidence")} == {
+          "resamples": 40, "seed": 2, "confidence": 0.9}
+  text = open(os.path.join(workdir, "report.md")).read()
+  assert "| comparison | metric | difference [90% interval] |" in text
+  assert "Intervals in brackets: 90% bootstrap over users (40 resamples" in text
+  # --print_report prints report.md, then the summary ends the output.
+  assert text in process.stdout
+  summary = process.stdout[process.stdout.index(text) + len(text):]
+  lines = summary.strip().splitlines()
+  assert len(lines) <= 25
+  f1 = results["satisfaction"]["audio_user"]
+  assert any(f"{f1['f1']:.3f} [{f1['f1_ci'][0]:.3f}, {f1['f1_ci'][1]:.3f}]"
+             in line for line in lines)
+  assert "user satisfaction F1 [90% interval over users]" in summary
+
+
+@pytest.mark.slow
+def test_evaluate_launcher_scores_mo_mg_over_every_split(csvs):
+  d = csvs["dir"]
+  rng = np.random.default_rng(4)
+  # Training pairs of the test tracks 0-19 and of tracks the test lacks.
+  train_song = np.concatenate([np.arange(20), 100 + np.arange(10)])
+  train_label = rng.integers(0, 10, size=30)
+  tables.write_groundtruth(str(d / "train.csv"), train_song,
+                           1000 + np.arange(30), train_label)
+  out = d / "out"
+  args = [sys.executable, "-m", "launch.evaluate", f"--groundtruth={d}/gt.csv",
+          f"--audio_predictions={d}/audio.csv", f"--output_dir={out}",
+          "--mo_mg_truth=all_splits"]
+  refused = subprocess.run(args, capture_output=True, text=True,
+                           cwd=os.path.dirname(os.path.dirname(
+                               os.path.abspath(__file__))))
+  assert refused.returncode == 1
+  assert "mo_mg_truth 'all_splits'" in refused.stderr
+  process = subprocess.run(
+      args + [f"--train_groundtruth={d}/train.csv",
+              f"--validation_groundtruth={d}/gt.csv",
+              f"--validation_audio_predictions={d}/audio.csv"],
+      check=True, capture_output=True, text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  results = json.loads((out / "results.json").read_text())
+  union = np.zeros((30, 10), bool)
+  union[csvs["song"], csvs["label"]] = True
+  union[train_song[:20], train_label[:20]] = True
+  expected = evaluation.mo_mg(union, csvs["audio"].round(6))
+  assert results["mo_mg_truth"] == "all_splits"
+  np.testing.assert_allclose(results["mo_mg"]["average"]["f1"],
+                             expected["average"]["f1"])
+  assert "over its pairs in every split" in (out / "report.md").read_text()
+  assert "ground truth: all_splits" in process.stdout

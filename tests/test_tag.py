@@ -15,8 +15,9 @@ from ctxtag import errors
 from ctxtag import inference
 from ctxtag import input_pipeline
 from ctxtag import labels
-from ctxtag import train
-from launch import common
+from ctxtag import run
+from ctxtag import steps
+from ctxtag import transfer
 
 
 def _write_files(directory) -> dict[str, str]:
@@ -44,7 +45,7 @@ def test_files_are_tagged_by_the_audio_model_without_the_dataset(
     smoke_run, tmp_path):
   workdir = _without_dataset(smoke_run, tmp_path)
   paths = _write_files(str(tmp_path / "music"))
-  config = common.load_run_config(workdir)
+  config = run.load_run_config(workdir)
   output = inference.tag(workdir, config, str(tmp_path / "music"), top_k=3,
                          workers=2, batch_size=2)
   tagged = {os.path.basename(r["file"]): r for r in output["results"]}
@@ -59,10 +60,10 @@ def test_files_are_tagged_by_the_audio_model_without_the_dataset(
 
 
 def test_scores_equal_the_training_path_for_a_known_user(smoke_run, tmp_path):
-  config = common.load_run_config(smoke_run)
+  config = run.load_run_config(smoke_run)
   paths = _write_files(str(tmp_path / "music"))
   users = inference.load_users(smoke_run)
-  test = input_pipeline.load_split(common.run_dataset_path(smoke_run), "test")
+  test = input_pipeline.load_split(run.run_dataset_path(smoke_run), "test")
   user_id = int(test.user_id_P[0])
   np.testing.assert_array_equal(users[user_id], test.user_embedding_PxE[0])
   output = inference.tag(smoke_run, config, paths["a.wav"], user_id=user_id,
@@ -71,11 +72,9 @@ def test_scores_equal_the_training_path_for_a_known_user(smoke_run, tmp_path):
   assert result["model"] == "audio_user" and result["user_id"] == user_id
   card = inference.load_card(smoke_run)
   mel = audio.log_mel_from_file(paths["a.wav"], card.excerpt_seconds)
-  steps, state = train.restore_best("audio_user", config,
-                                    common.run_dataset_path(smoke_run),
-                                    smoke_run)
-  del steps
-  expected = np.asarray(train.predict_step(
+  state = transfer.restore_best("audio_user", config, smoke_run,
+                                card.frames)
+  expected = np.asarray(steps.predict_step(
       state, {"mel": mel.astype(np.float16).astype(np.float32)[None],
               "user_embedding": users[user_id][None]}, output="single_label"))
   got = {c["context"]: c["score"] for c in result["contexts"]}
@@ -86,7 +85,7 @@ def test_scores_equal_the_training_path_for_a_known_user(smoke_run, tmp_path):
 def test_an_unknown_user_is_reported_and_gets_the_audio_model(
     smoke_run, tmp_path):
   paths = _write_files(str(tmp_path / "music"))
-  config = common.load_run_config(smoke_run)
+  config = run.load_run_config(smoke_run)
   output = inference.tag(smoke_run, config, paths["c.ogg"], user_id=-12345)
   assert output["results"][0]["model"] == "audio"
   assert "user -12345 is not one of the run's" in output["notes"][0]
@@ -97,10 +96,23 @@ def test_bad_embeddings_and_paths_are_clear(tmp_path):
   np.save(path, np.zeros(7))
   with pytest.raises(errors.DatasetError, match=r"shape \(7,\), expected"):
     inference.read_embedding(path)
+  np.save(path, np.array(["0.5"] * 256))
+  with pytest.raises(errors.DatasetError) as raised:
+    inference.read_embedding(path)
+  assert str(raised.value) == (
+      f"--user_embedding {path}: holds <U3 values of shape (256,); expected"
+      " 256 float values (a .npy of shape (256,))")
+  (tmp_path / "text.npy").write_text("0.1 0.2")
+  with pytest.raises(errors.DatasetError, match=r"text.npy: cannot read a"
+                     r" .npy array .*expected 256 float values"):
+    inference.read_embedding(str(tmp_path / "text.npy"))
+  np.save(path, np.ones((16, 16)))  # any shape of 256 values
+  assert inference.read_embedding(path).shape == (256,)
   with pytest.raises(errors.DatasetError, match="no such file or directory"):
     inference.find_audio(str(tmp_path / "nothing"))
 
 
+@pytest.mark.slow
 def test_launcher_writes_json_and_refuses_a_missing_run_in_one_line(
     smoke_run, tmp_path):
   paths = _write_files(str(tmp_path / "music"))
@@ -123,3 +135,67 @@ def test_launcher_writes_json_and_refuses_a_missing_run_in_one_line(
   assert failed.returncode == 1
   assert failed.stderr.strip().count("\n") == 0
   assert "config.json" in failed.stderr
+
+
+@pytest.mark.slow
+def test_list_users_prints_the_run_s_users_and_the_file_of_all(
+    smoke_run, tmp_path):
+  done = subprocess.run(
+      [sys.executable, "-m", "launch.tag", f"--workdir={smoke_run}",
+       "--list_users"], capture_output=True, text=True, check=True)
+  users = sorted(inference.load_users(smoke_run))
+  assert f"{len(users):,} users in the run's data" in done.stdout
+  assert ": " + ", ".join(str(u) for u in users[:10]) in done.stdout
+  assert f"{os.path.join(smoke_run, inference.USERS_FILE)}, array user_id" in (
+      done.stdout)
+  assert done.stderr.strip() == ""
+  no_audio = subprocess.run(
+      [sys.executable, "-m", "launch.tag", f"--workdir={smoke_run}"],
+      capture_output=True, text=True)
+  assert no_audio.returncode == 2
+  assert no_audio.stderr.strip().count("\n") == 0
+  assert "--audio is required" in no_audio.stderr
+  no_run = subprocess.run(
+      [sys.executable, "-m", "launch.tag", f"--workdir={tmp_path}",
+       "--list_users"], capture_output=True, text=True)
+  assert no_run.returncode == 1
+  assert no_run.stderr.strip().count("\n") == 0
+  assert "users.npz: missing" in no_run.stderr
+
+
+def test_fifos_are_skipped_and_names_that_are_not_utf8_are_found(tmp_path):
+  music = tmp_path / "music"
+  paths = _write_files(str(music))
+  os.mkfifo(music / "pipe.wav")
+  odd = os.path.join(os.fsencode(str(music)), b"caf\xe9.wav")
+  shutil.copy(paths["a.wav"], odd)
+  found, skipped = inference.find_audio(str(music))
+  assert os.fsdecode(odd) in found
+  assert skipped == [{"file": str(music / "pipe.wav"), "reason": "a FIFO"}]
+  assert inference.printable(os.fsdecode(odd)).endswith("caf\\xe9.wav")
+  with pytest.raises(errors.DatasetError, match=r"pipe.wav: a FIFO"):
+    inference.find_audio(str(music / "pipe.wav"))
+
+
+@pytest.mark.slow
+def test_stdout_is_the_json_alone_with_a_fifo_and_an_odd_name(
+    smoke_run, tmp_path):
+  music = tmp_path / "music"
+  paths = _write_files(str(music))
+  os.mkfifo(music / "pipe.wav")
+  shutil.copy(paths["a.wav"], os.path.join(os.fsencode(str(music)),
+                                           b"caf\xe9.wav"))
+  done = subprocess.run(
+      [sys.executable, "-m", "launch.tag", f"--workdir={smoke_run}",
+       f"--audio={music}", "--user_id=-1"], capture_output=True,
+      timeout=300)
+  assert done.returncode == 0, done.stderr
+  tags = json.loads(done.stdout)  # nothing else on stdout
+  names = sorted(os.path.basename(r["file"]) for r in tags["results"])
+  assert names == ["a.wav", "b.flac", "c.ogg", "caf\\xe9.wav"]
+  assert tags["skipped"] == [{"file": str(music / "pipe.wav"),
+                              "reason": "a FIFO"}]
+  stderr = done.stderr.decode()
+  assert "tag: 6/6 files" in stderr
+  assert "note: user -1 is not one of the run's" in stderr
+  assert "note: skipped 1 entries that are not regular files" in stderr

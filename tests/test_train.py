@@ -1,12 +1,9 @@
-"""Training: losses by hand, loss falls, exact resume, non-finite stop."""
+"""Training: exact resume, early stopping, non-finite stop, both feeds."""
 
 import functools
 import json
 import os
 import struct
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -15,79 +12,27 @@ import pytest
 
 from tensorboardX.proto import event_pb2
 
+from ctxtag import checkpoints as checkpoints_lib
+from ctxtag import device_data
 from ctxtag import input_pipeline
 from ctxtag import models
+from ctxtag import steps as steps_lib
 from ctxtag import train
-from launch.configs import smoke
+from ctxtag import transfer
+from ctxtag.configs import smoke
 
 
-def test_multi_label_loss_is_weighted_sigmoid_cross_entropy_by_hand():
-  logits = np.array([[2.0, -1.0, 0.5]])
-  targets = np.array([[1.0, 0.0, 1.0]])
-  weights = np.array([3.0, 5.0, 0.5])
-  sigmoid = 1 / (1 + np.exp(-logits))
-  expected = np.mean(-weights * targets * np.log(sigmoid)
-                     - (1 - targets) * np.log(1 - sigmoid))
-  got = train.example_losses(logits, targets, weights, "multi_label")
-  np.testing.assert_allclose(got, [expected], rtol=1e-6)
-
-
-def test_single_label_loss_is_class_weighted_softmax_cross_entropy():
-  logits = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
-  targets = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-  weights = np.array([4.0, 2.0, 1.0])
-  softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-  expected = [-2.0 * np.log(softmax[0, 1]), -4.0 * np.log(softmax[1, 0])]
-  got = train.example_losses(logits, targets, weights, "single_label")
-  np.testing.assert_allclose(got, expected, rtol=1e-6)
-
-
-def test_class_weights_are_examples_over_positives(small_dataset_path):
-  split = input_pipeline.load_split(small_dataset_path, "train")
-  pairs = train.class_weights(split, "pairs")
-  counts = np.bincount(split.label_P, minlength=10)
-  np.testing.assert_allclose(pairs, split.num_pairs / counts, rtol=1e-6)
-  tracks = train.class_weights(split, "tracks")
-  union = np.zeros((split.num_tracks, 10))
-  for track, label in zip(split.pair_track_P, split.label_P):
-    union[track, label] = 1
-  np.testing.assert_allclose(tracks, split.num_tracks / union.sum(0),
-                             rtol=1e-6)
-
-
-@pytest.mark.parametrize("name", ["audio", "audio_user", "user"])
-def test_loss_falls_on_a_learnable_toy_problem(name):
-  # The label is a fixed function of the user embedding (user models) or of
-  # which half of the mel is loud (audio model): all are learnable.
-  config = smoke.get_config()
-  config[name].update(learning_rate=3e-3, dropout_rate=0.0)
-  rng = np.random.default_rng(0)
-  embedding = rng.normal(size=(64, 256)).astype(np.float32)
-  label = (embedding[:, :10].argmax(axis=1) if name != "audio"
-           else rng.integers(0, 2, size=64))
-  mel = rng.uniform(size=(64, 16, 96)).astype(np.float32)
-  mel[:, :, :48] += 2.0 * (label[:, None, None] % 2)
-  one_hot = np.eye(10, dtype=np.float32)[label]
-  batch = {"mel": mel, "user_embedding": embedding, "labels": one_hot,
-           "mask": np.ones(64, np.float32)}
-  steps = train.Steps(np.ones(10, np.float32), models.OUTPUTS[name])
-  state = steps.place(train.create_train_state(
-      models.create_model(name, config[name]), config[name],
-      jax.random.PRNGKey(0), batch))
-  losses = []
-  for _ in range(150):
-    state, metrics = steps.train(state, steps.shard(batch),
-                                 jax.random.PRNGKey(1))
-    losses.append(float(metrics["loss"]))
-  assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
-  assert all(np.isfinite(losses))
+def _best_state(name, config, dataset_path, workdir):
+  frames = input_pipeline.load_split(dataset_path, "train").mel_shape[0]
+  return transfer.restore_best(name, config, workdir, frames)
 
 
 def _params(workdir, name, config, dataset_path):
-  _, state = train.restore_best(name, config, dataset_path, workdir)
+  state = _best_state(name, config, dataset_path, workdir)
   return jax.tree.leaves(jax.device_get(state.params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps_per_dispatch", [1, 4])
 def test_stopped_run_resumes_to_the_same_result(small_dataset_path, tmp_path,
                                                 steps_per_dispatch):
@@ -140,6 +85,7 @@ def _tensorboard_scalars(directory):
   return scalars
 
 
+@pytest.mark.slow
 def test_finished_run_is_reused(small_dataset_path, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # a relative workdir works too
   config = smoke.get_config()
@@ -150,6 +96,7 @@ def test_finished_run_is_reused(small_dataset_path, tmp_path, monkeypatch):
                                   "run") == first
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_checkpoint(small_dataset_path,
                                                   tmp_path):
   config = smoke.get_config()
@@ -161,85 +108,34 @@ def test_early_stopping_keeps_the_best_checkpoint(small_dataset_path,
   assert summary["best_epoch"] == best["epoch"]
   assert summary["stopped_early"] and len(history) < 30
   assert len(history) - summary["best_epoch"] == 2
-  _, state = train.restore_best("user", config, small_dataset_path,
-                                str(tmp_path))
+  state = _best_state("user", config, small_dataset_path, str(tmp_path))
   assert int(state.step) == best["step"]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_a_clear_error(small_dataset_path,
                                                   tmp_path, monkeypatch):
   config = smoke.get_config()
   config.user.max_epochs = 1
   train.train_and_evaluate("user", config, small_dataset_path, str(tmp_path))
   os.remove(tmp_path / "user" / "summary.json")
-  good_step = train.Checkpoints(
+  good_step = checkpoints_lib.Checkpoints(
       str(tmp_path / "user" / "checkpoints")).latest.latest_step()
 
-  monkeypatch.setattr(train, "example_losses",
+  monkeypatch.setattr(steps_lib, "example_losses",
                       lambda logits, *args: jnp.full(logits.shape[0], jnp.nan))
   config.user.max_epochs = 2
   with pytest.raises(FloatingPointError, match="non-finite training loss"):
     train.train_and_evaluate("user", config, small_dataset_path,
                              str(tmp_path))
-  kept = train.Checkpoints(str(tmp_path / "user" / "checkpoints"))
+  kept = checkpoints_lib.Checkpoints(str(tmp_path / "user" / "checkpoints"))
   assert kept.latest.latest_step() == good_step
-
-
-def test_steps_on_a_device_mesh_match_one_device():
-  # Four CPU devices need a fresh process: the device count is fixed when
-  # JAX starts.
-  script = textwrap.dedent("""
-      import sys, jax, numpy as np
-      from ctxtag import models, train
-      from launch.configs import smoke
-      config = smoke.get_config()
-      rng = np.random.default_rng(0)
-      batch = {"mel": rng.normal(size=(8, 16, 96)).astype(np.float32),
-               "user_embedding": rng.normal(size=(8, 256)).astype(np.float32),
-               "labels": np.eye(10, dtype=np.float32)[rng.integers(0, 10, 8)],
-               "mask": np.ones(8, np.float32)}
-      steps = train.Steps(np.ones(10, np.float32), "single_label")
-      state = steps.place(train.create_train_state(
-          models.create_model("audio_user", config.audio_user),
-          config.audio_user, jax.random.PRNGKey(0), batch))
-      losses = []
-      for _ in range(3):
-        state, metrics = steps.train(state, steps.shard(batch),
-                                     jax.random.PRNGKey(1))
-        losses.append(float(metrics["loss"]))
-      # The device-resident path: tables replicated, indices sharded, two
-      # steps per dispatch.
-      steps = train.Steps(np.ones(10, np.float32), "single_label", "pairs")
-      tables = {"mel_NxTxF": batch["mel"].astype(np.float16),
-                "pair_track_P": np.arange(8, dtype=np.int32),
-                "user_embedding_PxE": batch["user_embedding"],
-                "pair_labels_PxC": batch["labels"]}
-      tables = {k: jax.device_put(v, steps.replicated)
-                for k, v in tables.items()}
-      indices = np.array([[3, 1, 4, 1, 5, 0, 2, 6], [7, 7, 0, 1, 2, 3, 4, 5]])
-      state, metrics = steps.train_indexed(
-          state, tables, steps.shard_indices(indices), jax.random.PRNGKey(1))
-      losses.extend(float(x) for x in metrics["loss"])
-      print(jax.device_count(), *losses)
-  """)
-  outputs = []
-  for devices in (1, 4):
-    env = dict(os.environ, XLA_FLAGS=(
-        f"--xla_force_host_platform_device_count={devices}"),
-               JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", script], env=env,
-                            capture_output=True, text=True, check=True,
-                            cwd=os.path.dirname(os.path.dirname(
-                                os.path.abspath(__file__))))
-    outputs.append([float(x) for x in result.stdout.split()])
-  assert outputs[0][0] == 1 and outputs[1][0] == 4
-  np.testing.assert_allclose(outputs[0][1:], outputs[1][1:], rtol=1e-4)
 
 
 def _small_state(name, split):
   config = smoke.get_config()
-  steps, state = train.steps_and_state(name, config, split,
-                                       jax.random.PRNGKey(0))
+  steps, state = steps_lib.steps_and_state(name, config, split,
+                                           jax.random.PRNGKey(0))
   return config, steps, steps.place(state)
 
 
@@ -257,28 +153,6 @@ PARAM_RTOL, PARAM_ATOL = 1e-4, 1e-6
 
 
 @pytest.mark.parametrize("name", ["audio", "audio_user", "user"])
-def test_resident_tables_gather_the_host_batches(small_dataset_path, name):
-  split = input_pipeline.load_split(small_dataset_path, "train")
-  kind = models.BATCH_KINDS[name]
-  config, steps, _ = _small_state(name, split)
-  size = config[name].batch_size
-  tables = steps.place_tables(split, kind)
-  gather = jax.jit(input_pipeline.gather_batch, static_argnames="kind")
-  host_batches = input_pipeline.train_batches(split, kind, size, seed=3)
-  per_epoch = input_pipeline.steps_per_epoch(split, kind, size)
-  for step in range(per_epoch + 2):  # across an epoch boundary
-    host_batch = next(host_batches)
-    indices = input_pipeline.step_indices(split, kind, size, 3, step)
-    np.testing.assert_array_equal(host_batch["index"], indices)
-    gathered = jax.device_get(gather(tables, indices, kind=kind))
-    assert sorted(gathered) == sorted(
-        set(host_batch) - {"mask", "index"})
-    for key, value in gathered.items():
-      assert value.dtype == host_batch[key].dtype, key
-      np.testing.assert_array_equal(value, host_batch[key])
-
-
-@pytest.mark.parametrize("name", ["audio", "audio_user", "user"])
 def test_device_resident_steps_equal_host_steps(small_dataset_path, name):
   split = input_pipeline.load_split(small_dataset_path, "train")
   kind = models.BATCH_KINDS[name]
@@ -286,8 +160,9 @@ def test_device_resident_steps_equal_host_steps(small_dataset_path, name):
   _, _, state = _small_state(name, split)
   size, rng = config[name].batch_size, jax.random.PRNGKey(1)
   host = train.HostFeed(steps, split, kind, size, seed=3, start_step=0)
-  device = train.ResidentFeed(steps, steps.place_tables(split, kind), split,
-                              kind, size, seed=3, start_step=0)
+  device = train.ResidentFeed(
+      steps, device_data.place_tables(split, kind, steps.replicated), split,
+      kind, size, seed=3, start_step=0)
   host_losses, device_losses = [], []
   for count in (1, 1, 3, 2):  # one step a dispatch, then several
     host_state, metrics = host.run(host_state, rng, count)
@@ -301,49 +176,14 @@ def test_device_resident_steps_equal_host_steps(small_dataset_path, name):
   assert int(state.step) == int(host_state.step) == 7
 
 
-def test_pair_model_evaluation_computes_audio_once_per_track(
-    small_dataset_path):
-  split = input_pipeline.load_split(small_dataset_path, "validation")
-  _, steps, state = _small_state("audio_user", split)
-  per_pair = []  # the whole model on every pair's mel
-  for batch in input_pipeline.eval_batches(split, "pairs", 32):
-    scores = np.asarray(steps.predict(state, steps.shard(batch)))
-    per_pair.append(scores[batch["mask"] == 1])
-  per_pair = np.concatenate(per_pair)
-  for tables in (None, steps.place_tables(split, "pairs")):
-    scores = train.predict(steps, state, split, "pairs", 32, tables)
-    np.testing.assert_allclose(scores, per_pair, rtol=1e-5, atol=1e-6)
-  weights = train.class_weights(split, "pairs")
-  expected = np.mean(train.example_losses(
-      np.log(per_pair), split.pair_labels_PxC, weights, "single_label"))
-  np.testing.assert_allclose(
-      train.validation_loss(steps, state, split, "pairs", 32), expected,
-      rtol=1e-5)
-
-
-def test_device_resident_predictions_equal_host_predictions(
-    small_dataset_path):
-  split = input_pipeline.load_split(small_dataset_path, "validation")
-  for name in ("audio", "audio_user", "user"):
-    kind = models.BATCH_KINDS[name]
-    config, steps, state = _small_state(name, split)
-    host = train.predict(steps, state, split, kind, config.eval_batch_size)
-    device = train.predict(steps, state, split, kind, config.eval_batch_size,
-                           steps.place_tables(split, kind))
-    assert host.shape == (input_pipeline.num_examples(split, kind), 10)
-    np.testing.assert_allclose(device, host, rtol=1e-6, atol=1e-7)
-    host_loss = train.validation_loss(steps, state, split, kind, 32)
-    device_loss = train.validation_loss(steps, state, split, kind, 32,
-                                        steps.place_tables(split, kind))
-    np.testing.assert_allclose(device_loss, host_loss, rtol=1e-6)
-
-
+@pytest.mark.slow
 def test_host_batches_and_device_tables_train_the_same_model(
     small_dataset_path, tmp_path):
-  # The same batches in the same order (test_resident_tables_gather_the_host
-  # _batches), two compiled programs: equal to float32 rounding, see
-  # STEP_RTOL (measured over these two epochs: 2e-9 relative on the losses
-  # with AVX-512, 0 with AVX), far below what one wrong batch would do.
+  # The same batches in the same order (test_device_data's
+  # test_resident_tables_gather_the_host_batches), two compiled programs:
+  # equal to float32 rounding, see STEP_RTOL (measured over these two
+  # epochs: 2e-9 relative on the losses with AVX-512, 0 with AVX), far below
+  # what one wrong batch would do.
   config = smoke.get_config()
   config.audio_user.max_epochs = 2
   device = train.train_and_evaluate("audio_user", config, small_dataset_path,
@@ -373,14 +213,41 @@ def _assert_same_history(got, want, rtol):
         assert got_epoch[key] == value, key
 
 
+@pytest.mark.slow
 def test_bfloat16_training_keeps_float32_state(small_dataset_path, tmp_path):
   config = smoke.get_config()
   config.audio.update(compute_dtype="bfloat16", max_epochs=1)
   summary = train.train_and_evaluate("audio", config, small_dataset_path,
                                      str(tmp_path))
   assert np.isfinite(summary["best_validation_loss"])
-  _, state = train.restore_best("audio", config, small_dataset_path,
-                                str(tmp_path))
+  state = _best_state("audio", config, small_dataset_path, str(tmp_path))
   dtypes = {x.dtype for x in jax.tree.leaves((state.params, state.opt_state))
             if jnp.issubdtype(x.dtype, jnp.floating)}
   assert dtypes == {np.dtype(np.float32)}
+
+
+class _CountingFeed:
+  """One step adds 1 to the state; its loss is the state before it."""
+
+  def run(self, state, rng, count):
+    del rng
+    return state + count, [{"loss": np.float32(state + i)}
+                           for i in range(count)]
+
+
+@pytest.mark.parametrize("every_seconds,shown_steps", [
+    (0.0, [2, 3, 4, 5]),  # every dispatch without a logged line
+    (1e9, []),  # lines only at logging steps
+])
+def test_slow_steps_still_show_a_line_now_and_then(every_seconds,
+                                                   shown_steps):
+  logged, shown = [], []
+  runner = train.EpochRunner(
+      _CountingFeed(), None, 1, 1000, log=lambda s, v: logged.append(s),
+      check=lambda loss, step: None,
+      show=lambda s, v: shown.append((s, v["loss"])),
+      show_every_seconds=every_seconds)
+  state, losses = train.train_epoch(runner, 0, 0, 5)
+  assert state == 5 and losses == [0, 1, 2, 3, 4]
+  assert logged == [1]  # records only at logging steps, whatever is shown
+  assert shown == [(s, s - 1) for s in shown_steps]

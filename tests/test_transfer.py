@@ -11,11 +11,13 @@ import pytest
 
 from ctxtag import errors
 from ctxtag import input_pipeline
+from ctxtag import run
 from ctxtag import run_config
+from ctxtag import steps as steps_lib
 from ctxtag import train
-from launch import common
-from launch.configs import default
-from launch.configs import smoke
+from ctxtag import transfer
+from ctxtag.configs import default
+from ctxtag.configs import smoke
 
 
 @pytest.mark.parametrize("fusion, source", [("concat", "audio"),
@@ -25,15 +27,15 @@ def test_the_part_comes_from_the_trained_models_best_state(smoke_run, fusion,
                                                            source):
   config = smoke.get_config()
   config.audio_user.fusion = fusion
-  split = input_pipeline.load_split(common.run_dataset_path(smoke_run),
+  split = input_pipeline.load_split(run.run_dataset_path(smoke_run),
                                     "train")
-  _, fresh = train.steps_and_state("audio_user", config, split,
-                                   jax.random.PRNGKey(3))
-  moved = train.with_trained_part(fresh, config, smoke_run,
-                                  split.mel_shape[0], source)
-  trained = train.restore_best_state(source, config, smoke_run,
-                                     split.mel_shape[0])
-  branch = {("concat", "audio"): train.AUDIO_BRANCH,  # the conv stack
+  _, fresh = steps_lib.steps_and_state("audio_user", config, split,
+                                       jax.random.PRNGKey(3))
+  moved = transfer.with_trained_part(fresh, config, smoke_run,
+                                     split.mel_shape[0], source)
+  trained = transfer.restore_best(source, config, smoke_run,
+                                  split.mel_shape[0])
+  branch = {("concat", "audio"): transfer.AUDIO_BRANCH,  # the conv stack
             ("late", "audio"): "audio",  # the whole audio model
             ("late", "user"): "user"}[(fusion, source)]  # the user model
   for ours, theirs in ((moved.params, trained.params),
@@ -47,21 +49,21 @@ def test_the_part_comes_from_the_trained_models_best_state(smoke_run, fusion,
       jax.tree.map(np.testing.assert_array_equal, moved.params[key],
                    fresh.params[key])
   if source == "audio":  # audio_init's own entry point does the same
-    again = train.with_audio_branch(fresh, config, smoke_run,
-                                    split.mel_shape[0])
+    again = transfer.with_audio_branch(fresh, config, smoke_run,
+                                       split.mel_shape[0])
     jax.tree.map(np.testing.assert_array_equal, again.params, moved.params)
 
 
 def test_the_paper_fusion_has_no_user_part_to_take(smoke_run):
   config = smoke.get_config()
   config.audio_user.fusion = "concat"
-  split = input_pipeline.load_split(common.run_dataset_path(smoke_run),
+  split = input_pipeline.load_split(run.run_dataset_path(smoke_run),
                                     "train")
-  _, fresh = train.steps_and_state("audio_user", config, split,
-                                   jax.random.PRNGKey(0))
+  _, fresh = steps_lib.steps_and_state("audio_user", config, split,
+                                       jax.random.PRNGKey(0))
   with pytest.raises(errors.ConfigError, match="needs audio_user.fusion"):
-    train.with_trained_part(fresh, config, smoke_run, split.mel_shape[0],
-                            "user")
+    transfer.with_trained_part(fresh, config, smoke_run, split.mel_shape[0],
+                               "user")
   config.audio_user.user_init = "user"
   with pytest.raises(errors.ConfigError, match="user_init"):
     run_config.validate(config, declared=default.get_config())
@@ -71,12 +73,12 @@ def test_different_conv_stacks_cannot_be_transferred(smoke_run):
   config = smoke.get_config()
   config.audio_user.audio_init = "audio"
   config.audio_user.conv_widths = (4, 4, 4, 8)
-  split = input_pipeline.load_split(common.run_dataset_path(smoke_run),
+  split = input_pipeline.load_split(run.run_dataset_path(smoke_run),
                                     "train")
-  _, fresh = train.steps_and_state("audio_user", config, split,
-                                   jax.random.PRNGKey(0))
+  _, fresh = steps_lib.steps_and_state("audio_user", config, split,
+                                       jax.random.PRNGKey(0))
   with pytest.raises(errors.ConfigError, match="same conv_widths"):
-    train.with_audio_branch(fresh, config, smoke_run, split.mel_shape[0])
+    transfer.with_audio_branch(fresh, config, smoke_run, split.mel_shape[0])
 
 
 def test_the_audio_and_user_models_must_train_first():
@@ -106,19 +108,20 @@ def _late_fusion_run(smoke_run, workdir, **overrides):
                            patience=12, **overrides)
   for name in ("audio", "user"):
     shutil.copytree(os.path.join(smoke_run, name), os.path.join(workdir, name))
-  return config, common.run_dataset_path(smoke_run)
+  return config, run.run_dataset_path(smoke_run)
 
 
 def _fusion_weights(config, dataset_path, workdir
                     ) -> tuple[float, float, float]:
   train.train_and_evaluate("audio_user", config, dataset_path, workdir)
   split = input_pipeline.load_split(dataset_path, "train")
-  params = train.restore_best_state("audio_user", config, workdir,
-                                    split.mel_shape[0]).params
+  params = transfer.restore_best("audio_user", config, workdir,
+                                 split.mel_shape[0]).params
   return (float(params["audio_weight"]), float(params["user_weight"]),
           float(params["prior_weight"]))
 
 
+@pytest.mark.slow
 def test_frozen_experts_weights_are_fitted_on_validation_pairs(
     smoke_run, tmp_path, monkeypatch):
   config, dataset_path = _late_fusion_run(smoke_run, tmp_path / "a")
@@ -149,12 +152,13 @@ def test_frozen_experts_weights_are_fitted_on_validation_pairs(
                              "validation") == "train"
 
 
+@pytest.mark.slow
 def test_a_useless_audio_expert_gets_no_weight(smoke_run, tmp_path,
                                                monkeypatch):
   # The audio expert's logits made noise: its output layer a large random
   # projection, unrelated to any context (as the audio is where the user
   # alone decides). Fitted on held-out pairs, its weight falls to ~0.
-  restore = train.restore_best_state
+  restore = transfer.restore_best
 
   def noisy_audio(name, *args):
     state = restore(name, *args)
@@ -168,7 +172,7 @@ def test_a_useless_audio_expert_gets_no_weight(smoke_run, tmp_path,
                                          "bias": np.zeros_like(head["bias"])}))
     return state.replace(params=params)
 
-  monkeypatch.setattr(train, "restore_best_state", noisy_audio)
+  monkeypatch.setattr(transfer, "restore_best", noisy_audio)
   config, dataset_path = _late_fusion_run(smoke_run, tmp_path)
   audio_weight, user_weight, _ = _fusion_weights(config, dataset_path,
                                                  str(tmp_path))

@@ -2,20 +2,26 @@
 
 import json
 import os
+import re
 import sys
+import warnings
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from ctxtag import audio
+from ctxtag import datasets
+from ctxtag import errors
 from ctxtag import input_pipeline
 from ctxtag import labels
+from ctxtag import run
 from ctxtag.sources import assemble
 from ctxtag.sources import build_report
 from ctxtag.sources import csv_files
+from ctxtag.sources import mels
 from ctxtag.sources import user_embeddings
-from launch import common
+from ctxtag.sources import zenodo
 from tests import zenodo_fixture as fixture
 from tfds_builders import contextual_tags
 
@@ -40,11 +46,12 @@ def _kept(records: dict) -> list[tuple]:
 def audio_build(tmp_path_factory):
   root = tmp_path_factory.mktemp("zenodo")
   manual = fixture.write_release(str(root / "manual"))
-  path = common.build("contextual_tags/zenodo", str(root / "data"), manual,
+  path = datasets.build("contextual_tags/zenodo", str(root / "data"), manual,
                       OPTIONS, workers=2)
   return manual, path
 
 
+@pytest.mark.slow
 def test_keeps_exactly_the_good_pairs(audio_build):
   _, path = audio_build
   for split, expected in fixture.EXPECTED_KEPT.items():
@@ -58,6 +65,7 @@ def test_keeps_exactly_the_good_pairs(audio_build):
   assert "tensorflow" not in sys.modules
 
 
+@pytest.mark.slow
 def test_every_drop_is_counted_under_its_reason(audio_build):
   _, path = audio_build
   with open(os.path.join(path, build_report.REPORT_FILE)) as f:
@@ -74,9 +82,10 @@ def test_every_drop_is_counted_under_its_reason(audio_build):
       fixture.MISSING_TRACK]
   assert report["dropped"]["label_not_one_hot"]["examples"] == [
       "train_set.csv:10", "train_set.csv:11"]
-  assert "user_embedding_invalid" in common.build_report_text(path)
+  assert "user_embedding_invalid" in datasets.build_report_text(path)
 
 
+@pytest.mark.slow
 def test_mels_equal_the_front_end_of_each_file(audio_build):
   manual, path = audio_build
   records = _records(path, "train")
@@ -90,9 +99,10 @@ def test_mels_equal_the_front_end_of_each_file(audio_build):
   assert records[11]["mel"].shape == (audio.num_frames(2.0), audio.N_MELS)
 
 
+@pytest.mark.slow
 def test_npz_mels_are_log_compressed_and_wrong_shapes_counted(tmp_path):
   manual = fixture.write_release(str(tmp_path / "manual"), "spectrograms")
-  path = common.build("contextual_tags/zenodo", str(tmp_path / "data"),
+  path = datasets.build("contextual_tags/zenodo", str(tmp_path / "data"),
                       manual, workers=1)
   records = _records(path, "train")
   for song in fixture.GOOD_TRACKS:
@@ -111,29 +121,47 @@ def test_npz_mels_are_log_compressed_and_wrong_shapes_counted(tmp_path):
   assert dropped["audio_missing"]["tracks"] == 1
 
 
+@pytest.mark.slow
 def test_strict_stops_at_the_first_defect_naming_file_and_line(tmp_path):
   manual = fixture.write_release(str(tmp_path / "manual"))
   with pytest.raises(build_report.DefectError,
                      match=r"train_set.csv line 10: the context columns are"
                            " not one-hot"):
-    common.build("contextual_tags/zenodo", str(tmp_path / "data"), manual,
+    datasets.build("contextual_tags/zenodo", str(tmp_path / "data"), manual,
                  OPTIONS, strict=True, workers=1)
   assert not os.path.exists(input_pipeline.dataset_dir(
       tmp_path / "data", "contextual_tags/zenodo-excerpt_seconds2.0",
       VERSION))
 
 
+@pytest.mark.slow
+@pytest.mark.slow
+def test_a_split_without_rows_is_refused_before_any_audio_is_decoded(
+    tmp_path):
+  manual = fixture.write_release(str(tmp_path / "manual"))
+  path = os.path.join(manual, "test_set.csv")
+  with open(path) as f:
+    header = f.readline()
+  with open(path, "w") as f:
+    f.write(header)
+  data = tmp_path / "data"
+  with pytest.raises(errors.DatasetError,
+                     match=f"^{re.escape(path)}: no usable row"):
+    datasets.build("contextual_tags/zenodo", str(data), manual, OPTIONS)
+  assert not (data / "downloads" / "ctxtag_mels").exists()  # none decoded
+
+
 def test_missing_csv_or_column_is_always_an_error(tmp_path):
   manual = fixture.write_release(str(tmp_path / "manual"))
   os.remove(os.path.join(manual, "test_set.csv"))
   with pytest.raises(csv_files.CsvError, match="test_set.csv: no such file"):
-    common.build("contextual_tags/zenodo", str(tmp_path / "data"), manual,
+    datasets.build("contextual_tags/zenodo", str(tmp_path / "data"), manual,
                  OPTIONS)
   path = os.path.join(manual, "test_set.csv")
   with open(path, "w") as f:
     f.write("song_id,user_id,car,gym\n1,2,1,0\n")
   with pytest.raises(csv_files.CsvError, match="missing column.*happy"):
-    common.build("contextual_tags/zenodo", str(tmp_path / "data"), manual,
+    datasets.build("contextual_tags/zenodo", str(tmp_path / "data"), manual,
                  OPTIONS)
 
 
@@ -150,10 +178,11 @@ def test_embedding_literals_are_parsed_never_evaluated():
       user_embeddings.parse_vector(text)
 
 
+@pytest.mark.slow
 def test_mels_are_cached_and_a_rebuild_decodes_nothing(tmp_path, monkeypatch):
   manual = fixture.write_release(str(tmp_path / "manual"))
   data = str(tmp_path / "data")
-  path = common.build("contextual_tags/zenodo", data, manual, OPTIONS,
+  path = datasets.build("contextual_tags/zenodo", data, manual, OPTIONS,
                       workers=1)
   first = _records(path, "test")
   calls = []
@@ -161,21 +190,22 @@ def test_mels_are_cached_and_a_rebuild_decodes_nothing(tmp_path, monkeypatch):
   monkeypatch.setattr(audio, "excerpt_from_file",
                       lambda *a, **k: calls.append(a) or real(*a, **k))
   os.rename(path, path + ".old")
-  again = common.build("contextual_tags/zenodo", data, manual, OPTIONS,
+  again = datasets.build("contextual_tags/zenodo", data, manual, OPTIONS,
                        workers=1)
   assert calls == []
   for song, record in _records(again, "test").items():
     np.testing.assert_array_equal(record["mel"], first[song]["mel"])
   os.utime(os.path.join(manual, "audio", "11.wav"))  # a changed file
   os.rename(again, again + ".older")
-  common.build("contextual_tags/zenodo", data, manual, OPTIONS, workers=1)
+  datasets.build("contextual_tags/zenodo", data, manual, OPTIONS, workers=1)
   assert [os.path.basename(str(c[0])) for c in calls] == ["11.wav"]
 
 
+@pytest.mark.slow
 def test_beam_build_equals_plain_build(tmp_path, audio_build):
   beam_options = pytest.importorskip("apache_beam.options.pipeline_options")
   manual, plain = audio_build
-  beam = common.build(
+  beam = datasets.build(
       "contextual_tags/zenodo", str(tmp_path / "beam"), manual, OPTIONS,
       beam_options=beam_options.PipelineOptions(["--runner=DirectRunner"]))
   for split in ("train", "validation", "test"):
@@ -192,9 +222,9 @@ def test_beam_build_equals_plain_build(tmp_path, audio_build):
     assert beam_report == json.load(f)
 
 
+@pytest.mark.slow
 def test_reproduction_runs_on_the_release_at_646_frames(tmp_path):
-  from launch import reproduce  # pylint: disable=g-import-not-at-top
-  from launch.configs import smoke  # pylint: disable=g-import-not-at-top
+  from ctxtag.configs import smoke  # pylint: disable=g-import-not-at-top
   manual = fixture.write_synthetic_release(
       str(tmp_path / "manual"), num_tracks=16, seconds=30.0, mono_22k=True)
   config = smoke.get_config()
@@ -202,7 +232,7 @@ def test_reproduction_runs_on_the_release_at_646_frames(tmp_path):
   config.dataset = "contextual_tags/zenodo"
   config.manual_dir = manual
   workdir = str(tmp_path / "run")
-  results = reproduce.reproduce(config, workdir)
+  results = run.reproduce(config, workdir)
   path = open(os.path.join(workdir, "dataset_path.txt")).read()
   assert path.endswith(os.path.join("contextual_tags", "zenodo", VERSION))
   assert _records(path, "test")[1]["mel"].shape == (646, 96)
@@ -212,6 +242,7 @@ def test_reproduction_runs_on_the_release_at_646_frames(tmp_path):
   assert "0 dropped" in report
 
 
+@pytest.mark.slow
 def test_a_killed_build_leaves_no_dataset_and_resumes_its_mels(
     tmp_path, monkeypatch):
   manual = fixture.write_release(str(tmp_path / "manual"))
@@ -227,7 +258,7 @@ def test_a_killed_build_leaves_no_dataset_and_resumes_its_mels(
 
   monkeypatch.setattr(audio, "excerpt_from_file", killed_after_three)
   with pytest.raises(KeyboardInterrupt):
-    common.build("contextual_tags/zenodo", data, manual, OPTIONS, workers=1)
+    datasets.build("contextual_tags/zenodo", data, manual, OPTIONS, workers=1)
   path = input_pipeline.dataset_dir(
       data, "contextual_tags/zenodo-excerpt_seconds2.0", VERSION)
   assert not os.path.exists(path)
@@ -235,16 +266,17 @@ def test_a_killed_build_leaves_no_dataset_and_resumes_its_mels(
   monkeypatch.setattr(audio, "excerpt_from_file",
                       lambda *a, **k: calls.append(
                           os.path.basename(str(a[0]))) or real(*a, **k))
-  built = common.build("contextual_tags/zenodo", data, manual, OPTIONS,
+  built = datasets.build("contextual_tags/zenodo", data, manual, OPTIONS,
                        workers=1)
   assert built == path
   assert not set(done) & set(calls)  # finished mels are not decoded again
   assert len(done) + len(calls) == 8  # every file with pairs, once
 
 
+@pytest.mark.slow
 def test_a_random_resplit_keeps_every_good_pair_once(tmp_path):
   manual = fixture.write_release(str(tmp_path / "manual"))
-  path = common.build("contextual_tags/zenodo", str(tmp_path / "data"),
+  path = datasets.build("contextual_tags/zenodo", str(tmp_path / "data"),
                       manual, OPTIONS, workers=1,
                       split=assemble.SplitSettings("random", seed=2))
   assert "zenodo-excerpt_seconds2.0-random_seed2" in path
@@ -258,6 +290,7 @@ def test_a_random_resplit_keeps_every_good_pair_once(tmp_path):
   assert sum(s["pairs"] for s in report["splits"].values()) == 15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key,value,message", [
     ("dataset_options", "offset_seconds=-1", "offset_seconds must be >= 0"),
     ("dataset_options", "colour=red", "unknown zenodo setting 'colour'"),
@@ -265,12 +298,123 @@ def test_a_random_resplit_keeps_every_good_pair_once(tmp_path):
 ])
 def test_bad_dataset_settings_are_refused_before_the_config_is_saved(
     tmp_path, key, value, message):
-  from launch.configs import smoke  # pylint: disable=g-import-not-at-top
+  from ctxtag.configs import smoke  # pylint: disable=g-import-not-at-top
   config = smoke.get_config()
   config.dataset = "contextual_tags/zenodo"
   config.manual_dir = str(tmp_path)
   config[key] = value
   workdir = tmp_path / "run"
   with pytest.raises(ValueError, match=message):
-    common.prepare_run(config, str(workdir))
+    run.prepare_run(config, str(workdir))
   assert not (workdir / "config.json").exists()
+
+
+# Every defect counted: conflicting user rows, npz values beyond float32.
+
+
+def _embedding_row(user: int, vector) -> str:
+  return f'{user},"[{", ".join(repr(float(v)) for v in vector)}]"'
+
+
+def test_a_user_listed_with_two_vectors_is_conflicting(tmp_path):
+  path = tmp_path / "user_embeddings.csv"
+  one, two = fixture.embedding_of(1), fixture.embedding_of(2)
+  path.write_text("\n".join([
+      "user_id,embedding",
+      _embedding_row(1, one), _embedding_row(2, two),
+      _embedding_row(1, one),              # the same again: kept, silently
+      _embedding_row(2, one),              # another vector: conflicting
+      _embedding_row(3, one), '3,"[1, 2]"',  # valid, then not: conflicting
+      '4,"[nan]"', '4,"[1]"',              # invalid twice: invalid
+      _embedding_row(2, two),              # a third row changes nothing
+  ]) + "\n")
+  embeddings = user_embeddings.read(path)
+  assert sorted(embeddings.row_of_user) == [1]
+  np.testing.assert_array_equal(embeddings.lookup(1), one)
+  assert embeddings.conflicting == {
+      2: ((3, 5), "listed twice with different vectors"),
+      3: ((6, 7), "listed twice, once with a valid vector and once without")}
+  assert sorted(embeddings.invalid) == [4]
+
+
+@pytest.mark.slow
+def test_conflicting_users_are_dropped_with_their_pairs_and_counted(
+    tmp_path):
+  manual = fixture.write_release(str(tmp_path / "manual"), "spectrograms")
+  with open(os.path.join(manual, "user_embeddings.csv"), "a") as f:
+    f.write(_embedding_row(1, fixture.embedding_of(99)) + "\n")  # differs
+    f.write(_embedding_row(2, fixture.embedding_of(2)) + "\n")   # the same
+  path = datasets.build("contextual_tags/zenodo", str(tmp_path / "data"),
+                        manual, workers=1)
+  with open(os.path.join(path, build_report.REPORT_FILE)) as f:
+    dropped = json.load(f)["dropped"]
+  # User 1's rows: (11, car), (12, happy), (21, car); its repeat of (11,
+  # 1) is a duplicate_pair first. Users are judged before tracks.
+  assert dropped[assemble.USER_EMBEDDING_CONFLICTING] == {
+      "tracks": 0, "pairs": 3, "users": 1, "examples": [1]}
+  kept_users = {int(u) for record in _records(path, "train").values()
+                for u in record["pairs"]["user_id"]}
+  assert 1 not in kept_users and 2 in kept_users
+
+
+@pytest.mark.slow
+def test_strict_stops_at_a_conflicting_user_naming_both_lines(tmp_path):
+  manual = fixture.write_synthetic_release(
+      str(tmp_path / "manual"), num_tracks=6, seconds=3.0, mono_22k=True)
+  embeddings = os.path.join(manual, "user_embeddings.csv")
+  with open(embeddings) as f:
+    lines = f.read().splitlines()
+  user = int(lines[1].partition(",")[0])
+  with open(embeddings, "a") as f:
+    f.write(_embedding_row(user, fixture.embedding_of(10**6)) + "\n")
+  with pytest.raises(build_report.DefectError,
+                     match=rf"user_embeddings.csv lines 2 and {len(lines) + 1}:"
+                           rf" user {user} is listed twice with different"
+                           " vectors"):
+    datasets.build("contextual_tags/zenodo", str(tmp_path / "data"), manual,
+                   OPTIONS, strict=True, workers=1)
+
+
+def test_npz_values_beyond_float32_or_nan_are_invalid_not_inf(tmp_path):
+  frames = audio.num_frames(audio.PAPER_EXCERPT_SECONDS)
+  front_end = zenodo.Options().front_end()
+  shape = (1, frames, audio.N_MELS)
+  huge = np.full(shape, 0.01, np.float64)
+  huge[0, 3, 5] = 1e300  # finite in float64, inf in float32
+  near = np.full(shape, 0.01, np.float32)
+  near[0, 0, 0] = 1e37  # finite in float32, inf once compressed (x 100)
+  nan = np.full(shape, 0.01, np.float32)
+  nan[0, 1, 1] = np.nan
+  statuses = {}
+  for song, power in ((1, huge), (2, near), (3, nan),
+                      (4, np.full(shape, 0.01, np.float64))):
+    path = str(tmp_path / f"mels{song}.npz")
+    np.savez(path, power)
+    task = mels.Task(song, path, "spectrograms", str(tmp_path / "cache"))
+    os.makedirs(task.cache_dir, exist_ok=True)
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")  # no overflow RuntimeWarning either
+      statuses[song] = mels.extract(task, front_end)
+  assert [statuses[s]["status"] for s in (1, 2, 3, 4)] == [
+      mels.SPECTROGRAM_INVALID] * 3 + [mels.OK]
+  assert "float32" in statuses[1]["message"]
+  assert "NaN" in statuses[3]["message"]
+  assert np.all(np.isfinite(mels.load(str(tmp_path / "cache"), 4)))
+
+
+def test_npz_statuses_cached_before_the_float32_check_are_remade(tmp_path):
+  path = str(tmp_path / "mels1.npz")
+  power = np.full((1, 646, audio.N_MELS), 0.01, np.float64)
+  power[0, 0, 0] = 1e300
+  np.savez(path, power)
+  task = mels.Task(1, path, "spectrograms", str(tmp_path))
+  status = mels.extract(task, zenodo.Options().front_end())
+  # What an older ctxtag cached for it: ok, without the check's mark.
+  old = dict(status, status=mels.OK, message="")
+  del old["npz_checks"]
+  with open(tmp_path / "1.json", "w") as f:
+    json.dump(old, f)
+  np.save(tmp_path / "1.npy", np.zeros((646, audio.N_MELS), np.float16))
+  assert mels.cached_status(task) is None
+  assert mels.extract(task, zenodo.Options().front_end())["status"] == (
+      mels.SPECTROGRAM_INVALID)

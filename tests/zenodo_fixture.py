@@ -213,3 +213,68 @@ def write_synthetic_release(directory: str, num_tracks: int, seconds: float,
   with open(os.path.join(directory, "user_embeddings.csv"), "w") as f:
     f.write("\n".join(lines) + "\n")
   return directory
+
+
+# A release whose tracks come partly as audio, partly as the authors' npz
+# mels (whose fixed 30 s excerpts the audio then matches): each track is
+# read from its audio file, else from its npz.
+MIXED_AUDIO_ONLY = {12: "flac", 15: "wav", 16: "wav",
+                    TOO_SHORT_TRACK: "wav"}
+MIXED_NPZ_ONLY = (13, 14, UNREADABLE_TRACK)  # 22's npz is no zip file
+MIXED_BOTH = 11  # audio wins
+MIXED_NEITHER = MISSING_TRACK
+# What the build report says of the mixed release.
+EXPECTED_MIXED_SOURCES = {"audio": 5, "spectrograms": 3}
+
+
+def write_npz_mel(path: str, song_id: int, frames: int | None = None) -> None:
+  """The authors' layout: mel power, arr_0 of shape (1, frames, 96)."""
+  frames = frames or audio.num_frames(audio.PAPER_EXCERPT_SECONDS)
+  power = np.random.default_rng(song_id).exponential(
+      0.01, size=(1, frames, audio.N_MELS))
+  np.savez(path, power.astype(np.float32))
+
+
+def write_mixed_release(directory: str) -> str:
+  """The fixture release's CSVs with tracks in both folders; returns it.
+
+  Audio only: MIXED_AUDIO_ONLY (16 is 0.4 s short of 30 s: padded; 21 is
+  1.5 s short: too short); npz only: MIXED_NPZ_ONLY (22's is no zip file);
+  both: MIXED_BOTH; neither: MIXED_NEITHER. Audio is 22.05 kHz mono, small
+  and quick to decode.
+  """
+  os.makedirs(directory, exist_ok=True)
+  _write_splits(directory)
+  _write_embeddings(directory)
+  audio_dir = os.path.join(directory, "audio")
+  spectrogram_dir = os.path.join(directory, "spectrograms")
+  os.makedirs(audio_dir, exist_ok=True)
+  os.makedirs(spectrogram_dir, exist_ok=True)
+  full = audio.PAPER_EXCERPT_SECONDS + 0.5
+  lengths = {PADDED_TRACK: audio.PAPER_EXCERPT_SECONDS - 0.4,
+             TOO_SHORT_TRACK: audio.PAPER_EXCERPT_SECONDS - 1.5}
+  audio_tracks = {**MIXED_AUDIO_ONLY, MIXED_BOTH: "wav"}
+  for song, extension in audio_tracks.items():
+    wave = _tone(song, lengths.get(song, full))[::2, 0]
+    soundfile.write(os.path.join(audio_dir, f"{song}.{extension}"), wave,
+                    audio.SAMPLE_RATE)
+  for song in (13, 14, MIXED_BOTH):
+    write_npz_mel(os.path.join(spectrogram_dir, f"mels{song}.npz"), song)
+  with open(os.path.join(spectrogram_dir, f"mels{UNREADABLE_TRACK}.npz"),
+            "wb") as f:
+    f.write(b"not a zip file")
+  return directory
+
+
+def corrupt_mp3(path: str, song_id: int, seconds: float) -> None:
+  """An MP3 with stretches of its frames overwritten by noise: it decodes,
+  and mpg123 writes "Illegal Audio-MPEG-Header ... Trying to resync" notes
+  to the process's stderr."""
+  write_audio_file(path, song_id, seconds)
+  with open(path, "rb") as f:
+    data = bytearray(f.read())
+  rng = np.random.default_rng(song_id)
+  for offset in range(2000, len(data) - 2000, 3000):
+    data[offset:offset + 400] = rng.integers(0, 256, 400, np.uint8).tobytes()
+  with open(path, "wb") as f:
+    f.write(bytes(data))

@@ -7,7 +7,7 @@ patience 10 (audio) and 20 (user models). The paper's own data is not
 public with audio, so the data is the simulated world rendered at 30 s.
 """
 
-from launch.configs import default
+from ctxtag.configs import default
 
 
 def get_config():

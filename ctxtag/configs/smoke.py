@@ -1,6 +1,6 @@
 """Seconds-long runs for tests: the tiny dataset, tiny models, 2 epochs."""
 
-from launch.configs import default
+from ctxtag.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Evaluation: the paper's five protocols and the statistics beyond them.
 
-  protocols.py  the five protocols, one function each (PAPER.md)
+  protocols.py  the five protocols (docs/paper.md)
   users.py      per-user sums without a loop over users
   ranking.py    hit@k, MRR and NDCG@3 of the true context, per user
   auc.py        AUC from placement values, and its per-user terms
@@ -9,7 +9,7 @@
   ceiling.py    each model's share of the oracle's gain over the prior
 
 The protocols' names are importable from here too (`evaluation.satisfaction`,
-`evaluation.mo_mg`, ...), as they were when this package was one module.
+`evaluation.mo_mg`, ...).
 """
 
 from ctxtag.evaluation.protocols import auc_per_label
@@ -18,14 +18,12 @@ from ctxtag.evaluation.protocols import binary_metrics
 from ctxtag.evaluation.protocols import mean_of_defined
 from ctxtag.evaluation.protocols import METRICS
 from ctxtag.evaluation.protocols import mo_mg
-from ctxtag.evaluation.protocols import mo_sg
 from ctxtag.evaluation.protocols import one_hot_argmax
-from ctxtag.evaluation.protocols import PROTOCOLS
 from ctxtag.evaluation.protocols import recall_precision_f1
 from ctxtag.evaluation.protocols import satisfaction
 from ctxtag.evaluation.protocols import satisfaction_per_user
+from ctxtag.evaluation.protocols import SG_DECISIONS
+from ctxtag.evaluation.protocols import single_groundtruth
 from ctxtag.evaluation.protocols import SATISFACTION_METRICS
-from ctxtag.evaluation.protocols import sg_counts_per_user
-from ctxtag.evaluation.protocols import so_sg
 from ctxtag.evaluation.protocols import THRESHOLD
-from ctxtag.evaluation.protocols import user_sg
+from ctxtag.evaluation.protocols import thresholded

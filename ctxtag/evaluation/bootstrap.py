@@ -139,3 +139,88 @@ def wilcoxon_p(differences_UxK: np.ndarray) -> float | np.ndarray:
     p_values[informative] = scipy.stats.wilcoxon(columns[:, informative],
                                                  axis=0).pvalue
   return float(p_values[0]) if differences.ndim == 1 else p_values
+
+
+# Two levels: training seeds, then users.
+#
+# Runs that differ only in their training seed are a second source of
+# variation. A two-level resample draws `num_seeds` seeds with replacement
+# (seed floor(u x num_seeds) for each uniform double u of the stream
+# PCG64([seed, SEED_STREAM]) after its first b x num_seeds outputs), then
+# users: with one draw shared by every seed when the seeds share their test
+# users (the stream of `draws`, so that one seed reduces to the one-level
+# bootstrap), or independently within each seed when each has its own test
+# users (seed number s, counting from 0, uses the stream of `draws` seeded
+# with `seed + s`). Its statistic is the mean, over the drawn seeds, of each
+# seed's mean over its drawn users.
+SEED_STREAM = 0x5EED5  # keeps the seed draws apart from the user draws
+
+
+def seed_draws(num_seeds: int, resamples: range, seed: int) -> np.ndarray:
+  """(len(resamples), num_seeds): the seeds (indices) each two-level
+  resample draws (above)."""
+  bit_generator = np.random.PCG64([seed, SEED_STREAM])
+  bit_generator.advance(resamples.start * num_seeds)
+  uniform = np.random.Generator(bit_generator).random(
+      (len(resamples), num_seeds))
+  return _users_of(uniform, num_seeds)
+
+
+def two_level_resampled_means(per_seed_UxK, settings: Settings,
+                              shared_users: bool) -> np.ndarray:
+  """Each two-level resample's mean over seeds of the means over users.
+
+  Args:
+    per_seed_UxK: one (users, K) matrix of per-user statistics per seed;
+      with `shared_users`, their rows are the same users in the same order.
+    settings: the resamples, their seed.
+    shared_users: whether one user draw serves every seed (above).
+
+  Returns:
+    (settings.resamples, K).
+
+  Raises:
+    ValueError: for no seeds, or seeds of unequal user counts with
+      `shared_users`.
+  """
+  values = [np.asarray(v, np.float64).reshape(len(v), -1)
+            for v in per_seed_UxK]
+  if not values:
+    raise ValueError("no seeds to resample")
+  num_seeds, num_columns = len(values), values[0].shape[1]
+  if shared_users:
+    if len({v.shape[0] for v in values}) != 1:
+      raise ValueError("shared test users need the same users in every seed,"
+                       f" got {[v.shape[0] for v in values]} users")
+    means_BxSxK = (resampled_sums(np.concatenate(values, axis=1), settings)
+                   / values[0].shape[0]).reshape(-1, num_seeds, num_columns)
+  else:
+    means_BxSxK = np.stack([
+        resampled_sums(v, dataclasses.replace(settings,
+                                              seed=settings.seed + s))
+        / v.shape[0] for s, v in enumerate(values)], axis=1)
+  drawn = seed_draws(num_seeds, range(settings.resamples), settings.seed)
+  drawn += num_seeds * np.arange(settings.resamples)[:, None]
+  weights_BxS = np.bincount(
+      drawn.ravel(), minlength=settings.resamples * num_seeds).reshape(
+          settings.resamples, num_seeds) / num_seeds
+  return np.einsum("bs,bsk->bk", weights_BxS, means_BxSxK)
+
+
+def two_level(per_seed_UxK, settings: Settings, shared_users: bool):
+  """Means over seeds of per-user means, with two-level intervals.
+
+  Args:
+    per_seed_UxK, settings, shared_users: as for
+      `two_level_resampled_means`.
+
+  Returns:
+    (mean (K,): the mean over seeds of each seed's mean over users, exact;
+     intervals (K, 2): percentile intervals of the two-level resamples;
+     per_seed (seeds, K): each seed's mean over users).
+  """
+  per_seed = np.stack([np.asarray(v, np.float64).reshape(len(v), -1).mean(
+      axis=0) for v in per_seed_UxK])
+  resampled = two_level_resampled_means(per_seed_UxK, settings, shared_users)
+  return per_seed.mean(axis=0), intervals(resampled, settings.confidence), (
+      per_seed)

@@ -1,6 +1,13 @@
-"""The paper's five evaluation protocols, one function each, vectorised.
+"""The paper's five evaluation protocols, vectorised (docs/paper.md).
 
-Notation (PAPER.md): for the test pairs, G is the one-hot ground truth per
+MO-MG is `mo_mg`; the three single-groundtruth protocols (MO-SG, SO-SG and
+the user models' SG) share one implementation, `single_groundtruth`, and
+differ only in their decision rule, `SG_DECISIONS`; satisfaction is
+`satisfaction_per_user` (and its mean, `satisfaction`). The SG protocols
+and satisfaction are computed from per-user counts, so the bootstrap over
+users (ctxtag.study) resamples the very sums the point estimate is made of.
+
+Notation: for the test pairs, G is the one-hot ground truth per
 (user, track) pair; the audio model gives one sigmoid vector per track, the
 user models one softmax vector per pair. Binary predictions threshold scores
 at `score >= 0.5`; precision of a context with no predicted positive is 0, as
@@ -89,24 +96,47 @@ def mo_mg(track_truth_NxC, track_scores_NxC) -> dict:
                         track_scores_NxC)
 
 
-def mo_sg(pair_truth_PxC, pair_track_scores_PxC) -> dict:
-  """2. Multi-output, single-groundtruth: each pair's track scores,
-  thresholded, vs that user's single context."""
-  return binary_metrics(pair_truth_PxC, pair_track_scores_PxC >= THRESHOLD,
-                        pair_track_scores_PxC)
+def thresholded(scores_NxC: np.ndarray) -> np.ndarray:
+  """Every context whose score reaches THRESHOLD (the multi-output rule)."""
+  return np.asarray(scores_NxC) >= THRESHOLD
 
 
-def so_sg(pair_truth_PxC, pair_track_scores_PxC) -> dict:
-  """3. Single-output, single-groundtruth: argmax of the track's audio
-  scores, one-hot, vs the user's context; AUC still uses the scores."""
-  return binary_metrics(pair_truth_PxC, one_hot_argmax(pair_track_scores_PxC),
-                        pair_track_scores_PxC)
+# Each SG protocol's rule from a model's pair scores to binary predictions:
+#   mo_sg: multi-output, single-groundtruth: the track's audio scores,
+#          thresholded, vs the user's single context;
+#   so_sg: single-output, single-groundtruth: the argmax of the track's audio
+#          scores, one-hot, vs the user's context;
+#   user_sg (and user_only_sg, oracle_sg): the argmax of a user model's
+#          per-pair softmax.
+# AUC always uses the scores themselves.
+SG_DECISIONS = {"mo_sg": thresholded, "so_sg": one_hot_argmax,
+                "user_sg": one_hot_argmax, "user_only_sg": one_hot_argmax,
+                "oracle_sg": one_hot_argmax}
 
 
-def user_sg(pair_truth_PxC, pair_scores_PxC) -> dict:
-  """4. User model, single-groundtruth: argmax of the per-pair softmax."""
-  return binary_metrics(pair_truth_PxC, one_hot_argmax(pair_scores_PxC),
-                        pair_scores_PxC)
+def single_groundtruth(users: users_lib.Users, truth_PxC, predicted_PxC,
+                       auc_C) -> tuple[dict, np.ndarray, np.ndarray]:
+  """2.-4. An SG protocol: binary predictions per pair vs each pair's one
+  context, from per-user counts.
+
+  Args:
+    users: the users of the pairs (their order is the pairs' order).
+    truth_PxC: one-hot ground truth of each pair.
+    predicted_PxC: the protocol's binary predictions (`SG_DECISIONS`).
+    auc_C: per-context AUC of the scores the predictions came from.
+
+  Returns:
+    binary_metrics' dict, and each user's true and false positives per
+    context, (users, C) each: with the users' positives, the sufficient
+    statistics of the recall, precision and F1 (for the intervals).
+  """
+  truth = np.asarray(truth_PxC, bool)
+  predicted = np.asarray(predicted_PxC, bool)
+  tp_UxC = users.sum(truth & predicted)
+  fp_UxC = users.sum(predicted) - tp_UxC
+  result = metrics_from_counts(tp_UxC.sum(axis=0), fp_UxC.sum(axis=0),
+                               truth.sum(axis=0), auc_C)
+  return result, tp_UxC, fp_UxC
 
 
 def satisfaction_per_user(users: users_lib.Users, truth_PxC,
@@ -140,7 +170,7 @@ def satisfaction_per_user(users: users_lib.Users, truth_PxC,
 
 
 def satisfaction(user_ids_P, truth_PxC, predicted_PxC) -> dict:
-  """5. User satisfaction.
+  """5. User satisfaction, averaged over users.
 
   For each user, over the user's pairs and for each context present in the
   user's ground truth (active contexts): binary accuracy, recall, precision
@@ -162,19 +192,6 @@ def satisfaction(user_ids_P, truth_PxC, predicted_PxC) -> dict:
   return result
 
 
-def sg_counts_per_user(users: users_lib.Users, truth_PxC,
-                       predicted_PxC) -> tuple[np.ndarray, np.ndarray]:
-  """Each user's true and false positives per context, (users, C) each.
-
-  With the users' positives (`users.sum(truth_PxC)`), these are the
-  sufficient statistics of an SG protocol's recall, precision and F1.
-  """
-  truth = np.asarray(truth_PxC, bool)
-  predicted = np.asarray(predicted_PxC, bool)
-  tp = users.sum(truth & predicted)
-  return tp, users.sum(predicted) - tp
-
-
 def average_from_counts(tp_XxC, fp_XxC, positives_XxC) -> dict:
   """Recall, precision and F1 of pooled counts, averaged over contexts.
 
@@ -185,6 +202,3 @@ def average_from_counts(tp_XxC, fp_XxC, positives_XxC) -> dict:
   return {"recall": recall.mean(axis=-1), "precision": precision.mean(axis=-1),
           "f1": f1.mean(axis=-1)}
 
-
-PROTOCOLS = {"mo_mg": mo_mg, "mo_sg": mo_sg, "so_sg": so_sg,
-             "user_sg": user_sg}

@@ -8,6 +8,7 @@ are grouped by track.
 """
 
 import dataclasses
+import sys
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from ctxtag.sources import splits as splits_lib
 SPLITS = ("train", "validation", "test")
 USER_EMBEDDING_MISSING = "user_embedding_missing"
 USER_EMBEDDING_INVALID = "user_embedding_invalid"
+USER_EMBEDDING_CONFLICTING = "user_embedding_conflicting"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +46,24 @@ def drop_users(splits: dict[str, pairs_lib.Pairs], embeddings,
   Args:
     splits: split -> pairs.
     embeddings: has `row_of_user` (valid users), `invalid` (user -> (line,
-      what)) and `path`.
+      what)), `conflicting` (user -> ((line, line), what); optional) and
+      `path`.
     report: where drops are counted.
   """
   counts = _pairs_per(splits, "user_id")
+  conflicting = getattr(embeddings, "conflicting", None) or {}
   bad = []
   for user_id, count in sorted(counts.items()):
     if user_id in embeddings.row_of_user:
       continue
     bad.append(user_id)
-    if user_id in embeddings.invalid:
+    if user_id in conflicting:
+      (line, other), what = conflicting[user_id]
+      report.drop(USER_EMBEDDING_CONFLICTING,
+                  f"{embeddings.path} lines {line} and {other}",
+                  f"user {user_id} is {what}; which is theirs is unknown, so"
+                  " both rows are dropped", user_id, users=1, pairs=count)
+    elif user_id in embeddings.invalid:
       line, what = embeddings.invalid[user_id]
       report.drop(USER_EMBEDDING_INVALID, f"{embeddings.path} line {line}",
                   f"user {user_id}: {what}", user_id, users=1, pairs=count)
@@ -66,26 +76,47 @@ def drop_users(splits: dict[str, pairs_lib.Pairs], embeddings,
           for split, p in splits.items()}
 
 
-def mel_tasks(splits: dict[str, pairs_lib.Pairs], file_of_stem: dict,
-              kind: str, stem_of_song=None) -> list[mels.Task]:
-  """One extraction task per track that still has pairs."""
+def mel_tasks(splits: dict[str, pairs_lib.Pairs],
+              input_of_stem: dict[str, tuple[str, str]],
+              cache_dir_of_kind: dict[str, str],
+              stem_of_song=None) -> list[mels.Task]:
+  """One extraction task per track that still has pairs.
+
+  Args:
+    splits: split (or any group) -> pairs.
+    input_of_stem: file stem -> (path, kind) of the track's input.
+    cache_dir_of_kind: where mels made from each kind of input go.
+    stem_of_song: song id -> file stem, when files are not named by id.
+  """
   song_ids = np.unique(np.concatenate([p.song_id for p in splits.values()]))
   tasks = []
   for song_id in song_ids.tolist():
     stem = stem_of_song(song_id) if stem_of_song else str(song_id)
-    tasks.append(mels.Task(song_id, file_of_stem.get(stem), kind))
+    path, kind = input_of_stem.get(stem, (None, ""))
+    tasks.append(mels.Task(song_id, path, kind,
+                           cache_dir_of_kind.get(kind, "")))
   return tasks
 
 
 def drop_tracks(splits: dict[str, pairs_lib.Pairs], statuses: dict[int, dict],
                 where: str,
                 report: build_report.BuildReport) -> dict[str, pairs_lib.Pairs]:
-  """Drops the tracks whose mel failed, with all their pairs; counts
-  padded tracks among those kept."""
+  """Drops the tracks whose mel failed, with all their pairs; counts the
+  tracks read from each kind of input, the padded tracks among those kept,
+  and the tracks whose decoder wrote notes."""
   counts = _pairs_per(splits, "song_id")
   bad = []
   for song_id in sorted(statuses):
     status = statuses[song_id]
+    if "source" in status:
+      report.count_source(status["source"])
+    elif status.get("file"):  # a cache entry older than sources: by its path
+      report.count_source(
+          "spectrograms" if status["file"]["path"].endswith(".npz")
+          else "audio")
+    if status.get("decoder_notes"):
+      report.decoder_note(song_id, status["file"]["path"], status["status"],
+                          status["decoder_notes"])
     if status["status"] == mels.OK:
       report.padded += status["padded_seconds"] > 0
       continue
@@ -116,9 +147,16 @@ def group_by_track(pairs: pairs_lib.Pairs, embeddings) -> list[TrackPairs]:
 
 
 def record_splits(splits: dict[str, pairs_lib.Pairs],
-                  report: build_report.BuildReport) -> None:
+                  report: build_report.BuildReport,
+                  strategy: str = "") -> None:
+  """Counts each split in the report; for a cold split, also prints and
+  records what it guarantees (no test or validation user/track in train)."""
   for split, p in splits.items():
     report.set_split(split, len(np.unique(p.song_id)), len(p))
+  guarantee = splits_lib.guarantee(splits, strategy)
+  if guarantee:
+    print(guarantee, flush=True, file=sys.stderr)
+    report.split_guarantee = guarantee
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,44 +227,71 @@ def pool(splits: dict[str, pairs_lib.Pairs], where: str,
 
 def drop_tracks_without_mels(
     splits: dict[str, pairs_lib.Pairs], manual_dir: str,
-    front_end: mels.FrontEnd, kind: str, cache_dir: str, workers: int,
+    settings: mels.AudioSettings, cache_root: str, workers: int,
     report: build_report.BuildReport, beam_options=None,
-    stem_of_song=None) -> dict[str, pairs_lib.Pairs]:
-  """Computes the mels of every track with pairs into `cache_dir` and drops
-  the tracks whose audio is missing or defective, with their pairs.
+    stem_of_song=None) -> tuple[dict[str, pairs_lib.Pairs], dict[int, str]]:
+  """Computes the mels of every track with pairs and drops the tracks whose
+  input is missing or defective, with their pairs.
+
+  Each track is read from its audio file if it has one, else from its npz
+  (as `settings.audio` allows); the report counts how many came from each.
 
   Args:
     splits: split (or any group) -> pairs.
-    manual_dir: holds the audio/ or spectrograms/ directory.
-    front_end: excerpt settings of the mels.
-    kind: "audio" or "spectrograms".
-    cache_dir: where the mels go.
+    manual_dir: holds the audio/ and/or spectrograms/ directories.
+    settings: the source's audio settings.
+    cache_root: directory of the mel caches (one subdirectory per kind of
+      input and front end).
     workers: worker processes for the mels.
     report: where drops are counted.
     beam_options: run the mels as an Apache Beam pipeline with these options.
     stem_of_song: song id -> file stem, when files are not named by id.
+
+  Returns:
+    The splits without the dropped tracks, and song id -> the directory
+    holding its mel, for every kept track.
+
+  Raises:
+    ConfigError: excerpt settings that tracks read from npz files cannot
+      have.
   """
-  tasks = mel_tasks(splits, mels.index_files(manual_dir, kind), kind,
-                    stem_of_song)
-  statuses = mels.extract_all(tasks, front_end, cache_dir, workers,
-                              beam_options)
-  return drop_tracks(splits, statuses, manual_dir, report)
+  cache_dir_of_kind = {kind: settings.cache_dir(cache_root, kind)
+                       for kind in mels.KINDS}
+  tasks = mel_tasks(splits, mels.index_inputs(manual_dir, settings),
+                    cache_dir_of_kind, stem_of_song)
+  front_end = settings.front_end()
+  mels.check_front_end(front_end, tasks)
+  statuses = mels.extract_all(tasks, front_end, workers, beam_options)
+  mel_dirs = {task.song_id: task.cache_dir for task in tasks
+              if statuses[task.song_id]["status"] == mels.OK}
+  return drop_tracks(splits, statuses, manual_dir, report), mel_dirs
 
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-  """What the builder writes: per split, its tracks with their pairs; the
-  tracks' mels are in `cache_dir`; `song_stems` maps song ids to the names
-  of their audio files where those differ from the ids."""
+  """What the builder writes: per split, its tracks with their pairs; each
+  track's mel is in the directory `mel_dirs` maps it to; `song_stems` maps
+  song ids to the names of their input files where those differ from the
+  ids."""
   tracks: dict[str, list[TrackPairs]]
-  cache_dir: str
+  mel_dirs: dict[int, str]
   song_stems: dict[int, str] | None = None
 
 
-def package(splits: dict[str, pairs_lib.Pairs], embeddings, cache_dir: str,
-            report: build_report.BuildReport,
-            song_stems: dict[int, str] | None = None) -> Prepared:
-  """The final splits, counted in the report and grouped by track."""
-  record_splits(splits, report)
+def package(splits: dict[str, pairs_lib.Pairs], embeddings,
+            mel_dirs: dict[int, str], report: build_report.BuildReport,
+            song_stems: dict[int, str] | None = None,
+            strategy: str = "") -> Prepared:
+  """The final splits, counted in the report and grouped by track.
+
+  Args:
+    splits: split -> its final pairs.
+    embeddings: the users' embeddings.
+    mel_dirs: song id -> the directory holding its mel.
+    report: where the splits are counted.
+    song_stems: song id -> file stem, when files are not named by id.
+    strategy: the split strategy, whose guarantee a cold split prints.
+  """
+  record_splits(splits, report, strategy)
   return Prepared({split: group_by_track(splits[split], embeddings)
-                   for split in SPLITS}, cache_dir, song_stems)
+                   for split in SPLITS}, mel_dirs, song_stems)

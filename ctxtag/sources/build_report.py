@@ -9,7 +9,18 @@ or song id.
   {"splits": {split: {"tracks": n, "pairs": n}},
    "dropped": {reason: {"tracks": n, "pairs": n, "users": n,
                         "examples": [...]}},
-   "padded": n}
+   "padded": n,
+   "sources": {"audio": n, "spectrograms": n},
+   "decoder_notes": {"tracks": n, "examples": [{"song_id", "file",
+                                                "status", "notes"}]},
+   "split_guarantee": "cold_user split: 0 of ... test users are in train"}
+
+"sources" counts the tracks read from audio/ and from spectrograms/ (a
+track with neither is counted as dropped, audio_missing); some of them may
+then be dropped as unreadable. "decoder_notes" counts the tracks whose
+decoder wrote to stderr while decoding them (kept or not: "status" says),
+with the notes of the first few. "split_guarantee" is there for cold splits
+only.
 """
 
 import collections
@@ -32,6 +43,29 @@ class BuildReport:
     self.splits: dict[str, dict[str, int]] = {}
     self.dropped: dict[str, dict] = collections.OrderedDict()
     self.padded = 0
+    self.sources = {"audio": 0, "spectrograms": 0}
+    self.decoder_notes = {"tracks": 0, "examples": []}
+    self.split_guarantee = ""
+
+  def count_source(self, kind: str) -> None:
+    """Counts one track read from `kind` ("audio" or "spectrograms")."""
+    self.sources[kind] = self.sources.get(kind, 0) + 1
+
+  def decoder_note(self, song_id: int, path: str, status: str,
+                   notes: str) -> None:
+    """Counts one track whose decoder wrote `notes` to stderr.
+
+    Args:
+      song_id: the track.
+      path: its file.
+      status: what became of it: "ok" (kept) or the reason it was dropped.
+      notes: the decoder's text.
+    """
+    self.decoder_notes["tracks"] += 1
+    if len(self.decoder_notes["examples"]) < MAX_EXAMPLES:
+      self.decoder_notes["examples"].append(
+          {"song_id": song_id, "file": path, "status": status,
+           "notes": notes})
 
   def drop(self, reason: str, where: str, what: str, example, *,
            tracks: int = 0, pairs: int = 0, users: int = 0) -> None:
@@ -67,8 +101,12 @@ class BuildReport:
     return sum(entry["pairs"] for entry in self.dropped.values())
 
   def to_json(self) -> dict:
-    return {"splits": self.splits, "dropped": dict(self.dropped),
-            "padded": self.padded}
+    report = {"splits": self.splits, "dropped": dict(self.dropped),
+              "padded": self.padded, "sources": dict(self.sources),
+              "decoder_notes": self.decoder_notes}
+    if self.split_guarantee:
+      report["split_guarantee"] = self.split_guarantee
+    return report
 
 
 def format_report(report: dict) -> str:
@@ -84,4 +122,20 @@ def format_report(report: dict) -> str:
       examples = ", ".join(str(e) for e in entry["examples"][:3])
       lines.append(f"  {reason:<28} {entry['tracks']:>7} {entry['pairs']:>8}"
                    f" {entry['users']:>7}  {examples}")
+  if "sources" in report:  # reports of ctxtag before per-track inputs lack it
+    sources = report["sources"]
+    lines.append(f"  tracks read from audio/: {sources.get('audio', 0)},"
+                 f" from spectrograms/: {sources.get('spectrograms', 0)}")
+  notes = report.get("decoder_notes") or {"tracks": 0}
+  if notes["tracks"]:
+    lines.append(f"  decoder notes on {notes['tracks']} track(s):")
+    for example in notes["examples"][:3]:
+      text = example["notes"].splitlines()
+      more = f" (+{len(text) - 1} more lines)" if len(text) > 1 else ""
+      fate = ("kept" if example["status"] == "ok"
+              else f"dropped: {example['status']}")
+      lines.append(f"    song {example['song_id']} ({example['file']},"
+                   f" {fate}): {text[0]}{more}")
+  if report.get("split_guarantee"):
+    lines.append(f"  {report['split_guarantee']}")
   return "\n".join(lines)

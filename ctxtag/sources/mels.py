@@ -1,20 +1,33 @@
 """Log-mels of users' own audio, computed in worker processes and cached.
 
-Inputs live in the manual dir as either
-  audio/<stem>.<ext>             mp3, ogg, opus, flac or wav, or
+Inputs live in the manual dir, per track:
+  audio/<stem>.<ext>             mp3, ogg, opus, flac or wav, else
   spectrograms/mels<stem>.npz    the paper authors' mel power spectrograms,
                                  `arr_0` of shape (1, 646, 96),
 where the stem is the song id (or, for playlist exports, the track's id).
+Each track is read from its audio file if it has one, else from its npz
+(both folders are optional, and a release may mix them); a track with
+neither is `audio_missing`. `--option=audio=files|spectrograms` reads one
+folder only.
 
 Each track's log-mel goes to a cache directory as `<song_id>.npy` (float16),
-with `<song_id>.json` saying what became of it (kept, padded, or why not).
-Both are written under a temporary name and renamed, so a killed build
-leaves only whole entries, and the next build reuses them: an entry is
-reused while the audio file keeps its path, size and modification time.
-The parent process keeps only these small statuses, never the mels, so
-memory stays flat however many tracks there are.
+with `<song_id>.json` saying what became of it (kept, padded, or why not)
+and which input it came from. Both are written under a temporary name and
+renamed, so a killed build leaves only whole entries, and the next build
+reuses them: an entry is reused while its input keeps its kind, path, size
+and modification time. Mels made from audio and from npz files live in
+separate directories, so one is never served for the other. The parent
+process keeps only these small statuses, never the mels, so memory stays
+flat however many tracks there are.
+
+What the decoders (libsndfile, mpg123) write to the process's stderr while
+a file is decoded ("Illegal Audio-MPEG-Header ... Trying to resync") is
+captured at the file-descriptor level and kept in that track's status as
+`decoder_notes`, so the build report names the file instead of the
+terminal showing notes that name none.
 """
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -22,6 +35,8 @@ import json
 import multiprocessing
 import os
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
@@ -34,7 +49,13 @@ AUDIO_DIR = "audio"
 SPECTROGRAM_DIR = "spectrograms"
 # Preferred first when a track has files in several formats.
 AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "opus", "mp3")
-KINDS = ("audio", "spectrograms")
+KINDS = ("audio", "spectrograms")  # in order of preference
+# Values of the `audio` setting: "auto" reads each track from whichever of
+# its inputs exists; "files" is another name for "audio".
+AUDIO_SETTINGS = ("auto", "audio", "files", "spectrograms")
+FETCH_COMMAND = "python -m launch.fetch_audio --manual_dir={manual_dir}"
+# Decoder notes kept per track in its status (the rest are counted).
+MAX_NOTE_CHARS = 2000
 
 # Reasons a track has no usable mel (build_report.json keys).
 AUDIO_MISSING = "audio_missing"
@@ -43,6 +64,10 @@ AUDIO_TOO_SHORT = "audio_too_short"
 SPECTROGRAM_WRONG_SHAPE = "spectrogram_wrong_shape"
 SPECTROGRAM_INVALID = "spectrogram_invalid"
 OK = "ok"
+# The checks an npz's mel passed; cached statuses of npz files made under
+# fewer checks are made again (an npz is read in milliseconds). 2: values
+# beyond float32 are spectrogram_invalid (they were kept as inf).
+NPZ_CHECKS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +94,9 @@ class AudioSettings:
   excerpt_seconds: float = audio.PAPER_EXCERPT_SECONDS
   offset_seconds: float = 0.0  # where the excerpt starts in each file
   max_padding_seconds: float = 1.0  # a shorter end is zero-padded, counted
-  audio: str = "auto"  # "audio", "spectrograms", or "auto": whichever exists
+  # "auto": each track from its audio file, else its npz; "audio" (or
+  # "files"): audio files only; "spectrograms": npz files only.
+  audio: str = "auto"
 
   def validate(self) -> None:
     """Raises ConfigError naming the first invalid setting."""
@@ -81,49 +108,34 @@ class AudioSettings:
       if getattr(self, name) < 0:
         raise errors.ConfigError(f"setting {name} must be >= 0, got"
                                  f" {getattr(self, name)}")
-    if self.audio not in ("auto",) + KINDS:
+    if self.audio not in AUDIO_SETTINGS:
       raise errors.ConfigError(
-          f"setting audio must be auto, audio or spectrograms, got"
-          f" {self.audio!r}")
+          f"setting audio must be auto (each track's audio file, else its"
+          f" npz), files (or audio) or spectrograms, got {self.audio!r}")
 
   def front_end(self) -> "FrontEnd":
     return FrontEnd(self.excerpt_seconds, self.offset_seconds,
                     self.max_padding_seconds)
 
-  def kind(self, manual_dir: str) -> str:
-    """"audio" or "spectrograms": as set, or whichever the dir holds."""
-    kind = detect_kind(manual_dir) if self.audio == "auto" else self.audio
-    if kind == "spectrograms" and (
-        self.excerpt_seconds != audio.PAPER_EXCERPT_SECONDS
-        or self.offset_seconds != 0):
-      raise errors.ConfigError(
-          "the authors' spectrograms are fixed 30 s excerpts from the start;"
-          " settings excerpt_seconds and offset_seconds cannot change with"
-          " spectrograms")
-    return kind
+  def kinds(self) -> tuple[str, ...]:
+    """The kinds of input tracks are read from, preferred first."""
+    if self.audio == "auto":
+      return KINDS
+    return ("spectrograms",) if self.audio == "spectrograms" else ("audio",)
 
   def cache_dir(self, cache_root: str, kind: str) -> str:
-    """Where mels of these settings are cached under `cache_root`."""
+    """Where mels of `kind` and these settings are cached under
+    `cache_root`."""
     return os.path.join(cache_root, f"{kind}-{self.front_end().fingerprint()}")
 
 
-def detect_kind(manual_dir: str) -> str:
-  """"audio" if manual_dir has audio/, else "spectrograms" if it has
-  spectrograms/; an error naming both if it has neither."""
-  for kind, directory in (("audio", AUDIO_DIR),
-                          ("spectrograms", SPECTROGRAM_DIR)):
-    if os.path.isdir(os.path.join(manual_dir, directory)):
-      return kind
-  raise errors.DatasetError(
-      f"{manual_dir}: neither {AUDIO_DIR}/ (audio/<song_id>.mp3 ...) nor"
-      f" {SPECTROGRAM_DIR}/ (mels<song_id>.npz) is here; put the tracks'"
-      " audio in one of them")
-
-
 def index_files(manual_dir: str, kind: str) -> dict[str, str]:
-  """Stem -> path of every usable input file, scanned once."""
+  """Stem -> path of every usable input file of `kind`, scanned once; {} if
+  its folder is absent."""
   if kind == "audio":
     directory = os.path.join(manual_dir, AUDIO_DIR)
+    if not os.path.isdir(directory):
+      return {}
     found = {}
     for name in sorted(os.listdir(directory)):
       stem, _, extension = name.rpartition(".")
@@ -139,16 +151,87 @@ def index_files(manual_dir: str, kind: str) -> dict[str, str]:
       found[stem] = path
     return found
   directory = os.path.join(manual_dir, SPECTROGRAM_DIR)
+  if not os.path.isdir(directory):
+    return {}
   return {name[len("mels"):-len(".npz")]: os.path.join(directory, name)
           for name in sorted(os.listdir(directory))
           if name.startswith("mels") and name.endswith(".npz")}
 
 
+def _expected_inputs(manual_dir: str) -> str:
+  return (f"{AUDIO_DIR}/<song_id>.<ext> ({', '.join(AUDIO_EXTENSIONS)};"
+          f" `{FETCH_COMMAND.format(manual_dir=manual_dir)}` fetches the"
+          f" release's previews) or {SPECTROGRAM_DIR}/mels<song_id>.npz")
+
+
+def index_inputs(manual_dir: str, settings: AudioSettings
+                 ) -> dict[str, tuple[str, str]]:
+  """Stem -> (path, kind) of each track's input: its audio file if it has
+  one, else its npz (as `settings.audio` allows).
+
+  Raises:
+    DatasetError: none of the folders read is in `manual_dir`.
+  """
+  kinds = settings.kinds()
+  folders = {"audio": AUDIO_DIR, "spectrograms": SPECTROGRAM_DIR}
+  present = [kind for kind in kinds
+             if os.path.isdir(os.path.join(manual_dir, folders[kind]))]
+  if not present and len(kinds) == 1:
+    raise errors.DatasetError(
+        f"{os.path.join(manual_dir, folders[kinds[0]])}: no such directory,"
+        f" and setting audio={settings.audio} reads only it; drop the"
+        " setting to read each track from whichever of audio/ and"
+        " spectrograms/ holds it")
+  if not present:
+    raise errors.DatasetError(
+        f"{manual_dir}: neither {AUDIO_DIR}/ nor {SPECTROGRAM_DIR}/ is here;"
+        f" put each track's input there as {_expected_inputs(manual_dir)}")
+  found = {}
+  for kind in reversed(present):  # the preferred kind is written last
+    found.update((stem, (path, kind))
+                 for stem, path in index_files(manual_dir, kind).items())
+  return found
+
+
+def check_front_end(front_end: "FrontEnd", tasks: list["Task"]) -> None:
+  """Refuses excerpt settings that tracks read from npz files cannot have.
+
+  The authors' spectrograms are fixed 30 s excerpts from the start of each
+  track, so a changed excerpt could only be honoured for the audio tracks;
+  the dataset would mix two front ends.
+
+  Raises:
+    ConfigError: naming the setting and an npz track's file.
+  """
+  npz = [task.path for task in tasks if task.kind == "spectrograms"
+         and task.path is not None]
+  if not npz:
+    return
+  for name, paper in (("excerpt_seconds", audio.PAPER_EXCERPT_SECONDS),
+                      ("offset_seconds", 0.0)):
+    value = getattr(front_end, name)
+    if value != paper:
+      raise errors.ConfigError(
+          f"setting {name}={value:g}: {len(npz)} track(s) are read from"
+          f" {SPECTROGRAM_DIR}/ (e.g. {npz[0]}), the authors' fixed 30 s"
+          f" excerpts from the start, which cannot have it; leave {name} at"
+          f" {paper:g}, or read audio files only with --option=audio=files")
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
+  """One track's mel to make.
+
+  Attributes:
+    song_id: the track.
+    path: its input file; None if it has none (`audio_missing`).
+    kind: "audio" or "spectrograms": what `path` is.
+    cache_dir: where its mel and status go (one directory per kind).
+  """
   song_id: int
   path: str | None
   kind: str
+  cache_dir: str = ""
 
 
 def _entry(cache_dir: str, song_id: int, suffix: str) -> str:
@@ -161,17 +244,23 @@ def _identity(path: str) -> dict:
           "mtime_ns": stat.st_mtime_ns}
 
 
-def cached_status(task: Task, cache_dir: str) -> dict | None:
-  """The cached status of `task`, if it is still valid for its file."""
+def cached_status(task: Task) -> dict | None:
+  """The cached status of `task`, if it is still valid for its input."""
   try:
-    with open(_entry(cache_dir, task.song_id, "json")) as f:
+    with open(_entry(task.cache_dir, task.song_id, "json")) as f:
       status = json.load(f)
-    if status["file"] != _identity(task.path):
+    # Entries written before statuses named their source sit in the
+    # directory of their kind: that is their source.
+    if (status.get("source", task.kind) != task.kind
+        or status["file"] != _identity(task.path)):
+      return None
+    if (task.kind == "spectrograms"
+        and status.get("npz_checks", 1) < NPZ_CHECKS):
       return None
   except (OSError, ValueError, KeyError):
     return None
   if status["status"] == OK and not os.path.exists(
-      _entry(cache_dir, task.song_id, "npy")):
+      _entry(task.cache_dir, task.song_id, "npy")):
     return None
   return status
 
@@ -188,8 +277,17 @@ def _mel_of_npz(path: str, front_end: FrontEnd) -> np.ndarray:
                   f"arr_0 has shape {power.shape}, expected {expected}")
   if not np.all(np.isfinite(power)) or np.any(power < 0):
     raise _Defect(SPECTROGRAM_INVALID, "arr_0 holds negative or non-finite"
-                  " values; a mel power spectrogram is finite and >= 0")
-  return np.log1p(audio.COMPRESSION * power[0].astype(np.float32))
+                  " values (NaN or infinite); a mel power spectrogram is"
+                  " finite and >= 0")
+  # float64 values beyond float32 (1e300) pass the check above and become
+  # inf in the float32 mel: refuse them rather than store inf.
+  with np.errstate(over="ignore", invalid="ignore"):
+    mel = np.log1p(audio.COMPRESSION * power[0].astype(np.float32))
+  if not np.all(np.isfinite(mel)):
+    raise _Defect(SPECTROGRAM_INVALID, "arr_0 holds values too large for a"
+                  f" mel power spectrogram (up to {np.max(power):.3g}; float32"
+                  f" holds {np.finfo(np.float32).max:.3g})")
+  return mel
 
 
 class _Defect(Exception):
@@ -199,9 +297,31 @@ class _Defect(Exception):
     self.reason = reason
 
 
-def _mel(task: Task, front_end: FrontEnd) -> tuple[np.ndarray, float]:
-  if task.kind == "spectrograms":
-    return _mel_of_npz(task.path, front_end), 0.0
+# fd 2 is the process's, not a thread's: one capture at a time per process.
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def captured_stderr():
+  """Sends what is written to file descriptor 2 (by C libraries too) into a
+  temporary file while the block runs; yields a list that holds the text
+  once the block ends."""
+  captured = []
+  with _STDERR_LOCK, tempfile.TemporaryFile() as capture:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(capture.fileno(), 2)
+    try:
+      yield captured
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      capture.seek(0)
+      captured.append(capture.read().decode("utf-8", "replace"))
+
+
+def _decoded(task: Task, front_end: FrontEnd) -> tuple[np.ndarray, float]:
   try:
     return audio.excerpt_from_file(
         task.path, front_end.excerpt_seconds, front_end.offset_seconds,
@@ -212,28 +332,44 @@ def _mel(task: Task, front_end: FrontEnd) -> tuple[np.ndarray, float]:
     raise _Defect(AUDIO_UNREADABLE, str(error)) from None
 
 
-def extract(task: Task, front_end: FrontEnd, cache_dir: str) -> dict:
+def extract(task: Task, front_end: FrontEnd) -> dict:
   """Computes and caches the mel of one track; returns its status.
 
   Status: {"song_id", "status": "ok" or a defect reason, "message",
-  "padded_seconds", "file": identity of the input file}.
+  "padded_seconds", "source": the input's kind, "file": identity of the
+  input file, and "decoder_notes": what the decoder wrote to stderr, if
+  anything}.
   """
   if task.path is None:
     return {"song_id": task.song_id, "status": AUDIO_MISSING,
-            "message": "no audio file", "padded_seconds": 0.0}
-  cached = cached_status(task, cache_dir)
+            "message": f"no {AUDIO_DIR}/<id>.<ext> nor"
+                       f" {SPECTROGRAM_DIR}/mels<id>.npz",
+            "padded_seconds": 0.0}
+  cached = cached_status(task)
   if cached is not None:
     return cached
   status = {"song_id": task.song_id, "status": OK, "message": "",
-            "padded_seconds": 0.0, "file": _identity(task.path)}
+            "padded_seconds": 0.0, "source": task.kind,
+            "file": _identity(task.path)}
+  if task.kind == "spectrograms":
+    status["npz_checks"] = NPZ_CHECKS
+  notes = []
   try:
-    mel, padded = _mel(task, front_end)
-    with files.atomic_open(_entry(cache_dir, task.song_id, "npy"), "wb") as f:
+    if task.kind == "spectrograms":
+      mel, padded = _mel_of_npz(task.path, front_end), 0.0
+    else:
+      with captured_stderr() as notes:
+        mel, padded = _decoded(task, front_end)
+    with files.atomic_open(_entry(task.cache_dir, task.song_id, "npy"),
+                           "wb") as f:
       np.save(f, mel.astype(np.float16))
     status["padded_seconds"] = padded
   except _Defect as defect:
     status.update(status=defect.reason, message=str(defect))
-  files.write_json(_entry(cache_dir, task.song_id, "json"), status)
+  text = "".join(notes).strip()
+  if text:
+    status["decoder_notes"] = text[:MAX_NOTE_CHARS]
+  files.write_json(_entry(task.cache_dir, task.song_id, "json"), status)
   return status
 
 
@@ -259,7 +395,7 @@ class _Progress:
     rate = done / max(now - self.start, 1e-9)
     eta = (self.total - done) / max(rate, 1e-9)
     print(f"audio: {done}/{self.total} tracks, {rate:.1f} tracks/s,"
-          f" ETA {eta // 60:.0f}:{eta % 60:02.0f}", flush=True)
+          f" ETA {eta // 60:.0f}:{eta % 60:02.0f}", flush=True, file=sys.stderr)
 
 
 def _jax_started() -> bool:
@@ -287,22 +423,23 @@ def worker_pool(workers: int):
   return context.Pool(workers)
 
 
-def extract_all(tasks: list[Task], front_end: FrontEnd, cache_dir: str,
-                workers: int, beam_options=None) -> dict[int, dict]:
-  """Mels of every task into `cache_dir`; returns song id -> status.
+def extract_all(tasks: list[Task], front_end: FrontEnd, workers: int,
+                beam_options=None) -> dict[int, dict]:
+  """Mels of every task into its cache dir; returns song id -> status.
 
   Args:
     tasks: one per track.
     front_end: the excerpt settings.
-    cache_dir: where the mels go (created if missing).
     workers: worker processes; 1 computes in this process.
     beam_options: Apache Beam PipelineOptions to run the extraction as a
       Beam pipeline instead of a process pool (None: no Beam).
   """
-  os.makedirs(cache_dir, exist_ok=True)
-  work = functools.partial(extract, front_end=front_end, cache_dir=cache_dir)
+  for cache_dir in sorted({task.cache_dir for task in tasks
+                           if task.path is not None}):
+    os.makedirs(cache_dir, exist_ok=True)
+  work = functools.partial(extract, front_end=front_end)
   if beam_options is not None:
-    return _extract_with_beam(tasks, work, beam_options, cache_dir)
+    return _extract_with_beam(tasks, work, beam_options)
   progress = _Progress(len(tasks))
   statuses = {}
   if workers <= 1 or len(tasks) < 2:
@@ -322,7 +459,7 @@ def extract_all(tasks: list[Task], front_end: FrontEnd, cache_dir: str,
   return statuses
 
 
-def _extract_with_beam(tasks, work, beam_options, cache_dir):
+def _extract_with_beam(tasks, work, beam_options):
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   with beam.Pipeline(options=beam_options) as pipeline:
     _ = (pipeline | "Tracks" >> beam.Create(tasks)
@@ -332,9 +469,9 @@ def _extract_with_beam(tasks, work, beam_options, cache_dir):
     if task.path is None:
       statuses[task.song_id] = work(task)
       continue
-    status = cached_status(task, cache_dir)
+    status = cached_status(task)
     if status is None:
       raise RuntimeError(f"the Beam pipeline left no status for song"
-                         f" {task.song_id} in {cache_dir}")
+                         f" {task.song_id} in {task.cache_dir}")
     statuses[task.song_id] = status
   return statuses

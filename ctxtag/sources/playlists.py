@@ -11,12 +11,16 @@ stable int64 song id (`song_id_of_uri`); the URI's id part (after the last
 id -> URI id comes back with the inputs so it can be kept beside the dataset.
 Extra columns or JSON keys are ignored; blank CSV lines are skipped.
 
-The collection rules (PAPER.md; thresholds in `MiningRules`):
-  1. A playlist's context is the keyword found in its title as a whole word,
-     case-insensitively (`\bgym\b`: "GYM!!", "gym-vibes", "my gym songs";
-     not "workouts", "Tonight", "Carpool"). A title without a keyword is not
-     a context playlist; one naming two or more different contexts is
-     ambiguous and skipped (counted). The same keyword twice is fine.
+The collection rules (docs/paper.md; thresholds in `MiningRules`):
+  1. A playlist's context is the keyword found in its title as a whole word
+     (`title_contexts`): title and keywords are Unicode-NFKC-normalised and
+     case-folded ("GYM!!", full-width "ｇｙｍ"), and words are runs of letters,
+     so digits and "_" separate them too ("gym_songs", "gym2", "gym-vibes",
+     "my gym songs"; not "workouts", "Tonight", "Carpool"). A hyphenated
+     word whose parts join into a keyword reads as it ("work-out mix":
+     workout, not work). A title without a keyword is not a context
+     playlist; one naming two or more different contexts is ambiguous and
+     skipped (counted). The same keyword twice is fine.
   2. Each (user, song) in that user's context playlists gets the set of
      their contexts: exactly one makes a pair; several make it conflicting,
      and it is dropped (counted).
@@ -52,6 +56,7 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
 
 import numpy as np
 
@@ -92,11 +97,30 @@ _AUDIO_STEM = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
 Put into the manual dir either {PLAYLISTS_FILE} (playlist_id,user_id,title)
 and {PLAYLIST_TRACKS_FILE} (playlist_id,song_id), or Million Playlist
-Dataset slices (*.json); the tracks' audio as audio/<song_id>.<ext> (for MPD
-slices: audio/<track URI id>.<ext>) or spectrograms/mels<song_id>.npz; and,
-optionally, user_embeddings.csv (else embeddings are computed from the
-playlists).
+Dataset slices (*.json); each track's audio as audio/<song_id>.<ext> (for
+MPD slices: audio/<track URI id>.<ext>), or else
+spectrograms/mels<song_id>.npz (mels<track URI id>.npz); and, optionally,
+user_embeddings.csv (else embeddings are computed from the playlists).
 """
+
+
+def expected_files(manual_dir: str) -> str:
+  """What the manual dir must hold, in one line, for messages."""
+  del manual_dir  # the previews' fetcher reads the zenodo release only
+  return (f"{PLAYLISTS_FILE} ({','.join(PLAYLISTS_COLUMNS)}) and"
+          f" {PLAYLIST_TRACKS_FILE} ({','.join(PLAYLIST_TRACKS_COLUMNS)}), or"
+          f" Million Playlist Dataset slices ({MPD_PATTERN}); and each"
+          " track's audio/<song_id>.<ext> or spectrograms/mels<song_id>.npz")
+
+
+def input_tables(manual_dir: str) -> tuple[list[str], list[str]]:
+  """The tables a build reads (hashed in inputs.json: the two CSVs and the
+  optional user_embeddings.csv), and the MPD slices, which can be
+  gigabytes (stat'ed only)."""
+  slices = sorted(os.path.basename(path) for path in glob.glob(
+      os.path.join(glob.escape(manual_dir), MPD_PATTERN)))
+  tables = [] if slices else [PLAYLISTS_FILE, PLAYLIST_TRACKS_FILE]
+  return tables + [user_embeddings.FILE], slices
 
 
 class PlaylistError(errors.UserError, ValueError):
@@ -537,23 +561,88 @@ def _read_mpd(paths: list[str]) -> PlaylistInputs:
 # Rule 1: titles.
 
 
+# A letter: a word character that is not a digit or "_". Words are runs of
+# letters, so digits, "_" and punctuation all separate them ("gym_songs",
+# "gym2": gym).
+_LETTER = r"[^\W\d_]"
+_HYPHENATED = re.compile(rf"{_LETTER}+(?:-{_LETTER}+)+")
+
+
+def normalize(text: str) -> str:
+  """A title or keyword as titles are matched: Unicode NFKC (full-width
+  "ｇｙｍ" is "gym"), then case-folded ("GYM", "Gym": "gym")."""
+  return unicodedata.normalize("NFKC", text).casefold()
+
+
+@dataclasses.dataclass(frozen=True)
+class _TitleMatcher:
+  """The keyword table of a set of rules, compiled.
+
+  Attributes:
+    pattern: any keyword between non-letters; group i is keywords[i].
+    label_of_group: the label of each group.
+    joinable: the one-word keywords, which a hyphenated title word may
+      spell across its hyphens ("work-out": workout).
+  """
+  pattern: re.Pattern
+  label_of_group: tuple[int, ...]
+  joinable: frozenset[str]
+
+  def _join(self, match: re.Match) -> str:
+    """A hyphenated word with each run of its parts that spells a keyword
+    joined, longest run first from the left: "work-out" -> "workout" (a
+    keyword), "pre-work-out" -> "pre-workout"; other parts stay apart
+    ("gym-vibes", "summer-night": each part is matched alone)."""
+    parts = match.group(0).split("-")
+    out, start = [], 0
+    while start < len(parts):
+      for end in range(len(parts), start + 1, -1):
+        if "".join(parts[start:end]) in self.joinable:
+          out.append("".join(parts[start:end]))
+          start = end
+          break
+      else:
+        out.append(parts[start])
+        start += 1
+    return "-".join(out)
+
+  def labels_of(self, title: str) -> set[int]:
+    """The labels `title` names."""
+    text = normalize(title)
+    if "-" in text:
+      text = _HYPHENATED.sub(self._join, text)
+    return {self.label_of_group[m.lastindex - 1]
+            for m in self.pattern.finditer(text)}
+
+
 @functools.lru_cache(maxsize=8)
-def _keyword_pattern(rules: MiningRules) -> tuple[re.Pattern, list[int]]:
-  """One regex matching any keyword as a whole word, and each group's label.
+def _matcher(rules: MiningRules) -> _TitleMatcher:
+  """The rules' keyword table as one regex of whole words.
 
   Longer keywords come first so that a phrase wins over a word inside it.
   """
-  mapping = rules.keyword_labels()
+  mapping = {}
+  for keyword, label in rules.keyword_labels().items():
+    mapping.setdefault(normalize(keyword), label)
   keywords = sorted(mapping, key=lambda k: (-len(k), k))
   pattern = re.compile(
-      r"\b(?:" + "|".join(f"({re.escape(k)})" for k in keywords) + r")\b",
-      re.IGNORECASE)
-  return pattern, [mapping[k] for k in keywords]
+      rf"(?<!{_LETTER})(?:"
+      + "|".join(f"({re.escape(k)})" for k in keywords)
+      + rf")(?!{_LETTER})")
+  joinable = frozenset(k for k in keywords if re.fullmatch(f"{_LETTER}+", k))
+  return _TitleMatcher(pattern, tuple(mapping[k] for k in keywords), joinable)
 
 
 def title_contexts(titles: list[str], rules: MiningRules = MiningRules()
                    ) -> np.ndarray:
   """The context of each title: a label index, NO_CONTEXT or AMBIGUOUS.
+
+  Titles and keywords are normalised alike (`normalize`), then a keyword
+  counts where it stands between non-letters (start, end, space,
+  punctuation, a digit or "_"). A hyphenated title word whose parts spell
+  a keyword when joined reads as that keyword ("work-out": workout, not
+  work); otherwise its parts are words of their own ("gym-vibes": gym,
+  "summer-night": summer and night, ambiguous).
 
   Args:
     titles: playlist titles.
@@ -562,10 +651,10 @@ def title_contexts(titles: list[str], rules: MiningRules = MiningRules()
   Returns:
     int64[len(titles)].
   """
-  pattern, label_of_group = _keyword_pattern(rules)
+  matcher = _matcher(rules)
   contexts = np.full(len(titles), NO_CONTEXT, np.int64)
   for index, title in enumerate(titles):
-    found = {label_of_group[m.lastindex - 1] for m in pattern.finditer(title)}
+    found = matcher.labels_of(title)
     if len(found) == 1:
       contexts[index] = found.pop()
     elif found:
@@ -575,9 +664,8 @@ def title_contexts(titles: list[str], rules: MiningRules = MiningRules()
 
 def _title_labels(title: str, rules: MiningRules) -> list[str]:
   """The labels a title names, for messages."""
-  pattern, label_of_group = _keyword_pattern(rules)
-  found = {label_of_group[m.lastindex - 1] for m in pattern.finditer(title)}
-  return [labels.LABELS[index] for index in sorted(found)]
+  return [labels.LABELS[index]
+          for index in sorted(_matcher(rules).labels_of(title))]
 
 
 # Counting drops.
@@ -868,12 +956,10 @@ def prepare(manual_dir: str, options: Options, split, cache_root: str,
     beam_options: run the audio stage on Apache Beam with these options.
   """
   mined = mine(read_playlist_inputs(manual_dir), options.rules(), report)
-  kind = options.kind(manual_dir)
-  cache_dir = options.cache_dir(cache_root, kind)
   stems = mined.song_uris
-  table = assemble.drop_tracks_without_mels(
-      {"all": mined.pairs}, manual_dir, options.front_end(), kind, cache_dir,
-      workers, report, beam_options,
+  table, mel_dirs = assemble.drop_tracks_without_mels(
+      {"all": mined.pairs}, manual_dir, options, cache_root, workers, report,
+      beam_options,
       stem_of_song=(lambda song_id: stems[song_id]) if stems else None)
   embeddings_path = os.path.join(manual_dir, user_embeddings.FILE)
   if os.path.exists(embeddings_path):
@@ -882,5 +968,6 @@ def prepare(manual_dir: str, options: Options, split, cache_root: str,
   else:
     embeddings = _computed_embeddings(mined, table["all"],
                                       options.embedding_seed)
-  return assemble.package(split.apply(table["all"]), embeddings, cache_dir,
-                          report, song_stems=stems)
+  return assemble.package(split.apply(table["all"]), embeddings, mel_dirs,
+                          report, song_stems=stems,
+                          strategy=split.strategy or "random")

@@ -6,8 +6,9 @@ The manual dir holds the release's CSVs and the tracks' audio:
       one row a (song, user) pair, its context one-hot;
   user_embeddings.csv
       user_id, then one column holding a 256-d vector "[0.1, -0.4, ...]";
-  audio/<song_id>.<ext> (mp3, ogg, opus, flac, wav), or
-  spectrograms/mels<song_id>.npz (the authors' mel power, arr_0 (1, 646, 96)).
+  audio/<song_id>.<ext> (mp3, ogg, opus, flac, wav), else
+  spectrograms/mels<song_id>.npz (the authors' mel power, arr_0 (1, 646, 96)):
+  each track is read from its audio file if it has one, else from its npz.
 
 The release's splits are kept as given. Defective rows, users and tracks are
 skipped and counted in build_report.json (or raise under --strict); a
@@ -17,6 +18,7 @@ missing CSV or column is always an error.
 import dataclasses
 import os
 
+from ctxtag import errors
 from ctxtag import labels
 from ctxtag.sources import assemble
 from ctxtag.sources import build_report
@@ -35,12 +37,31 @@ DUPLICATE_PAIR = "duplicate_pair"
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
 Download the CSVs of Zenodo record 3961560 (https://zenodo.org/record/3961560)
 into the manual dir: {', '.join(SPLIT_FILES.values())} and
-{user_embeddings.FILE}. Then add the tracks' audio, either as
-  audio/<song_id>.<ext>            30 s previews (mp3, ogg, opus, flac, wav), or
+{user_embeddings.FILE}. Then add each track's audio as
+  audio/<song_id>.<ext>            30 s previews (mp3, ogg, opus, flac, wav;
+                                   python -m launch.fetch_audio
+                                   --manual_dir=DIR fetches them), or
   spectrograms/mels<song_id>.npz   the authors' mel spectrograms, arr_0 of
                                    shape (1, 646, 96).
+A track with both is read from its audio file.
 Pass the directory with --manual_dir (build) or --config.manual_dir (runs).
 """
+
+
+def input_tables(manual_dir: str) -> tuple[list[str], list[str]]:
+  """The tables a build reads (hashed in inputs.json), and large ones
+  (stat'ed): the three splits and the user embeddings."""
+  del manual_dir  # always the same four
+  return [*SPLIT_FILES.values(), user_embeddings.FILE], []
+
+
+def expected_files(manual_dir: str) -> str:
+  """What the manual dir must hold, in one line, for messages."""
+  return (f"{', '.join(SPLIT_FILES.values())} and {user_embeddings.FILE} of"
+          " Zenodo record 3961560 (https://zenodo.org/record/3961560), and"
+          " each track's audio/<song_id>.mp3 (`"
+          + mels.FETCH_COMMAND.format(manual_dir=manual_dir)
+          + "` fetches the 30 s previews) or spectrograms/mels<song_id>.npz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +114,18 @@ def read_split(path: str, report: build_report.BuildReport
 
 def read_splits(manual_dir: str, report: build_report.BuildReport
                 ) -> dict[str, pairs_lib.Pairs]:
-  """The release's three splits, as given."""
-  return {split: read_split(os.path.join(manual_dir, name), report)
-          for split, name in SPLIT_FILES.items()}
+  """The release's three splits, as given; a split without a usable row is
+  an error here, before any audio is decoded."""
+  splits = {}
+  for split, name in SPLIT_FILES.items():
+    path = os.path.join(manual_dir, name)
+    splits[split] = read_split(path, report)
+    if not len(splits[split].song_id):
+      raise errors.DatasetError(
+          f"{path}: no usable row (expected rows song_id,user_id and one-hot"
+          f" {','.join(labels.LABELS)} under the header; see the build"
+          " report's drops for rows that were refused)")
+  return splits
 
 
 def prepare(manual_dir: str, options: Options,
@@ -114,19 +144,18 @@ def prepare(manual_dir: str, options: Options,
     beam_options: run the audio stage on Apache Beam with these options.
 
   Returns:
-    The tracks of each split with their pairs, and the mels' cache dir.
+    The tracks of each split with their pairs, and where each track's mel
+    is cached.
   """
   splits = read_splits(manual_dir, report)
   embeddings = user_embeddings.read(
       os.path.join(manual_dir, user_embeddings.FILE))
-  kind = options.kind(manual_dir)
-  cache_dir = options.cache_dir(cache_root, kind)
   if split.resplits(has_given=True):
     splits = {"all": assemble.pool(splits, manual_dir, report)}
   splits = assemble.drop_users(splits, embeddings, report)
-  splits = assemble.drop_tracks_without_mels(
-      splits, manual_dir, options.front_end(), kind, cache_dir, workers, report,
-      beam_options)
+  splits, mel_dirs = assemble.drop_tracks_without_mels(
+      splits, manual_dir, options, cache_root, workers, report, beam_options)
   if split.resplits(has_given=True):
     splits = split.apply(splits["all"])
-  return assemble.package(splits, embeddings, cache_dir, report)
+  return assemble.package(splits, embeddings, mel_dirs, report,
+                          strategy=split.strategy)

@@ -16,6 +16,7 @@ a source in `ctxtag.sources`, picked by the config:
 from collections.abc import Callable
 import dataclasses
 import os
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -26,10 +27,12 @@ from ctxtag import files
 from ctxtag import labels
 from ctxtag.sources import assemble
 from ctxtag.sources import build_report
+from ctxtag.sources import inputs as inputs_lib
 from ctxtag.sources import mels
 from ctxtag.sources import options as options_lib
 from ctxtag.sources import playlists
 from ctxtag.sources import simulated
+from ctxtag.sources import splits as splits_lib
 from ctxtag.sources import zenodo
 
 SPLITS = ("train", "validation", "test")
@@ -99,19 +102,48 @@ class _Source:
       strategy is asked for.
     prepare: for real-data sources, prepare(manual_dir, settings, split,
       cache_root, workers, report, beam_options) -> assemble.Prepared.
+    expected_files: for real-data sources, expected_files(manual_dir) ->
+      what the manual dir must hold, in one line.
+    input_tables: for real-data sources, input_tables(manual_dir) ->
+      (tables hashed, large tables stat'ed) for inputs.json.
   """
   settings_name: str
   has_given_splits: bool
   prepare: Callable | None = None
+  expected_files: Callable | None = None
+  input_tables: Callable | None = None
 
 
 SOURCES = {
     "simulated": _Source("simulation", has_given_splits=True),
     "zenodo": _Source("zenodo", has_given_splits=True,
-                      prepare=zenodo.prepare),
+                      prepare=zenodo.prepare,
+                      expected_files=zenodo.expected_files,
+                      input_tables=zenodo.input_tables),
     "playlists": _Source("playlists", has_given_splits=False,
-                         prepare=playlists.prepare),
+                         prepare=playlists.prepare,
+                         expected_files=playlists.expected_files,
+                         input_tables=playlists.input_tables),
 }
+
+
+def expected_files(config: ContextualTagsConfig, manual_dir: str) -> str:
+  """What `config`'s manual dir must hold, in one line; "" for a config
+  that reads none."""
+  source = SOURCES[config.source]
+  return source.expected_files(manual_dir) if source.expected_files else ""
+
+
+def input_fingerprint(config: ContextualTagsConfig, manual_dir: str
+                      ) -> dict | None:
+  """What a build of `config` reads from `manual_dir` (inputs.json); None
+  for a config that reads no manual dir (simulated)."""
+  source = SOURCES[config.source]
+  if source.input_tables is None:
+    return None
+  tables, slices = source.input_tables(manual_dir)
+  return inputs_lib.fingerprint(manual_dir, tables, slices, config.settings,
+                                config.name, config.split)
 
 
 def features_for(config: ContextualTagsConfig) -> tfds.features.FeaturesDict:
@@ -188,14 +220,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       + "playlists:" + playlists.MANUAL_DOWNLOAD_INSTRUCTIONS)
 
   def __init__(self, *, strict: bool = False, workers: int | None = None,
-               beam_options=None, **kwargs):
+               beam_options=None, inputs: dict | None = None, **kwargs):
     """Args beyond TFDS's:
 
     strict: the first defective input item is an error, not a counted skip.
     workers: processes decoding audio (default: all cores).
     beam_options: Apache Beam PipelineOptions: build on Beam (audio stage and
       example writing) instead of in this process and a process pool.
+    inputs: what the build reads (`input_fingerprint`, taken before it
+      reads anything), written as inputs.json beside the dataset.
     """
+    self._inputs = inputs
     self._strict = strict
     self._workers = workers or os.cpu_count() or 1
     self._beam_options = beam_options
@@ -215,6 +250,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       world = simulated.World(config.settings)
       if config.split.resplits(SOURCES["simulated"].has_given_splits):
         tables = config.split.apply(world.all_pairs())
+        guarantee = splits_lib.guarantee(tables, config.split.strategy)
+        if guarantee:
+          print(guarantee, file=sys.stderr, flush=True)
         tracks = {s: world.track_examples(tables[s]) for s in SPLITS}
       else:
         tracks = {s: world.split_examples(s) for s in SPLITS}
@@ -229,11 +267,24 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(split, prepared=prepared)
             for split in SPLITS}
 
+  # ctxtag.datasets.build says what it builds, from where, in its own line;
+  # TFDS's ("Downloading and preparing dataset Unknown size ...", then
+  # "... downloaded and prepared to ...") would say it downloads, which no
+  # config does.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _download_and_prepare(self, dl_manager, download_config):
     super()._download_and_prepare(dl_manager, download_config)
     if self._report is not None:  # inside TFDS's incomplete dir until done
       files.write_json(os.path.join(self.data_dir, build_report.REPORT_FILE),
                        self._report.to_json())
+    if self._inputs is not None:
+      files.write_json(os.path.join(self.data_dir, inputs_lib.INPUTS_FILE),
+                       self._inputs, indent=None)
     if self._prepared is not None and self._prepared.song_stems:
       _write_song_ids(os.path.join(self.data_dir, SONG_IDS_FILE),
                       self._prepared)
@@ -245,7 +296,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if world is not None:
       return self._simulated_examples(world, tracks)
     return self._real_examples(split, prepared.tracks[split],
-                               prepared.cache_dir)
+                               prepared.mel_dirs)
 
   def _simulated_examples(self, world: simulated.World, tracks):
     for chunk in _chunks(tracks, _MEL_BATCH):
@@ -266,13 +317,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         } for pair in track.pairs],
     }
 
-  def _real_examples(self, split: str, tracks, cache_dir: str):
+  def _real_examples(self, split: str, tracks, mel_dirs: dict[int, str]):
     if not tracks:
       raise errors.DatasetError(
           f"split {split!r} has no pair left: {self._report.dropped_pairs()}"
           f" pairs were dropped ({', '.join(self._report.dropped) or 'none'});"
           " check the inputs, or loosen the rules with --option")
-    make = _ExampleMaker(cache_dir)
+    make = _ExampleMaker(mel_dirs)
     if self._beam_options is None:
       return map(make, tracks)
     import apache_beam as beam  # pylint: disable=g-import-not-at-top
@@ -300,13 +351,13 @@ class _ExampleMaker:
   """TrackPairs -> (key, example), reading the mel from the cache; a class
   so Beam can pickle it."""
 
-  def __init__(self, cache_dir: str):
-    self.cache_dir = cache_dir
+  def __init__(self, mel_dirs: dict[int, str]):
+    self.mel_dirs = mel_dirs  # song id -> its mel's cache dir
 
   def __call__(self, track):
     return track.song_id, {
         "song_id": track.song_id,
-        "mel": mels.load(self.cache_dir, track.song_id),
+        "mel": mels.load(self.mel_dirs[track.song_id], track.song_id),
         "pairs": {"user_id": track.user_id_P, "label": track.label_P,
                   "user_embedding": track.user_embedding_PxE},
     }

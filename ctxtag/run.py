@@ -1,0 +1,325 @@
+"""A run directory from config to results: prepare it, train its models,
+predict with them and evaluate.
+
+A workdir holds everything a run made: config.json, dataset_path.txt, one
+directory per model (checkpoints, metrics, summary), predictions/,
+results.json, report.md and plots/. In a run on several processes
+(ctxtag.distributed), every process calls the same functions: process 0
+alone builds the dataset and writes the run's files, and the others wait for
+it where they read them.
+"""
+
+import json
+import os
+import time
+
+import ml_collections
+
+from ctxtag import datasets
+from ctxtag import distributed
+from ctxtag import errors
+from ctxtag import files
+from ctxtag import inference
+from ctxtag import input_pipeline
+from ctxtag import locks
+from ctxtag import models
+from ctxtag import predictions
+from ctxtag import report
+from ctxtag import run_config
+from ctxtag import study
+from ctxtag import train
+from ctxtag.configs import default
+from ctxtag.sources import options as options_lib
+from tfds_builders import contextual_tags
+
+
+def reproduce(config, workdir: str, settings=None) -> dict | None:
+  """Runs the whole study; returns the results dict (None on processes other
+  than 0 of a run on several: process 0 evaluates).
+
+  Holds the workdir's lock throughout (ctxtag.locks): a second run on the
+  workdir ends at once, naming this one. `settings`: the bootstrap's, as
+  for `evaluate_workdir`.
+  """
+  with locks.run_lock(workdir):
+    return _reproduce(config, workdir, settings)
+
+
+def _reproduce(config, workdir: str, settings=None) -> dict | None:
+  """`reproduce`'s work, under the workdir's lock."""
+  start = time.time()
+  dataset_path = prepare_run(config, workdir)
+  if distributed.is_main():
+    print(datasets.summary_text(dataset_path), flush=True)
+    if datasets.build_report_text(dataset_path):
+      print(datasets.build_report_text(dataset_path), flush=True)
+  for name in config.models:
+    train.train_and_evaluate(name, config, dataset_path, workdir)
+  details = dataset_details(config, dataset_path)
+  results = evaluate_workdir(workdir, dataset_path, "test", details,
+                             settings=settings)
+  elapsed = time.time() - start
+  if distributed.is_main():
+    print(f"reproduction finished in {elapsed / 60:.1f} min; see"
+          f" {os.path.join(workdir, 'report.md')}", flush=True)
+  return results
+
+
+def evaluate_tables(output_dir: str, groundtruth: str, audio: str | None,
+                    pair_models: dict[str, str], title: str,
+                    details: list[str], training: dict | None = None,
+                    validation: tuple[str, str] | None = None,
+                    train_groundtruth: str | None = None, train_labels=None,
+                    settings=None, mo_mg_truth: str = "test",
+                    other_groundtruths=(), extra: dict | None = None) -> dict:
+  """Evaluates prediction CSVs; writes results.json, report.md and plots.
+
+  Every table is read and checked, and every output rendered, before the
+  first byte is written; the outputs then replace earlier ones together.
+  The optional arguments are those of `ctxtag.study.evaluate_csvs`, and
+  `extra`: keys added to the results (a run's fusion_weights).
+  """
+  results = study.evaluate_csvs(groundtruth, audio, pair_models, validation,
+                                train_groundtruth, train_labels, settings,
+                                mo_mg_truth, other_groundtruths)
+  results.update(extra or {})
+  report.write_outputs(output_dir, results, title, details, training or {})
+  return results
+
+
+def _run_file(workdir: str, name: str) -> str:
+  """The path of a file every run has; an error if this run lacks it."""
+  path = os.path.join(workdir, name)
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"{workdir}: no such directory; expected the"
+                            " --workdir of a ctxtag run")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: missing; is {workdir} a ctxtag run?")
+  return path
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was made with; a ConfigError if it is damaged."""
+  return ml_collections.ConfigDict(
+      run_config.load(_run_file(workdir, "config.json")))
+
+
+def dataset_details(config: ml_collections.ConfigDict,
+                    dataset_path: str) -> list[str]:
+  """Lines for report.md saying what data a run was made on."""
+  options = (f" with `{config.dataset_options}`" if config.dataset_options
+             else "")
+  lines = [f"Dataset: `{config.dataset}`{options} at `{dataset_path}`;"
+           f" seed {config.seed}; models: {', '.join(config.models)}."]
+  config_name = config.dataset.partition("/")[2]
+  if config_name.startswith("zenodo"):
+    lines.append(
+        "Data: the paper's own public release (Zenodo record 3961560):"
+        " its splits and user embeddings, with the tracks' audio from"
+        f" `{config.manual_dir or 'the TFDS manual dir'}`.")
+  elif config_name.startswith("simulated"):
+    lines.append("Data: the simulated listening world (ctxtag.sources."
+                 "simulated), not the paper's data.")
+  report_text = datasets.build_report_text(dataset_path)
+  if report_text:
+    lines.append(f"Build: {report_text.splitlines()[0].partition(': ')[2]}"
+                 " (build_report.json beside the dataset).")
+  return lines
+
+
+def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
+                     details: list[str] | None = None,
+                     settings=None, mo_mg_truth: str | None = None
+                     ) -> dict | None:
+  """Predicts with every trained model of a run and evaluates `split`.
+
+  The test split also gets thresholds tuned on the validation split and,
+  with an oracle (simulated data), each model's share of the ceiling over
+  the training prior. `settings`: the bootstrap's (ctxtag.evaluation.
+  bootstrap.Settings; default 1,000 resamples, seed 0). `details`: report.md's
+  lines on the data (default `dataset_details`). `mo_mg_truth`: MO-MG's
+  ground truth (ctxtag.study.MO_MG_TRUTHS; default the run config's).
+
+  Returns:
+    The results; None on processes other than 0 of a run on several, which
+    predict with the others but leave the evaluation to process 0.
+  """
+  config = load_run_config(workdir)
+  # A run made before the key existed used the evaluated split's pairs.
+  mo_mg_truth = mo_mg_truth or config.get("mo_mg_truth", "test")
+  distributed.on_main("write the ground truth", lambda: (
+      predictions.write_groundtruth(dataset_path, workdir)))
+  if mo_mg_truth == "all_splits":
+    distributed.on_main("write the training ground truth", lambda: (
+        predictions.write_train_groundtruth(dataset_path, workdir)))
+  for name in config.models:
+    predictions.write_model_predictions(name, config, dataset_path, workdir)
+  # Restoring a checkpoint is collective on several processes: every process
+  # reads the weights, not process 0 alone inside on_main.
+  weights = predictions.fusion_weights(config, dataset_path, workdir)
+  return distributed.on_main("evaluate", lambda: _evaluate_predictions(
+      config, workdir, dataset_path, split, details, settings, mo_mg_truth,
+      weights))
+
+
+def _evaluate_predictions(config, workdir: str, dataset_path: str, split: str,
+                          details: list[str] | None, settings,
+                          mo_mg_truth: str, weights: dict | None) -> dict:
+  """`evaluate_workdir`'s evaluation of the prediction CSVs; `weights`: the
+  late fusion's (predictions.fusion_weights)."""
+  training = {}
+  for name in config.models:
+    with open(os.path.join(workdir, name, "summary.json")) as f:
+      training[name] = json.load(f)
+  pair_models = {
+      name: predictions.path(workdir, split, name)
+      for name in study.PAIR_MODELS
+      if os.path.exists(predictions.path(workdir, split, name))}
+  audio = predictions.path(workdir, split, "audio")
+  validation = tuple(predictions.path(workdir, "validation", what)
+                     for what in ("groundtruth", "audio"))
+  tune = split == "test" and all(map(os.path.exists, validation))
+  other_groundtruths = [predictions.path(workdir, other, "groundtruth")
+                        for other in predictions.ALL_SPLITS if other != split
+                        ] if mo_mg_truth == "all_splits" else []
+  return evaluate_tables(
+      workdir, predictions.path(workdir, split, "groundtruth"),
+      audio if os.path.exists(audio) else None, pair_models,
+      f"ctxtag run: {config.dataset}, {split} split",
+      details or dataset_details(config, dataset_path), training,
+      validation=validation if tune else None,
+      train_labels=input_pipeline.load_split(dataset_path, "train").label_P
+      if "oracle" in pair_models else None, settings=settings,
+      mo_mg_truth=mo_mg_truth, other_groundtruths=other_groundtruths,
+      extra={"fusion_weights": weights} if weights else None)
+
+
+def save_config(config, workdir: str, check_dataset: bool = False) -> None:
+  """Validates the config, then writes it atomically.
+
+  A config that fails validation is never written, so its corrected rerun is
+  not refused. `check_dataset` also checks the dataset's settings first.
+
+  Raises:
+    errors.ConfigError: for a bad setting (ctxtag.run_config.validate) or a
+      workdir made with another config.
+  """
+  # Saved absolute, so the workdir means the same data from any directory.
+  config = datasets.absolute_paths(config,
+                                   os.path.join(workdir, "config.json"))
+  run_config.validate(
+      config, declared=default.get_config(),
+      datasets=[c.name for c in contextual_tags.BUILDER_CONFIGS])
+  if check_dataset:
+    datasets.check_dataset_settings(config)
+  run_config.save(config, os.path.join(workdir, "config.json"),
+                  declared=default.get_config(),
+                  datasets=[c.name for c in contextual_tags.BUILDER_CONFIGS])
+
+
+def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Saves the config in the workdir and builds the dataset if missing;
+  keeps in the workdir what tagging new audio needs (ctxtag.inference).
+
+  In a run on several processes, process 0 does this while the others wait,
+  then they read the dataset it built.
+
+  Returns:
+    The versioned directory of the run's dataset.
+
+  Raises:
+    errors.DatasetError: on a process other than 0 that cannot see the
+      dataset process 0 built (no shared filesystem).
+  """
+  dataset_path = distributed.on_main(
+      "prepare the run", lambda: _prepare_run(config, workdir), share=True)
+  if not os.path.exists(os.path.join(dataset_path, "dataset_info.json")):
+    raise errors.DatasetError(
+        f"{dataset_path}: this process cannot see the dataset process 0"
+        " built; a run on several hosts needs config data_dir (or the"
+        " --workdir) on a filesystem every host shares, or the same dataset"
+        " at that path on every host")
+  return dataset_path
+
+
+def _prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`prepare_run`'s work, on one process."""
+  # Before anything is written; kept until the run ends (a no-op inside
+  # `reproduce` or a launcher, which hold it already).
+  locks.keep(workdir, locks.RUN_LOCK, locks.RUN_RULE)
+  check_dataset_version(workdir)
+  config_path = os.path.join(workdir, "config.json")
+  fresh = not os.path.exists(config_path)
+  save_config(config, workdir, check_dataset=True)
+  data_dir = config.data_dir or os.path.join(workdir, "data")
+  dataset_path = datasets.build(config.dataset, data_dir,
+                       manual_dir=config.manual_dir or None,
+                       options=config.dataset_options,
+                       split=datasets.split_settings(config))
+  try:
+    check_batches_fit(config, dataset_path)
+  except errors.ConfigError:
+    if fresh:  # else its corrected rerun is refused as "another config"
+      os.remove(config_path)
+    raise
+  files.write_text(os.path.join(workdir, "dataset_path.txt"), dataset_path)
+  settings = contextual_tags.config_with_overrides(
+      config.dataset.partition("/")[2],
+      options_lib.parse(config.dataset_options), datasets.split_settings(config)
+  ).settings
+  # Real sources start excerpts at an offset and pad short ends; the
+  # simulated world renders whole excerpts.
+  inference.save_run_card(
+      workdir, dataset_path, config.dataset, settings.excerpt_seconds,
+      getattr(settings, "offset_seconds", 0.0),
+      getattr(settings, "max_padding_seconds", 0.0))
+  return dataset_path
+
+
+def check_batches_fit(config: ml_collections.ConfigDict,
+                      dataset_path: str) -> None:
+  """Refuses a training batch larger than the split its model draws from
+  (ctxtag.run_config.check_batches_fit), which needs the built dataset."""
+  splits = {name: input_pipeline.load_split(dataset_path, name)
+            for name in ("train", "validation")}
+  examples = {}
+  for name in config.models:
+    split = train.fitting_split(name, config[name], splits["train"],
+                                splits["validation"])
+    kind = models.BATCH_KINDS[name]
+    examples[name] = (f"{'tracks' if kind == 'tracks' else 'pairs'} of"
+                      f" split {split.name!r}",
+                      input_pipeline.num_examples(split, kind))
+  run_config.check_batches_fit(config, examples)
+
+
+def check_dataset_version(workdir: str) -> None:
+  """Refuses to go on with a run made on another version of the dataset.
+
+  Its models were trained on data this ctxtag no longer builds (a new
+  version changes what a config writes, see the builder's RELEASE_NOTES);
+  resuming or evaluating them on the new build would mix two datasets.
+
+  Raises:
+    errors.DatasetError: naming both versions and what to do.
+  """
+  path = os.path.join(workdir, "dataset_path.txt")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    made_on = f.read().strip()
+  version, current = os.path.basename(made_on), str(
+      contextual_tags.Builder.VERSION)
+  if version != current:
+    raise errors.DatasetError(
+        f"{workdir} was made on {made_on}, version {version} of the dataset;"
+        f" this ctxtag builds version {current}"
+        f" ({contextual_tags.Builder.RELEASE_NOTES[current]}) so its models"
+        " were trained on other data: use a new --workdir (the dataset is"
+        " built there anew), or the ctxtag that made this run")
+
+
+def run_dataset_path(workdir: str) -> str:
+  """The dataset a run was made on (written by `prepare_run`)."""
+  with open(_run_file(workdir, "dataset_path.txt")) as f:
+    return f.read().strip()

@@ -1,0 +1,1 @@
+"""Config files for --config; the configs themselves are in ctxtag/configs."""

@@ -1,0 +1,63 @@
+r"""Fetches the 30 s Deezer previews of the paper's release into its manual dir.
+
+  python -m launch.fetch_audio --manual_dir=DIR [--song_ids=FILE] \
+      [--api_url=https://api.deezer.com] [--workers=8] \
+      [--max_requests_per_5s=50] [--retries=5]
+
+Every song id of DIR's train_set.csv, validation_set.csv and test_set.csv
+(or of --song_ids, one a line) gets DIR/audio/<song_id>.mp3, unless it has
+an audio file already; DIR/fetch_report.json counts what was downloaded and
+why the rest was not. Exit status 0 when every track is downloaded, present
+or has no preview; 1 when some failed after the retries (rerun the same
+command to retry them) or the API cannot be reached; 130 when interrupted
+(143 for SIGTERM).
+See docs/fetch_audio.md.
+"""
+
+import os
+
+# First: a Ctrl-C during the imports below is one line (launch.cli).
+from launch import cli  # pylint: disable=g-bad-import-order
+
+from absl import app
+from absl import flags
+
+from ctxtag.sources import previews
+
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", None, "The release's directory: its CSVs are read, the"
+    " previews go to its audio/.", required=True)
+_SONG_IDS = flags.DEFINE_string(
+    "song_ids", None, "A file of song ids, one a line, to fetch instead of"
+    " those of the release's CSVs.")
+_API_URL = flags.DEFINE_string(
+    "api_url", previews.API_URL, "The Deezer API, or a mirror of it.")
+_WORKERS = flags.DEFINE_integer(
+    "workers", 8, "Tracks fetched at once.", lower_bound=1)
+_MAX_REQUESTS_PER_5S = flags.DEFINE_integer(
+    "max_requests_per_5s", previews.MAX_REQUESTS_PER_WINDOW,
+    "API requests allowed in any 5 s (Deezer's quota is 50).", lower_bound=1)
+_RETRIES = flags.DEFINE_integer(
+    "retries", 5, "Tries after the first, with exponential backoff, of a"
+    " track whose request failed transiently.", lower_bound=0)
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Ctrl-C and SIGTERM end in launch.cli (one line, exit 130 or 143);
+  # fetch_previews removes its temporary files on the way out.
+  report = previews.fetch_previews(
+      _MANUAL_DIR.value, _SONG_IDS.value, api_url=_API_URL.value,
+      workers=_WORKERS.value,
+      max_requests_per_window=_MAX_REQUESTS_PER_5S.value,
+      retries=_RETRIES.value, window_seconds=5.0)
+  report_path = os.path.join(_MANUAL_DIR.value, previews.REPORT_FILE)
+  if report["failed"]:
+    raise previews.FetchError(
+        f"{previews.summary(report)} after {_RETRIES.value} retries; see"
+        f" {report_path}; rerun the same command to retry the failed ones")
+  print(f"{previews.summary(report)}; see {report_path}")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,201 @@
+"""Ctrl-C (SIGINT) and SIGTERM end a launcher with one line and exit 130 or
+143, worker processes included; a rerun resumes. Each test starts a real
+process and signals its whole process group, as a terminal's Ctrl-C does."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from launch import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LINE = "interrupted; rerun the same command to resume"
+
+pytestmark = pytest.mark.slow
+
+
+def _restore_sigint():
+  # A background job (a CI runner, `pytest &`) inherits SIGINT ignored, and
+  # a launcher keeps it so: the child must see Ctrl-C as a terminal's job.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+  return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, preexec_fn=_restore_sigint)
+
+
+class _Lines:
+  """A process's lines on one stream, read as they come (training prints
+  its progress on stderr; the scripts below say "ready" on stdout)."""
+
+  def __init__(self, process: subprocess.Popen, stream: str = "stdout"):
+    self.stream, self.lines = stream, []
+    self.thread = threading.Thread(target=self._read,
+                                   args=(getattr(process, stream),))
+    self.thread.start()
+
+  def _read(self, pipe):
+    for line in pipe:
+      self.lines.append(line)
+
+  def wait_for(self, text: str, process, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not any(text in line for line in self.lines):
+      assert process.poll() is None, f"ended early: {''.join(self.lines)}"
+      assert time.time() < deadline, f"no {text!r} in {seconds} s"
+      time.sleep(0.02)
+
+
+def _signal_and_wait(process: subprocess.Popen, signum: int,
+                     lines: _Lines | None = None) -> str:
+  """Signals the process's group; returns what it printed on stderr after
+  the signal, less progress lines already on their way (`[model] ...`)."""
+  reading_stderr = lines is not None and lines.stream == "stderr"
+  before = len(lines.lines) if reading_stderr else 0
+  os.killpg(process.pid, signum)
+  try:
+    if reading_stderr:
+      process.wait(timeout=60)
+      lines.thread.join(timeout=60)
+      stderr = "".join(line for line in lines.lines[before:]
+                       if not line.startswith("["))
+    else:
+      _, stderr = process.communicate(timeout=60)
+  finally:
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGKILL)
+      process.wait()
+  return stderr
+
+
+def _train_command(data_dir: str, workdir: str) -> list[str]:
+  return [sys.executable, "-m", "launch.train",
+          "--config=ctxtag/configs/smoke.py", f"--config.data_dir={data_dir}",
+          "--config.audio.steps_per_epoch=300",
+          "--config.audio.checkpoint_every_steps=50",
+          "--config.audio.checkpoint_every_seconds=0",
+          f"--workdir={workdir}", "--model=audio"]
+
+
+def test_sigterm_and_sigint_mid_training_end_in_one_line_and_resume(
+    small_dataset_path, tmp_path):
+  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(
+      small_dataset_path)))
+  workdir = str(tmp_path / "run")
+  for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+    process = _start(_train_command(data_dir, workdir))
+    lines = _Lines(process, "stderr")
+    lines.wait_for("[audio] epoch 1 step", process)
+    stderr = _signal_and_wait(process, signum, lines)
+    assert process.returncode == status, stderr
+    assert [l for l in stderr.splitlines() if l.strip()] == [LINE]
+    assert not os.path.exists(os.path.join(workdir, "audio", "summary.json"))
+  rerun = subprocess.run(_train_command(data_dir, workdir), cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr
+  assert "audio: best epoch" in rerun.stdout
+  assert os.path.exists(os.path.join(workdir, "audio", "summary.json"))
+
+
+# A main that spends its time in a garbage-collector callback, where Python
+# drops a KeyboardInterrupt as "Exception ignored" (as jax's callback did in
+# launch.evaluate, which then went on and exited 0).
+_SWALLOWING_MAIN = textwrap.dedent("""\
+    import gc, time
+    from launch import cli
+    def slow_callback(phase, info):
+      time.sleep(0.1)
+    def main(argv):
+      gc.callbacks.append(slow_callback)
+      print("ready", flush=True)
+      while True:
+        end = time.time() + 0.02
+        while time.time() < end:
+          pass
+        gc.collect()
+    cli.run(main)
+""")
+
+# A main thread stuck in native code, which never runs a Python handler.
+_STUCK_MAIN = textwrap.dedent("""\
+    import ctypes, signal
+    from launch import cli
+    def main(argv):
+      signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+      print("ready", flush=True)
+      ctypes.CDLL(None).sleep(120)
+    cli.run(main)
+""")
+
+
+@pytest.mark.parametrize("script,signum,status", [
+    (_SWALLOWING_MAIN, signal.SIGINT, 130),
+    (_STUCK_MAIN, signal.SIGTERM, 143),
+])
+def test_an_interruption_is_never_swallowed(script, signum, status):
+  process = _start([sys.executable, "-c", script])
+  lines = _Lines(process)
+  lines.wait_for("ready", process, seconds=120)
+  start = time.time()
+  stderr = _signal_and_wait(process, signum)
+  assert process.returncode == status, stderr
+  assert [l for l in stderr.splitlines() if l.strip()] == [LINE]
+  grace = cli._STUCK_GRACE_S  # pylint: disable=protected-access
+  assert time.time() - start < grace + 10
+
+
+def test_evaluate_ends_interrupted_at_any_moment(smoke_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(smoke_run, workdir)
+  command = [sys.executable, "-m", "launch.evaluate", f"--workdir={workdir}",
+             "--bootstrap_resamples=3000"]
+  # Moments spread over the whole run, however fast this machine is.
+  start = time.time()
+  whole = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+  assert whole.returncode == 0, whole.stderr
+  duration = time.time() - start
+  for fraction in (0.15, 0.4, 0.65):
+    process = _start(command)
+    time.sleep(fraction * duration)
+    assert process.poll() is None, f"ended before {fraction} of its run"
+    stderr = _signal_and_wait(process, signal.SIGINT)
+    assert process.returncode == 130, (fraction, stderr)
+    assert [l for l in stderr.splitlines() if l.strip()] == [LINE], fraction
+
+
+_POOL_MAIN = textwrap.dedent("""\
+    import time
+    from launch import cli
+    from ctxtag.sources import mels
+    def work(x):
+      time.sleep(0.2)
+      return x
+    def main(argv):
+      with mels.worker_pool(2) as pool:
+        print("ready", flush=True)
+        for _ in pool.imap(work, range(10_000)):
+          pass
+    cli.run(main)
+""")
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130),
+                                           (signal.SIGTERM, 143)])
+def test_worker_pools_leave_the_interruption_to_the_launcher(signum, status):
+  process = _start([sys.executable, "-c", _POOL_MAIN])
+  lines = _Lines(process)
+  lines.wait_for("ready", process, seconds=120)
+  time.sleep(1.0)
+  stderr = _signal_and_wait(process, signum)
+  assert process.returncode == status, stderr
+  assert [l for l in stderr.splitlines() if l.strip()] == [LINE]
