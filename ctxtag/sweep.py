@@ -280,19 +280,7 @@ def _scalar(key: str, text, kind):
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
       return text[1:-1]
     return text
-  if kind is bool:
-    if text.lower() not in ("true", "false", "1", "0"):
-      raise errors.ConfigError(f"--vary {key}: {text!r} is not a boolean"
-                               " (true or false)")
-    return text.lower() in ("true", "1")
-  try:
-    value = kind(text)
-  except ValueError:
-    raise errors.ConfigError(f"--vary {key}: {text!r} is not of type"
-                             f" {kind.__name__}") from None
-  if isinstance(value, float) and not math.isfinite(value):
-    raise errors.ConfigError(f"--vary {key}: {text!r} is not a finite number")
-  return value
+  return options_lib.convert(kind, text, f"--vary {key}: {text!r}")
 
 
 def _value(key: str, text, current):

@@ -40,8 +40,8 @@ from ctxtag import files
 from ctxtag import locks
 from ctxtag import report
 from ctxtag import study
-from ctxtag.evaluation import bootstrap
 from ctxtag import run
+from launch import statistics_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's directory.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"],
@@ -73,14 +73,6 @@ _TRAIN_GROUNDTRUTH = flags.DEFINE_string(
     " shares are the prior baseline of ceiling_share.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Where results.json and report.md go (CSV mode).")
-_RESAMPLES = flags.DEFINE_integer(
-    "bootstrap_resamples", 1000,
-    "Bootstrap resamples of the users for the intervals (0: none).",
-    lower_bound=0)
-_SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seed of the resamples.")
-_CONFIDENCE = flags.DEFINE_float(
-    "confidence", 0.95, "Coverage of the bootstrap intervals.",
-    lower_bound=0.0, upper_bound=1.0)
 _MO_MG_TRUTH = flags.DEFINE_enum(
     "mo_mg_truth", None, list(study.MO_MG_TRUTHS),
     "MO-MG's ground truth: each track's contexts over the evaluated split's"
@@ -89,6 +81,8 @@ _MO_MG_TRUTH = flags.DEFINE_enum(
 _PRINT_REPORT = flags.DEFINE_bool(
     "print_report", False,
     "Print the whole report.md before the summary.")
+
+flags.adopt_module_key_flags(statistics_flags)  # shown by --helpshort
 
 _CSV_FLAGS = (_GROUNDTRUTH, _AUDIO, _USER, _USER_ONLY, _ORACLE,
               _VALIDATION_GROUNDTRUTH, _VALIDATION_AUDIO, _TRAIN_GROUNDTRUTH,
@@ -124,8 +118,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _check_mode()
-  settings = bootstrap.Settings(_RESAMPLES.value, _SEED.value,
-                                _CONFIDENCE.value)
+  settings = statistics_flags.settings()
   if _WORKDIR.value:
     output_dir = files.absolute(_WORKDIR.value)
     dataset_path = run.run_dataset_path(output_dir)  # is it a run at all?

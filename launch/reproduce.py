@@ -28,32 +28,25 @@ from ctxtag import distributed
 from ctxtag import files
 from ctxtag import report
 from ctxtag import run
-from ctxtag.evaluation import bootstrap
+from launch import statistics_flags
 
 _CONFIG = cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
     "Run config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
-_RESAMPLES = flags.DEFINE_integer(
-    "bootstrap_resamples", 1000,
-    "Bootstrap resamples of the users for the intervals (0: none).",
-    lower_bound=0)
-_SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seed of the resamples.")
-_CONFIDENCE = flags.DEFINE_float(
-    "confidence", 0.95, "Coverage of the bootstrap intervals.",
-    lower_bound=0.0, upper_bound=1.0)
 _PRINT_REPORT = flags.DEFINE_bool(
     "print_report", False,
     "Print the whole report.md before the summary.")
+
+flags.adopt_module_key_flags(statistics_flags)  # shown by --helpshort
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   workdir = files.absolute(_WORKDIR.value)  # `--workdir=~/x` is no "~" dir
-  settings = bootstrap.Settings(_RESAMPLES.value, _SEED.value,
-                                _CONFIDENCE.value)
+  settings = statistics_flags.settings()
   # Holds the workdir's lock.
   results = run.reproduce(_CONFIG.value, workdir, settings)
   if distributed.is_main():

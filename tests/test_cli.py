@@ -108,8 +108,8 @@ def test_bugs_keep_their_traceback_and_user_errors_do_not(raise_, status,
 
 
 def test_every_launcher_runs_through_cli():
-  for name in ("build_dataset", "evaluate", "reproduce", "train", "sweep",
-               "tag"):
+  for name in ("build_dataset", "evaluate", "fetch_audio", "reproduce", "train",
+               "sweep", "tag"):
     with open(os.path.join(REPO, "launch", f"{name}.py")) as f:
       text = f.read()
     assert "cli.run(main)" in text and "app.run(main)" not in text, name

@@ -22,20 +22,29 @@ def parse(text: str) -> dict[str, str]:
   return overrides
 
 
-def _convert(kind, text: str, what: str, key: str):
+def convert(kind, text: str, named: str):
+  """`text` as a value of type `kind` (bool, int, float or str).
+
+  Args:
+    kind: the type wanted.
+    text: the value as written on a command line.
+    named: how the error names the value, e.g. "simulated setting seed='x'".
+
+  Raises:
+    errors.ConfigError: "<named> is not ...", for a value of another type
+      or a float that is not finite.
+  """
   if kind is bool:
     if text.lower() not in ("true", "false", "1", "0"):
-      raise errors.ConfigError(f"{what} setting {key}={text!r} is not a"
-                               " boolean (true or false)")
+      raise errors.ConfigError(f"{named} is not a boolean (true or false)")
     return text.lower() in ("true", "1")
   try:
     value = kind(text)
   except ValueError:
-    raise errors.ConfigError(f"{what} setting {key}={text!r} is not of type"
-                             f" {kind.__name__}") from None
+    raise errors.ConfigError(
+        f"{named} is not of type {kind.__name__}") from None
   if isinstance(value, float) and not math.isfinite(value):
-    raise errors.ConfigError(f"{what} setting {key}={text!r} is not a finite"
-                             " number")
+    raise errors.ConfigError(f"{named} is not a finite number")
   return value
 
 
@@ -60,7 +69,7 @@ def replace(base, overrides: dict[str, str], what: str):
     kind = fields[key]
     kind = {"int": int, "float": float, "str": str, "bool": bool}.get(
         kind, kind)
-    values[key] = _convert(kind, text, what, key)
+    values[key] = convert(kind, text, f"{what} setting {key}={text!r}")
   settings = dataclasses.replace(base, **values)
   settings.validate()
   changed = {k: v for k, v in values.items() if getattr(base, k) != v}
