@@ -12,7 +12,6 @@ the `LoopState` ("meta", JSON).
 
 import contextlib
 import dataclasses
-import errno
 import gc
 import logging
 import math
@@ -267,7 +266,7 @@ def _disk_full_named(directory, step: int | None):
   try:
     yield
   except Exception as error:  # pylint: disable=broad-exception-caught
-    if not _is_disk_full(error):
+    if not files.is_disk_full(error):
       raise
     what = "a checkpoint" if step is None else f"the checkpoint of step {step}"
     raise files.WriteError(
@@ -275,15 +274,3 @@ def _disk_full_named(directory, step: int | None):
         " space and rerun the same command: it resumes from the last"
         " checkpoint") from error
 
-
-def _is_disk_full(error: BaseException | None) -> bool:
-  """Whether `error` or an error behind it is a full disk (tensorstore
-  reports one as text)."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    if (isinstance(error, OSError) and error.errno == errno.ENOSPC
-        or "No space left on device" in str(error)):
-      return True
-    seen.add(id(error))
-    error = error.__cause__ or error.__context__
-  return False

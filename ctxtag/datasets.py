@@ -176,9 +176,14 @@ def _build_locked(args: _BuildArgs, exclusive: bool) -> str:
   try:
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=manual_dir, beam_options=args.beam_options))
-  except BaseException:
+  except BaseException as error:
     if exclusive:
       _remove_empty_dirs(args.new_dirs)
+    if files.is_disk_full(error):  # TFDS and array_record wrap it deep
+      raise files.WriteError(
+          f"{path}: the disk filled up while the dataset was written; free"
+          " space and rerun (the unfinished build is discarded, decoded"
+          " mels are kept)") from error
     raise
   if os.fspath(builder.data_path) != path:
     raise AssertionError(f"TFDS built {builder.data_path}, not {path}")

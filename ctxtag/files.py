@@ -7,6 +7,7 @@ previous version before the new one is complete.
 """
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -86,3 +87,16 @@ def write_json(path: os.PathLike | str, value, indent: int | None = 2
   `indent=None` writes it on one line (large records)."""
   write_text(path, json.dumps(strict_json(value), indent=indent,
                               allow_nan=False) + "\n")
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+  """Whether `error` or an error behind it is a full disk (tensorstore
+  reports one as text)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC
+        or "No space left on device" in str(error)):
+      return True
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return False

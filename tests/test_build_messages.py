@@ -2,6 +2,7 @@
 instead of TFDS's, decoder notes attributed to their file, a cold split's
 guarantee."""
 
+import errno
 import json
 import os
 import subprocess
@@ -11,9 +12,11 @@ import pytest
 
 from ctxtag import datasets
 from ctxtag import errors
+from ctxtag import files
 from ctxtag.sources import assemble
 from ctxtag.sources import build_report
 from tests import zenodo_fixture as fixture
+from tfds_builders import contextual_tags
 
 ZENODO = "contextual_tags/zenodo"
 CORRUPT_TRACK = 14  # its mp3 is damaged, but decodes
@@ -128,3 +131,22 @@ def test_a_cold_split_prints_what_it_guarantees(tmp_path, capsys, strategy,
     guarantee = json.load(f)["split_guarantee"]
   assert guarantee in out and guarantee.startswith(f"{strategy} split: 0 of")
   assert guarantee in datasets.build_report_text(path)
+
+
+def test_a_full_disk_while_writing_is_one_error_naming_the_dataset(
+    tmp_path, monkeypatch):
+  def no_space(self, split, **kwargs):
+    del self, split, kwargs
+    try:  # as a writer deep in TFDS reports it: wrapped
+      raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as error:
+      raise RuntimeError("array_record writer failed") from error
+  monkeypatch.setattr(contextual_tags.Builder, "_generate_examples", no_space)
+  with pytest.raises(files.WriteError) as raised:
+    datasets.build("contextual_tags/simulated_small", str(tmp_path / "data"))
+  message = str(raised.value)
+  assert "contextual_tags/simulated_small" in message
+  assert "the disk filled up while the dataset was written" in message
+  assert "\n" not in message
+  parent = tmp_path / "data" / "contextual_tags" / "simulated_small"
+  assert not [p for p in parent.glob("*") if not p.name.startswith(".")]

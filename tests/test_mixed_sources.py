@@ -208,3 +208,15 @@ def test_a_playlist_export_reads_each_track_from_either_folder(tmp_path):
   assert set(train) & set(NPZ_ONLY)
   for song in set(train) & set(NPZ_ONLY):
     np.testing.assert_array_equal(train[song]["mel"], _npz_mel(manual, song))
+
+
+def test_build_progress_shows_an_eta_only_once_a_rate_exists(capsys,
+                                                            monkeypatch):
+  clock = iter([100.0, 106.0, 112.0])  # start, then a line every 6 s
+  monkeypatch.setattr(mels.time, "time", lambda: next(clock))
+  progress = mels._Progress(total=10)  # pylint: disable=protected-access
+  progress.update(0)
+  progress.update(4)
+  lines = capsys.readouterr().err.splitlines()
+  assert lines == ["audio: 0/10 tracks, starting",
+                   "audio: 4/10 tracks, 0.3 tracks/s, ETA 0:18"]

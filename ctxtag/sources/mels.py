@@ -392,10 +392,15 @@ class _Progress:
     if not final and now - self.last < self.every:
       return
     self.last = now
+    if not done:  # no rate yet: the first decodes also compile librosa's code
+      print(f"audio: 0/{self.total} tracks, starting", file=sys.stderr,
+            flush=True)
+      return
     rate = done / max(now - self.start, 1e-9)
-    eta = (self.total - done) / max(rate, 1e-9)
+    eta = (self.total - done) / rate
     print(f"audio: {done}/{self.total} tracks, {rate:.1f} tracks/s,"
-          f" ETA {eta // 60:.0f}:{eta % 60:02.0f}", flush=True, file=sys.stderr)
+          f" ETA {eta // 60:.0f}:{eta % 60:02.0f}", file=sys.stderr,
+          flush=True)
 
 
 def _jax_started() -> bool:
