@@ -198,6 +198,9 @@ def load_audio(path: os.PathLike | str) -> tuple[np.ndarray, int]:
 def _open(path: os.PathLike | str):
   if not os.path.exists(path):
     raise AudioError(f"{path}: no such file")
+  if os.path.isfile(path) and os.path.getsize(path) == 0:
+    # libsndfile calls an empty file "not a regular file (possibly a pipe?)"
+    raise AudioError(f"{path}: the file is empty")
   try:
     f = soundfile.SoundFile(os.fspath(path))
   except (soundfile.LibsndfileError, RuntimeError, OSError) as error:

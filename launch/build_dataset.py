@@ -107,6 +107,11 @@ def beam_options_from(text: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if flags.FLAGS["split_fractions"].present and not _SPLIT_STRATEGY.value:
+    raise app.UsageError("--split_fractions sets the shares of a re-split:"
+                         " give --split_strategy=random, cold_user or"
+                         " cold_track too (without one the source's own"
+                         " splits are kept)")
   start = time.time()
   beam_options = (beam_options_from(_BEAM_PIPELINE_OPTIONS.value)
                   if _BEAM.value else None)

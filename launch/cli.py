@@ -422,6 +422,14 @@ if _spawned_worker():
 # --- the guarded main ------------------------------------------------------
 
 
+def refuse_empty(name: str) -> None:
+  """Refuses an empty value of the path flag `name` at parsing (an empty
+  path would silently mean the current directory)."""
+  flags.register_validator(
+      name, lambda value: value is None or bool(value.strip()),
+      message="expected a path, got an empty value")
+
+
 def quiet_library_logs() -> None:
   """Keeps the terminal to progress and results: orbax and TFDS log each
   checkpoint write and file at INFO, and TFDS warns of every config built

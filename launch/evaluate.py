@@ -44,6 +44,7 @@ from ctxtag import run
 from launch import statistics_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's directory.")
+cli.refuse_empty("workdir")  # "" would be the current directory
 _SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"],
                            "Split to evaluate, with --workdir.")
 _GROUNDTRUTH = flags.DEFINE_string(

@@ -35,6 +35,7 @@ _CONFIG = cli.define_config_file(
     "Run config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
+cli.refuse_empty("workdir")  # "" would be the current directory
 _PRINT_REPORT = flags.DEFINE_bool(
     "print_report", False,
     "Print the whole report.md before the summary.")

@@ -13,6 +13,9 @@ _SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seed of the resamples.")
 _CONFIDENCE = flags.DEFINE_float(
     "confidence", 0.95, "Coverage of the bootstrap intervals.",
     lower_bound=0.0, upper_bound=1.0)
+# The bounds above let nan through (every comparison with it is false).
+flags.register_validator("confidence", lambda value: 0.0 <= value <= 1.0,
+                         message="expected a number in [0, 1]")
 
 
 def settings() -> bootstrap.Settings:

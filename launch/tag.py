@@ -32,6 +32,7 @@ from ctxtag import run
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run.",
                                required=True)
+cli.refuse_empty("workdir")  # "" would be the current directory
 _AUDIO = flags.DEFINE_string(
     "audio", None, "An audio file or a directory (required unless"
     " --list_users).")
@@ -54,6 +55,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _LIST_USERS.value:
+    if _AUDIO.value:
+      raise app.UsageError("--list_users lists the run's users and tags"
+                           " nothing; drop --audio (or --list_users)")
     text = inference.list_users(_WORKDIR.value)
     if distributed.is_main():
       print(text)

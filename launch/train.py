@@ -29,6 +29,7 @@ _CONFIG = cli.define_config_file(
     "Run config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
+cli.refuse_empty("workdir")  # "" would be the current directory
 _MODEL = flags.DEFINE_enum("model", None, list(models.OUTPUTS),
                            "Model to train.", required=True)
 

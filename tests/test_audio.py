@@ -124,3 +124,10 @@ def test_bad_samples_paths_and_lengths_fail_clearly(tmp_path):
       audio.log_mel(_sine(440, 3), excerpt_seconds=seconds)
   with pytest.raises(audio.AudioError, match="offset must be a finite"):
     audio.log_mel(_sine(440, 3), excerpt_seconds=1, offset_seconds=-1)
+
+
+def test_an_empty_file_is_named_empty(tmp_path):
+  path = tmp_path / "empty.mp3"
+  path.write_bytes(b"")
+  with pytest.raises(audio.AudioError, match=r"empty.mp3: the file is empty$"):
+    audio.read_excerpt(str(path), 3.0)

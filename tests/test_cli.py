@@ -198,3 +198,29 @@ def test_override_check_names_the_closest_keys():
     check("config", config, "audio.learnig_rate")
   with pytest.raises(cli.ConfigFileError, match=r"its keys: .*seed"):
     check("config", config, "zzzzzzzz")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,line", [
+    (["launch.train", "--workdir=", "--model=audio"],
+     "error: flag --workdir=: expected a path, got an empty value"
+     " (see --helpshort)"),
+    (["launch.evaluate", "--groundtruth=g.csv", "--audio_predictions=a.csv",
+      "--output_dir=out", "--confidence=nan"],
+     "error: flag --confidence=nan: expected a number in [0, 1]"
+     " (see --helpshort)"),
+    (["launch.build_dataset", "--split_fractions=0.1,0.1,0.8"],
+     "error: --split_fractions sets the shares of a re-split: give"
+     " --split_strategy=random, cold_user or cold_track too (without one the"
+     " source's own splits are kept)"),
+    (["launch.tag", "--workdir=w", "--list_users", "--audio=a.mp3"],
+     "error: --list_users lists the run's users and tags nothing; drop"
+     " --audio (or --list_users)"),
+])
+def test_flags_that_would_silently_do_something_else_are_refused(
+    tmp_path, args, line):
+  process = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+  assert process.returncode == 2
+  assert stderr_lines(process) == [line]
+  assert not os.listdir(tmp_path)  # nothing written
