@@ -164,7 +164,7 @@ def test_evaluate_ends_interrupted_at_any_moment(smoke_run, tmp_path):
                          timeout=600)
   assert whole.returncode == 0, whole.stderr
   duration = time.time() - start
-  for fraction in (0.15, 0.4, 0.65):
+  for fraction in (0.1, 0.25, 0.4):  # room for a slower run on a loaded CPU
     process = _start(command)
     time.sleep(fraction * duration)
     assert process.poll() is None, f"ended before {fraction} of its run"

@@ -28,9 +28,13 @@ import os, sys, time
 from ctxtag import locks
 with locks.held(sys.argv[1], sys.argv[2], "the test's rule",
                 shared=sys.argv[3] == "shared"):
-  if sys.argv[4] == "fork" and os.fork() == 0:
-    time.sleep(60)
-    os._exit(0)
+  if sys.argv[4] == "fork":
+    ready_r, ready_w = os.pipe()
+    if os.fork() == 0:
+      os.write(ready_w, b"x")  # past the fork hooks: its copy is closed
+      time.sleep(60)
+      os._exit(0)
+    os.read(ready_r, 1)  # "held" only once the child is what it will be
   print("held", flush=True)
   time.sleep(120)
 """
@@ -215,9 +219,10 @@ def test_a_run_holding_its_workdir_builds_its_dataset_and_blocks_a_second(
   <workdir>/data); the second ends at once naming it; killed, the first
   blocks nothing."""
   workdir = str(tmp_path / "run")
-  first = subprocess.Popen(
+  first = subprocess.Popen(  # long epochs: it must outlive the second run
       [sys.executable, "-m", "launch.train", f"--workdir={workdir}",
-       f"--config={SMOKE}", "--model=audio"],
+       f"--config={SMOKE}", "--model=audio",
+       "--config.audio.steps_per_epoch=100000"],
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
       start_new_session=True)
   try:
