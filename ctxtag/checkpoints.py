@@ -90,7 +90,7 @@ class LoopState:
     return cls(**meta)
 
 
-class Checkpoints:
+class Checkpoints(files.ClosedOnExit):
   """The latest and the best states of one model, with their `LoopState`.
 
   orbax writes each checkpoint to a temporary directory and renames it when
@@ -133,16 +133,6 @@ class Checkpoints:
 
     self.latest = manager("latest")
     self.best = manager("best")
-
-  def __enter__(self) -> "Checkpoints":
-    return self
-
-  def __exit__(self, error_type, error, traceback) -> None:
-    if error is None:
-      self.close()
-      return
-    with contextlib.suppress(Exception):  # the error in flight says more
-      self.close()
 
   def _manager(self, which: str) -> ocp.CheckpointManager:
     return {"latest": self.latest, "best": self.best}[which]

@@ -100,3 +100,18 @@ def is_disk_full(error: BaseException | None) -> bool:
     seen.add(id(error))
     error = error.__cause__ or error.__context__
   return False
+
+
+class ClosedOnExit:
+  """Makes a class with `close()` a context manager that closes it on exit;
+  a failing close never hides the error in flight, which says more."""
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, error_type, error, traceback) -> None:
+    if error is None:
+      self.close()
+      return
+    with contextlib.suppress(Exception):
+      self.close()

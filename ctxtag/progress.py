@@ -13,7 +13,6 @@ A resumed run drops the records past the step it resumes from and writes
 them again, so its records equal those of a run never stopped.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -32,7 +31,7 @@ COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/backend_compile_duration")
 
 
-class Progress:
+class Progress(files.ClosedOnExit):
   """Progress lines with rate and ETA, plus TensorBoard and JSON-lines logs.
 
   In a run on several processes only process 0 logs; the others' Progress
@@ -74,16 +73,6 @@ class Progress:
     listener)."""
     if event in COMPILE_EVENTS:
       self.compile_seconds += duration
-
-  def __enter__(self) -> "Progress":
-    return self
-
-  def __exit__(self, error_type, error, traceback) -> None:
-    if error is None:
-      self.close()
-      return
-    with contextlib.suppress(Exception):  # the error in flight says more
-      self.close()
 
   def record(self, kind: str, step: int, values: dict) -> None:
     """Writes `values` ({metric: float}) of `step` as `kind` records."""
