@@ -79,15 +79,25 @@ def load_card(workdir: str) -> Card:
     raise errors.DatasetError(f"{path}: damaged ({error})") from None
 
 
-def load_users(workdir: str) -> dict[int, np.ndarray]:
-  """user id -> embedding, of every user of the run's data."""
+def _users_table(workdir: str, *arrays: str) -> tuple[np.ndarray, ...]:
+  """The named arrays of the run's users.npz, with one error for a missing
+  or damaged file."""
   path = os.path.join(workdir, USERS_FILE)
   try:
     with np.load(path) as table:
-      return dict(zip(table["user_id"].tolist(), table["embedding"]))
+      return tuple(table[name] for name in arrays)
   except FileNotFoundError:
-    raise errors.DatasetError(f"{path}: missing; rerun the run's launcher to"
-                              " write it") from None
+    raise errors.DatasetError(
+        f"{path}: missing; is {workdir} a ctxtag run whose dataset was"
+        " built? (a run writes it when its dataset is ready)") from None
+  except (OSError, ValueError, KeyError) as error:
+    raise errors.DatasetError(f"{path}: damaged ({error})") from None
+
+
+def load_users(workdir: str) -> dict[int, np.ndarray]:
+  """user id -> embedding, of every user of the run's data."""
+  user_ids, embeddings = _users_table(workdir, "user_id", "embedding")
+  return dict(zip(user_ids.tolist(), embeddings))
 
 
 def list_users(workdir: str, first: int = 10) -> str:
@@ -98,16 +108,8 @@ def list_users(workdir: str, first: int = 10) -> str:
     workdir: a run whose dataset was built.
     first: how many ids to show.
   """
+  user_ids, = _users_table(workdir, "user_id")
   path = os.path.join(workdir, USERS_FILE)
-  try:
-    with np.load(path) as table:
-      user_ids = table["user_id"]
-  except FileNotFoundError:
-    raise errors.DatasetError(
-        f"{path}: missing; is {workdir} a ctxtag run whose dataset was"
-        " built? (a run writes it when its dataset is ready)") from None
-  except (OSError, ValueError, KeyError) as error:
-    raise errors.DatasetError(f"{path}: damaged ({error})") from None
   shown = ", ".join(str(u) for u in user_ids[:first].tolist())
   more = ", ..." if len(user_ids) > first else ""
   return (f"{len(user_ids):,} users in the run's data (pass one with"

@@ -940,6 +940,20 @@ def _finish(figure, axes_pairs, xs, ticks, xlabel, left_title, ylabel):
   return buffer.getvalue()
 
 
+def _plot_group_panel(axis, xs, by_group: list[dict], keys: list[str],
+                      label, point: str, numeric: bool) -> None:
+  """One panel of `_plot_groups`: per key (a model or a comparison), its
+  satisfaction F1 `point` ("mean" or "difference") with the two-level
+  interval in each group, and the seeds as dots."""
+  values = {k: [entries.get(k, {}).get("satisfaction_f1")
+                for entries in by_group] for k in keys}
+  _plot_lines(axis, xs, {
+      k: (label(k), [v and v[point] for v in values[k]],
+          [v and v["ci"] for v in values[k]]) for k in keys},
+              {k: [v["per_seed"] if v else [] for v in values[k]]
+               for k in keys}, numeric)
+
+
 def _plot_groups(sweep: dict) -> bytes:
   """The groups: each model's mean over seeds and each comparison's, with
   two-level intervals as error bars and the seeds as dots."""
@@ -949,24 +963,13 @@ def _plot_groups(sweep: dict) -> bytes:
       [g["settings"] for g in groups], keys)
   figure = mpl_figure.Figure(figsize=(10, 3.8))
   left, right = figure.subplots(1, 2)
-  name = "satisfaction_f1"
   models = [m for m in study.MODELS if any(m in g["models"] for g in groups)]
-  values = {m: [g["models"].get(m, {}).get(name) for g in groups]
-            for m in models}
-  _plot_lines(left, xs, {
-      m: (_name(m), [v and v["mean"] for v in values[m]],
-          [v and v["ci"] for v in values[m]]) for m in models},
-              {m: [v["per_seed"] if v else [] for v in values[m]]
-               for m in models}, numeric)
+  _plot_group_panel(left, xs, [g["models"] for g in groups], models, _name,
+                    "mean", numeric)
   comparisons = [f"{a}_vs_{b}" for a, b in study.COMPARISONS
                  if any(f"{a}_vs_{b}" in g["comparisons"] for g in groups)]
-  values = {k: [g["comparisons"].get(k, {}).get(name) for g in groups]
-            for k in comparisons}
-  _plot_lines(right, xs, {
-      k: (_comparison_name(k), [v and v["difference"] for v in values[k]],
-          [v and v["ci"] for v in values[k]]) for k in comparisons},
-              {k: [v["per_seed"] if v else [] for v in values[k]]
-               for k in comparisons}, numeric)
+  _plot_group_panel(right, xs, [g["comparisons"] for g in groups],
+                    comparisons, _comparison_name, "difference", numeric)
   split = (f", {sweep['split_strategy']} split" if sweep["split_strategy"]
            else "")
   return _finish(figure, (left, right), xs, ticks, xlabel,
