@@ -278,19 +278,25 @@ def _prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def check_batches_fit(config: ml_collections.ConfigDict,
                       dataset_path: str) -> None:
-  """Refuses a training batch larger than the split its model draws from
-  (ctxtag.run_config.check_batches_fit), which needs the built dataset."""
-  splits = {name: input_pipeline.load_split(dataset_path, name)
-            for name in ("train", "validation")}
-  examples = {}
+  """Refuses a model whose training batch is larger than the split its
+  steps draw from (it would have no step in an epoch); needs the built
+  dataset, so it runs after the build.
+
+  Raises:
+    errors.ConfigError: naming the setting, the split's size and the fix.
+  """
+  train_split, validation = (input_pipeline.load_split(dataset_path, name)
+                             for name in ("train", "validation"))
   for name in config.models:
-    split = train.fitting_split(name, config[name], splits["train"],
-                                splits["validation"])
+    split = train.fitting_split(name, config[name], train_split, validation)
     kind = models.BATCH_KINDS[name]
-    examples[name] = (f"{'tracks' if kind == 'tracks' else 'pairs'} of"
-                      f" split {split.name!r}",
-                      input_pipeline.num_examples(split, kind))
-  run_config.check_batches_fit(config, examples)
+    count = input_pipeline.num_examples(split, kind)
+    size = config[name].batch_size
+    if size > count:
+      noun = "tracks" if kind == "tracks" else "pairs"
+      raise errors.ConfigError(
+          f"config {name}.batch_size={size}: larger than the {count} {noun}"
+          f" of split {split.name!r}; expected at most {count}")
 
 
 def check_dataset_version(workdir: str) -> None:

@@ -201,27 +201,6 @@ def describe_differences(here: dict, saved: dict, most: int = 3) -> str:
                  else "")
 
 
-def check_batches_fit(config, examples: dict[str, tuple[str, int]]) -> None:
-  """Refuses a model whose training batch is larger than its training split
-  (it would have no step in an epoch).
-
-  Args:
-    config: the run config.
-    examples: model name -> (what its batches draw: "tracks of split
-      'train'", how many there are), for each model of config.models.
-
-  Raises:
-    errors.ConfigError: naming the setting, the split's size and the fix.
-  """
-  for name in config["models"]:
-    what, count = examples[name]
-    size = config[name]["batch_size"]
-    if size > count:
-      raise errors.ConfigError(
-          f"config {name}.batch_size={size}: larger than the {count} {what};"
-          f" expected at most {count}")
-
-
 def load(path: str) -> dict:
   """A saved config.json as a dict.
 
