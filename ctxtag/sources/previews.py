@@ -464,6 +464,40 @@ def _check_arguments(manual_dir, api_url, workers, max_requests_per_window,
                      f" {retries} and {window_seconds}")
 
 
+def _fetch_track(client: "_Client", song_id: int, path: str, retries: int,
+                 backoff_seconds: float, stop: threading.Event
+                 ) -> tuple[str, str]:
+  """One track's preview into `path`, retrying transient failures.
+
+  Returns:
+    ("downloaded", ""), or ("unavailable" | "failed", reason).
+
+  Raises:
+    Stopped: `stop` was set while waiting to retry.
+  """
+  url, attempt = None, 0
+  while True:
+    try:
+      if url is None:
+        url = client.preview_url(song_id)
+      client.download(url, path)
+      return "downloaded", ""
+    except _Unavailable as unavailable:
+      return "unavailable", unavailable.reason
+    except _Failed as failed:
+      return "failed", failed.reason
+    except _Retry as retry:
+      attempt += 1
+      if attempt > retries:
+        return "failed", retry.reason
+      delay = 0.0
+      if retry.backoff:
+        delay = min(backoff_seconds * 2 ** (attempt - 1),
+                    _MAX_BACKOFF_SECONDS) * random.uniform(0.5, 1.5)
+      if stop.wait(delay):
+        raise Stopped() from None
+
+
 def fetch(manual_dir: str, song_ids: list[int], api_url: str = API_URL,
           workers: int = 8,
           max_requests_per_window: int = MAX_REQUESTS_PER_WINDOW,
@@ -530,30 +564,6 @@ def fetch(manual_dir: str, song_ids: list[int], api_url: str = API_URL,
   for song_id in to_fetch:
     work.put(song_id)
 
-  def fetch_track(song_id: int) -> tuple[str, str]:
-    path = os.path.join(audio_dir, f"{song_id}.{PREVIEW_EXTENSION}")
-    url, attempt = None, 0
-    while True:
-      try:
-        if url is None:
-          url = client.preview_url(song_id)
-        client.download(url, path)
-        return "downloaded", ""
-      except _Unavailable as unavailable:
-        return "unavailable", unavailable.reason
-      except _Failed as failed:
-        return "failed", failed.reason
-      except _Retry as retry:
-        attempt += 1
-        if attempt > retries:
-          return "failed", retry.reason
-        delay = 0.0
-        if retry.backoff:
-          delay = min(backoff_seconds * 2 ** (attempt - 1),
-                      _MAX_BACKOFF_SECONDS) * random.uniform(0.5, 1.5)
-        if stop.wait(delay):
-          raise Stopped() from None
-
   def worker() -> None:
     try:
       while not stop.is_set():
@@ -561,7 +571,10 @@ def fetch(manual_dir: str, song_ids: list[int], api_url: str = API_URL,
           song_id = work.get_nowait()
         except queue.Empty:
           return
-        outcome = fetch_track(song_id)
+        outcome = _fetch_track(
+            client, song_id,
+            os.path.join(audio_dir, f"{song_id}.{PREVIEW_EXTENSION}"),
+            retries, backoff_seconds, stop)
         with outcomes_lock:
           outcomes[song_id] = outcome
     except Stopped:
