@@ -20,6 +20,7 @@ import time
 import jax
 
 from ctxtag import errors
+from ctxtag.configs import compare
 
 # How long the other processes wait for process 0's share of the work: a
 # dataset build from real audio takes hours.
@@ -233,26 +234,6 @@ def initialize(coordinator_address: str | None, num_processes: int,
                              initialization_timeout=max(int(timeout_s), 1))
 
 
-def _differences(mine: dict, theirs: dict, prefix: str = "") -> list[str]:
-  """Dotted keys whose values differ between two config dicts."""
-  keys = []
-  for key in sorted(set(mine) | set(theirs)):
-    a, b = mine.get(key), theirs.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-      keys += _differences(a, b, f"{prefix}{key}.")
-    elif a != b or (key in mine) != (key in theirs):
-      keys.append(f"{prefix}{key}")
-  return keys
-
-
-def _value(config: dict, key: str):
-  for part in key.split("."):
-    if not isinstance(config, dict) or part not in config:
-      return "(missing)"
-    config = config[part]
-  return json.dumps(config)
-
-
 def check_same_everywhere(name: str, text: str,
                           timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
   """Refuses a run whose processes were given different `name` (a JSON
@@ -293,15 +274,12 @@ def check_same_everywhere(name: str, text: str,
   if main == text:
     client.key_value_set(f"{key}/{jax.process_index()}", "same")
     return
-  mine, theirs = json.loads(text), json.loads(main)
-  differing = _differences(mine, theirs) or ["(its text)"]
   index = jax.process_index()
-  shown = "; ".join(f"{key}: {_value(mine, key)} on process {index},"
-                    f" {_value(theirs, key)} on process 0"
-                    for key in differing[:3])
-  more = f"; and {len(differing) - 3} more" if len(differing) > 3 else ""
-  text = (f"{name} differs between process {jax.process_index()} and"
-          f" process 0: {shown}{more}; give every process the same config")
+  shown = compare.describe_differences(
+      json.loads(text), json.loads(main), f"on process {index}",
+      "on process 0") or "(its text)"
+  text = (f"{name} differs between process {index} and process 0:"
+          f" {shown}; give every process the same config")
   client.key_value_set(f"{key}/{jax.process_index()}", text)
   raise JoinError(f"process {jax.process_index()}: {text}")
 

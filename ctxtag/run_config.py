@@ -19,6 +19,7 @@ from ctxtag import errors
 from ctxtag import files
 from ctxtag import models
 from ctxtag.configs import checks
+from ctxtag.configs import compare
 from ctxtag.configs import default
 
 DATASET_BUILDER = "contextual_tags"
@@ -163,27 +164,6 @@ def _with_later_keys(saved: dict, defaults: dict) -> dict:
   return merged
 
 
-def _differing_keys(here, there, prefix: str = "") -> list[str]:
-  keys = []
-  for key in sorted(set(here) | set(there)):
-    a, b = here.get(key, _MISSING), there.get(key, _MISSING)
-    if isinstance(a, dict) and isinstance(b, dict):
-      keys += _differing_keys(a, b, f"{prefix}{key}.")
-    elif a != b:
-      keys.append(f"{prefix}{key}")
-  return keys
-
-
-_MISSING = object()
-
-
-def _shown(config: dict, key: str) -> str:
-  for part in key.split("."):
-    config = config.get(part, _MISSING) if isinstance(config, dict) else (
-        _MISSING)
-  return "absent" if config is _MISSING else json.dumps(config)
-
-
 def describe_differences(here: dict, saved: dict, most: int = 3) -> str:
   """The keys whose values differ between this run's config and the saved
   config.json, as "seed: 0 here, 1 in config.json; ...", the first `most`
@@ -194,11 +174,8 @@ def describe_differences(here: dict, saved: dict, most: int = 3) -> str:
     saved: the workdir's config.json.
     most: how many keys to name.
   """
-  keys = _differing_keys(here, saved)
-  text = "; ".join(f"{key}: {_shown(here, key)} here, {_shown(saved, key)}"
-                   " in config.json" for key in keys[:most])
-  return text + (f"; and {len(keys) - most} more" if len(keys) > most
-                 else "")
+  return compare.describe_differences(here, saved, "here", "in config.json",
+                                      most)
 
 
 def load(path: str) -> dict:
