@@ -29,7 +29,8 @@ bfloat16 while parameters (and so the optimiser state) stay float32, and the
 logits come back float32 for the loss.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 import functools
 from typing import Any
 
@@ -447,11 +448,15 @@ class UserTagger(nn.Module):
     return Head(self.hidden, self.dropout_rate, self.dtype)(user, train)
 
 
-# How the audio + user model fuses its inputs: the paper's concatenation
+# How an audio + user model fuses its inputs: the paper's concatenation
 # before a shared head, or the product of experts of LateFusionTagger.
 FUSIONS = ("concat", "late")
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+# What a model predicts: several contexts per track (sigmoid outputs), or
+# one context per (user, track) pair (softmax outputs).
+OUTPUT_KINDS = ("multi_label", "single_label")
 
 
 def _compute_dtype(config: ml_collections.ConfigDict):
@@ -467,13 +472,15 @@ def _cpu_fast_path(config) -> bool:
   return bool(config.cpu_fast_path)
 
 
-def _audio(config):
+def audio_tagger(config: ml_collections.ConfigDict) -> nn.Module:
+  """`AudioTagger` from a model section."""
   return AudioTagger(tuple(config.conv_widths), config.hidden,
                      config.dropout_rate, _compute_dtype(config),
                      _cpu_fast_path(config))
 
 
-def _audio_user(config):
+def audio_user_tagger(config: ml_collections.ConfigDict) -> nn.Module:
+  """The section's fusion: `LateFusionTagger` or `AudioUserTagger`."""
   if config.fusion not in FUSIONS:
     raise ValueError(f"config fusion must be one of {list(FUSIONS)}, got"
                      f" {config.fusion!r}")
@@ -488,46 +495,185 @@ def _audio_user(config):
                          _cpu_fast_path(config))
 
 
-def _user(config):
+def user_tagger(config: ml_collections.ConfigDict) -> nn.Module:
+  """`UserTagger` from a model section."""
   return UserTagger(config.hidden, config.dropout_rate,
                     tuple(config.user_widths), _compute_dtype(config))
 
 
-# One entry per model: how to build it from its config section, what it
-# predicts (several contexts per track, or one per pair) and the batches it
-# trains on (the user-only model's carry no mel: it never reads one).
-MODELS = {
-    "audio": (_audio, "multi_label", "tracks"),
-    "audio_user": (_audio_user, "single_label", "pairs"),
-    "user": (_user, "single_label", "users"),
-}
-OUTPUTS = {name: output for name, (_, output, _) in MODELS.items()}
-BATCH_KINDS = {name: kind for name, (_, _, kind) in MODELS.items()}
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+  """A trained part a model starts from (its section's `audio_init` or
+  `user_init` names the trained model).
+
+  Attributes:
+    keys: the section keys that must equal the source model's (the part's
+      shapes follow from them).
+    ours: where the part lives in this model's parameter tree.
+    theirs: where it lives in the source model's (None: its whole tree).
+  """
+  keys: tuple[str, ...]
+  ours: str
+  theirs: str | None
 
 
-# What audio_init="audio" and user_init="user" take from the trained audio
-# and user-only models, per fusion: the config keys that must match the
-# model's, and where the part lives in both parameter trees (the audio + user
-# model's key, the source model's key; None: its whole tree).
-TRANSFERS = {
-    ("concat", "audio"): (("conv_widths",), "ConvStack_0", "ConvStack_0"),
-    ("late", "audio"): (("conv_widths", "hidden"), "audio", None),
-    ("late", "user"): (("hidden", "user_widths"), "user", None),
+# What audio_init and user_init take, per fusion of an audio + user model.
+AUDIO_USER_TRANSFERS = {
+    ("concat", "audio_init"): Transfer(("conv_widths",), "ConvStack_0",
+                                       "ConvStack_0"),
+    ("late", "audio_init"): Transfer(("conv_widths", "hidden"), "audio", None),
+    ("late", "user_init"): Transfer(("hidden", "user_widths"), "user", None),
 }
+# The batches a model's audio_init (user_init) must name a trained model of.
+INIT_SOURCES = {"audio_init": "tracks", "user_init": "users"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """Everything about one model of a study, in one place: training,
+  prediction, evaluation, the report, the plots and the sweeps derive what
+  they need from it.
+
+  A model's name is also its config section (`config.<name>`, the keys of
+  configs/default.py's `model_config`), its directory in a workdir, its
+  prediction CSVs (`predictions/<split>_<name>.csv`) and its key in
+  results.json's per-model parts (satisfaction, ranking).
+
+  Attributes:
+    name: as above.
+    display: its name in report.md and the plots.
+    output: OUTPUT_KINDS: "multi_label" (scored per track, and by the
+      track protocols MO-MG and MO-SG) or "single_label" (per pair).
+    batches: what its training batches hold (input_pipeline.KINDS):
+      "tracks" (mels and multi-hot labels), "pairs" (mels, users, labels) or
+      "users" (users and labels, no mel: it never reads one).
+    build: the Flax module from its config section; None for a model that
+      is not trained (the oracle: the simulated world's true distribution).
+    sg_protocol: results.json's key of its single-output SG protocol (its
+      one answer per pair against the user's context).
+    sg_title: that protocol's row in report.md.
+    sg_plot: that protocol's row in the plots.
+    sg_decision: how its scores become its one answer per pair for that
+      protocol and for satisfaction (ctxtag.evaluation.protocols.DECISIONS).
+    style: (matplotlib line format, colour) in the sweeps' plots.
+    transfers: (fusion, init key) -> Transfer: the trained parts it may
+      start from.
+    compared_with: the models it is compared with, paired on the same users
+      (results' comparisons `<name>_vs_<other>`), if both are evaluated.
+  """
+  name: str
+  display: str
+  output: str
+  batches: str
+  build: Callable[[ml_collections.ConfigDict], nn.Module] | None
+  sg_protocol: str
+  sg_title: str
+  sg_plot: str
+  style: tuple[str, str | None] = ("o-", None)
+  transfers: Mapping[tuple[str, str], Transfer] = dataclasses.field(
+      default_factory=dict)
+  compared_with: tuple[str, ...] = ()
+  sg_decision: str = "argmax"
+
+  @property
+  def trained(self) -> bool:
+    return self.build is not None
+
+  @property
+  def reads_audio(self) -> bool:
+    """Whether it reads mels (through the conv stack)."""
+    return self.batches != "users"
+
+  def prefixed(self, key: str) -> str:
+    """The results key of a track protocol (mo_mg, mo_sg, ...) of this
+    multi-label model: `key` for "audio", `<name>_<key>` for any other."""
+    return key if self.name == "audio" else f"{self.name}_{key}"
+
+
+# Every model in report order; a caller (a test, a researcher's script) may
+# add an entry (`MODELS[model.name] = model`) before it configures a run.
+MODELS: dict[str, Model] = {model.name: model for model in (
+    Model("audio", "audio", "multi_label", "tracks", audio_tagger,
+          "so_sg", "SO-SG, audio (argmax, vs user's context)",
+          "audio, top context vs user's context (SO-SG)", ("o-", "C0")),
+    Model("audio_user", "audio + user", "single_label", "pairs",
+          audio_user_tagger, "user_sg", "SG, audio + user",
+          "audio + user (SG)", ("s-", "C1"), AUDIO_USER_TRANSFERS,
+          ("audio", "user")),
+    Model("user", "user only", "single_label", "users", user_tagger,
+          "user_only_sg", "SG, user only", "user only (SG)", ("^-", "C2"),
+          compared_with=("audio",)),
+    Model("oracle", "oracle (true distribution)", "single_label", "pairs",
+          None, "oracle_sg", "SG, oracle (true distribution)",
+          "oracle, true distribution (SG)", ("k--", "0.4")),
+    # The paper's concatenation beside the late fusion in one run (config
+    # variant ctxtag/configs/fusions.py), compared on the same users.
+    Model("audio_user_concat", "audio + user (concatenation)",
+          "single_label", "pairs", audio_user_tagger, "audio_user_concat_sg",
+          "SG, audio + user (concatenation)",
+          "audio + user, concatenation (SG)", ("D-", "C4"),
+          AUDIO_USER_TRANSFERS, ("audio", "user", "audio_user")),
+)}
+
+
+def get(name: str) -> Model:
+  """The entry of model `name`; a ValueError naming the known ones."""
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+  return MODELS[name]
+
+
+def trained_models() -> list[str]:
+  """The models a run can train (config.models names some of them)."""
+  return [name for name, model in MODELS.items() if model.trained]
+
+
+def comparisons(names) -> list[tuple[str, str]]:
+  """The (a, b) pairs compared among `names` (a - b): by b, then a, in
+  MODELS order (everything against the audio model first)."""
+  order = {name: index for index, name in enumerate(MODELS)}
+  pairs = [(name, other) for name in names if name in MODELS
+           for other in MODELS[name].compared_with if other in names]
+  return sorted(pairs, key=lambda pair: (order[pair[1]], order[pair[0]]))
+
+
+class _Column(Mapping):
+  """One attribute of every trained entry, read live from MODELS (so an
+  entry a caller adds is in it too): name -> attribute."""
+
+  def __init__(self, attribute: str):
+    self._attribute = attribute
+
+  def __getitem__(self, name: str):
+    if name not in MODELS or not MODELS[name].trained:
+      raise KeyError(name)
+    return getattr(MODELS[name], self._attribute)
+
+  def __iter__(self):
+    return iter(trained_models())
+
+  def __len__(self) -> int:
+    return len(trained_models())
+
+
+OUTPUTS = _Column("output")  # name -> "multi_label" | "single_label"
+BATCH_KINDS = _Column("batches")  # name -> "tracks" | "pairs" | "users"
 
 
 def has_conv_stack(name: str) -> bool:
   """Whether model `name` reads audio through the conv stack."""
-  return BATCH_KINDS[name] != "users"
+  return get(name).reads_audio
 
 
 def create_model(name: str, config: ml_collections.ConfigDict) -> nn.Module:
-  """The model `name` ("audio", "audio_user" or "user") built from `config`.
+  """Model `name`'s Flax module built from its config section.
 
   Args:
-    name: which model.
-    config: the model section of a run config (see ctxtag/configs/default.py).
+    name: a trained entry of MODELS.
+    config: the model's section of a run config (ctxtag/configs/default.py).
   """
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-  return MODELS[name][0](config)
+  model = get(name)
+  if not model.trained:
+    raise ValueError(f"model {name!r} is not trained; trained models:"
+                     f" {', '.join(trained_models())}")
+  return model.build(config)

@@ -63,9 +63,9 @@ def write_train_groundtruth(dataset_path: str, workdir: str) -> str:
 
 
 def fusion_weights(config: ml_collections.ConfigDict, dataset_path: str,
-                   workdir: str) -> dict[str, float] | None:
-  """The late fusion's fitted weights, from the audio + user model's best
-  checkpoint.
+                   workdir: str) -> dict[str, dict[str, float]]:
+  """The fitted weights of the run's late fusions, from their best
+  checkpoints.
 
   Args:
     config: the run config.
@@ -74,16 +74,23 @@ def fusion_weights(config: ml_collections.ConfigDict, dataset_path: str,
     workdir: the run's directory.
 
   Returns:
-    {"audio": a, "user": b, "typical_user": c} (FUSION_WEIGHTS), or None
-    for a run without a late-fusion audio + user model.
+    {results key: {"audio": a, "user": b, "typical_user": c}}
+    (FUSION_WEIGHTS): "fusion_weights" for the model "audio_user",
+    "<model>_fusion_weights" for any other; empty without a late fusion.
   """
-  if ("audio_user" not in config.models
-      or config.audio_user.fusion != "late"):
-    return None
+  late = [name for name in config.models
+          if models.get(name).transfers and config[name].fusion == "late"]
+  if not late:
+    return {}
   frames = input_pipeline.load_split(dataset_path, "train").mel_shape[0]
-  state = transfer.restore_best("audio_user", config, workdir, frames)
-  return {key: float(state.params[name])
-          for key, name in FUSION_WEIGHTS.items()}
+  found = {}
+  for name in late:
+    state = transfer.restore_best(name, config, workdir, frames)
+    key = ("fusion_weights" if name == "audio_user"
+           else f"{name}_fusion_weights")
+    found[key] = {key_: float(state.params[param])
+                  for key_, param in FUSION_WEIGHTS.items()}
+  return found
 
 
 def write_model_predictions(name: str, config: ml_collections.ConfigDict,
@@ -105,7 +112,7 @@ def write_model_predictions(name: str, config: ml_collections.ConfigDict,
   steps = steps_lib.model_steps(name, train)
   state = transfer.restore_best(name, config, workdir, train.mel_shape[0],
                                 steps.replicated)
-  kind = models.BATCH_KINDS[name]
+  kind = models.get(name).batches
   for split_name in todo:
     split = input_pipeline.load_split(dataset_path, split_name)
     on_device = device_data.tables_if_they_fit(

@@ -22,6 +22,7 @@ import numpy as np
 from ctxtag import evaluation
 from ctxtag import files
 from ctxtag import labels
+from ctxtag import models
 from ctxtag.evaluation import ranking
 
 # The paper's test-set figures (docs/paper.md); ranges are given as their
@@ -38,29 +39,44 @@ PAPER_SATISFACTION = {
     "audio_user": {"accuracy": 0.254, "recall": 0.246, "precision": 0.296,
                    "f1": 0.261},
 }
-PROTOCOL_ROWS = (
-    ("mo_mg", "MO-MG, audio (vs track's union of contexts)"),
-    ("mo_sg", "MO-SG, audio (thresholded, vs user's context)"),
-    ("so_sg", "SO-SG, audio (argmax, vs user's context)"),
-    ("user_sg", "SG, audio + user"),
-    ("user_only_sg", "SG, user only"),
-    ("oracle_sg", "SG, oracle (true distribution)"),
-    ("mo_mg_tuned", "MO-MG, audio, thresholds tuned on validation"),
-    ("mo_sg_tuned", "MO-SG, audio, thresholds tuned on validation"),
-)
-MODEL_NAMES = {"audio": "audio", "audio_user": "audio + user",
-               "user": "user only", "oracle": "oracle (true distribution)"}
-# Each protocol in words, for the plots' rows and legends.
-PLOT_NAMES = {
-    "mo_mg": "audio, multi-label vs track's contexts (MO-MG)",
-    "mo_sg": "audio, thresholded vs user's context (MO-SG)",
-    "so_sg": "audio, top context vs user's context (SO-SG)",
-    "user_sg": "audio + user (SG)",
-    "user_only_sg": "user only (SG)",
-    "oracle_sg": "oracle, true distribution (SG)",
-    "mo_mg_tuned": "audio, MO-MG, thresholds tuned on validation",
-    "mo_sg_tuned": "audio, MO-SG, thresholds tuned on validation",
-}
+
+
+def protocol_rows() -> list[tuple[str, str, str]]:
+  """(results key, report.md title, plot name) of every protocol, in report
+  order, from the model table: each multi-label model's MO-MG and MO-SG,
+  every model's own SG protocol, then the thresholds tuned on validation."""
+  track = [model for model in models.MODELS.values()
+           if model.output == "multi_label"]
+  rows = []
+  for model in track:
+    rows += [
+        (model.prefixed("mo_mg"),
+         f"MO-MG, {model.display} (vs track's union of contexts)",
+         f"{model.display}, multi-label vs track's contexts (MO-MG)"),
+        (model.prefixed("mo_sg"),
+         f"MO-SG, {model.display} (thresholded, vs user's context)",
+         f"{model.display}, thresholded vs user's context (MO-SG)")]
+  rows += [(model.sg_protocol, model.sg_title, model.sg_plot)
+           for model in models.MODELS.values()]
+  for model in track:
+    rows += [(model.prefixed(f"{key}_tuned"),
+              f"{name}, {model.display}, thresholds tuned on validation",
+              f"{model.display}, {name}, thresholds tuned on validation")
+             for key, name in (("mo_mg", "MO-MG"), ("mo_sg", "MO-SG"))]
+  return rows
+
+
+def model_name(name: str) -> str:
+  """A model's display name (its entry's), or `name` if it has no entry."""
+  return models.MODELS[name].display if name in models.MODELS else name
+
+
+def _named(present) -> list[tuple[str, str]]:
+  """(model, display name) of the models in `present`, in MODELS order."""
+  return [(name, model.display) for name, model in models.MODELS.items()
+          if name in present]
+
+
 METRIC_NAMES = {"auc": "AUC", "recall": "recall", "precision": "precision",
                 "f1": "F1", "accuracy": "accuracy"}
 # The comparisons that answer the paper's question, in the order asked:
@@ -110,7 +126,7 @@ def protocol_table(results: dict) -> list[str]:
   lines = ["| protocol | AUC | recall | precision | F1 | paper AUC | paper"
            " recall | paper precision | paper F1 |",
            "|---|---|---|---|---|---|---|---|---|"]
-  for key, title in PROTOCOL_ROWS:
+  for key, title, _ in protocol_rows():
     if key not in results:
       continue
     ours = results[key]["average"]
@@ -126,9 +142,7 @@ def satisfaction_table(results: dict) -> list[str]:
            " paper recall | paper precision | paper F1 |",
            "|---|---|---|---|---|---|---|---|---|"]
   metrics = evaluation.SATISFACTION_METRICS
-  for key, title in MODEL_NAMES.items():
-    if key not in results["satisfaction"]:
-      continue
+  for key, title in _named(results["satisfaction"]):
     ours = results["satisfaction"][key]
     paper = PAPER_SATISFACTION.get(key, {})
     lines.append(f"| {title} | " + " | ".join(
@@ -139,11 +153,9 @@ def satisfaction_table(results: dict) -> list[str]:
 
 def ranking_table(results: dict) -> list[str]:
   lines = ["| model | hit@1 | hit@3 | MRR | NDCG@3 |", "|---|---|---|---|---|"]
-  for key, title in MODEL_NAMES.items():
-    if key in results.get("ranking", {}):
-      lines.append(f"| {title} | " + " | ".join(
-          _cell_ci(results["ranking"][key], m) for m in ranking.METRICS)
-                   + " |")
+  for key, title in _named(results.get("ranking", {})):
+    lines.append(f"| {title} | " + " | ".join(
+        _cell_ci(results["ranking"][key], m) for m in ranking.METRICS) + " |")
   return lines
 
 
@@ -163,7 +175,7 @@ def comparison_table(results: dict) -> list[str]:
     a, _, b = key.partition("_vs_")
     for metric, entry in metrics.items():
       lines.append(
-          f"| {MODEL_NAMES.get(a, a)} - {MODEL_NAMES.get(b, b)} | {metric} | "
+          f"| {model_name(a)} - {model_name(b)} | {metric} | "
           + _cell_ci({"d": entry["difference"], "d_ci": entry["ci"]}, "d")
           + f" | {_p_value(entry['p_value'])} |")
   return lines
@@ -181,16 +193,16 @@ def thresholds_table(results: dict) -> list[str]:
 
 
 def ceiling_table(ceiling: dict) -> list[str]:
-  models = list(ceiling["share"])
+  names = list(ceiling["share"])
   lines = ["| metric | prior | oracle | " + " | ".join(
-      f"{MODEL_NAMES.get(m, m)} share" for m in models) + " |",
-           "|---|---|---|" + "---|" * len(models)]
+      f"{model_name(m)} share" for m in names) + " |",
+           "|---|---|---|" + "---|" * len(names)]
   for group, metrics in ceiling["baseline"].items():
     for metric, baseline in metrics.items():
       lines.append(
           f"| {group} {metric} | {_cell(baseline)} |"
           f" {_cell(ceiling['oracle'][group][metric])} | " + " | ".join(
-              _cell(ceiling["share"][m][group][metric]) for m in models)
+              _cell(ceiling["share"][m][group][metric]) for m in names)
           + " |")
   return lines
 
@@ -312,7 +324,7 @@ def report_text(results: dict, title: str, details: list[str],
               "| model | epochs | best epoch | best validation loss |"
               " stopped early |", "|---|---|---|---|---|"]
     for name, summary in training.items():
-      lines.append(f"| {MODEL_NAMES.get(name, name)} | {summary['epochs']} |"
+      lines.append(f"| {model_name(name)} | {summary['epochs']} |"
                    f" {summary['best_epoch']} |"
                    f" {summary['best_validation_loss']:.4f} |"
                    f" {summary['stopped_early']} |")
@@ -325,7 +337,7 @@ def report_text(results: dict, title: str, details: list[str],
         " its AUC is undefined and left out of the mean AUC; its recall,"
         " precision and F1 are 0 and count as 0 in the means over contexts,"
         " as in the authors' code (scikit-learn's zero_division=0).", ""]
-  for key, title_text in PROTOCOL_ROWS:
+  for key, title_text, _ in protocol_rows():
     if key in results:
       lines += [f"### {title_text}", ""] + per_context_table(
           results[key], *_protocol_counts(results, key))
@@ -383,7 +395,7 @@ def training_curves_figure(training: dict[str, dict]):
       why = f"ran all {last} epochs (max_epochs)"
     axis.axvline(last, color="grey", linestyle=":", label=why)
     axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    axis.set(title=MODEL_NAMES.get(name, name), xlabel="epoch",
+    axis.set(title=model_name(name), xlabel="epoch",
              ylabel="loss (class-weighted)")
     axis.legend(fontsize=8)
   figure.tight_layout()
@@ -404,7 +416,8 @@ def per_context_figure(results: dict):
   axes also draws faster than four. Undefined metrics are blank; the numbers
   are in report.md.
   """
-  keys = [key for key, _ in PROTOCOL_ROWS if key in results]
+  plot_names_ = {key: name for key, _, name in protocol_rows()}
+  keys = [key for key in plot_names_ if key in results]
   block = labels.NUM_LABELS + 1  # a blank column between metrics
   grid = np.full((len(keys), block * len(evaluation.METRICS) - 1), np.nan)
   for m, metric in enumerate(evaluation.METRICS):
@@ -423,7 +436,7 @@ def per_context_figure(results: dict):
                    for c in range(labels.NUM_LABELS)],
                   list(labels.LABELS) * len(evaluation.METRICS), rotation=90,
                   fontsize=8)
-  axis.set_yticks(np.arange(len(keys)), [PLOT_NAMES[k] for k in keys],
+  axis.set_yticks(np.arange(len(keys)), [plot_names_[k] for k in keys],
                   fontsize=8)
   for m, metric in enumerate(evaluation.METRICS):
     axis.text(m * block + (labels.NUM_LABELS - 1) / 2, -0.7,
@@ -441,18 +454,18 @@ def _error_bars(values: dict, metrics, heights) -> np.ndarray | None:
 
 
 def plot_satisfaction(results: dict) -> bytes:
-  models = [k for k in MODEL_NAMES if k in results["satisfaction"]]
+  named = _named(results["satisfaction"])
   metrics = evaluation.SATISFACTION_METRICS
   figure = mpl_figure.Figure(figsize=(8, 3.5))
   axis = figure.subplots()
   positions = np.arange(len(metrics))
-  width = 0.8 / max(len(models), 1)
-  for offset, key in enumerate(models):
+  width = 0.8 / max(len(named), 1)
+  for offset, (key, name) in enumerate(named):
     values = _heights([results["satisfaction"][key][m] for m in metrics])
     axis.bar(positions + offset * width, values, width,
-             label=MODEL_NAMES[key], yerr=_error_bars(
+             label=name, yerr=_error_bars(
                  results["satisfaction"][key], metrics, values), capsize=3)
-  axis.set_xticks(positions + width * (len(models) - 1) / 2,
+  axis.set_xticks(positions + width * (len(named) - 1) / 2,
                   [METRIC_NAMES[m] for m in metrics])
   settings = results.get("bootstrap") or {}
   title = "User satisfaction"
@@ -524,7 +537,7 @@ def paper_comparison_figure(results: dict):
                  [results[k]["average"] for k, _ in protocols],
                  [PAPER_PROTOCOLS[k] for k, _ in protocols], metric)
   for axis, metric in zip(axes[1], evaluation.SATISFACTION_METRICS):
-    _paired_bars(axis, [MODEL_NAMES[k] for k in models],
+    _paired_bars(axis, [model_name(k) for k in models],
                  [results["satisfaction"][k] for k in models],
                  [PAPER_SATISFACTION[k] for k in models], metric)
   axes[0][0].set_ylabel("protocols:\nmean over contexts")
@@ -671,15 +684,14 @@ def summary_text(results: dict, heading: str, paths: list[str]) -> str:
   users = [v["users"] for v in satisfaction.values() if "users" in v]
   if users:
     heading += f" ({users[0]:,} users)"
-  width = max(len(MODEL_NAMES[m]) for m in MODEL_NAMES) + 2
+  width = max((len(name) for _, name in _named(satisfaction)), default=0) + 2
   title = "user satisfaction F1" + (interval[:-1] + " over users]"
                                      if interval else "")
   lines = [heading, f"{title:<{width + 26}}paper"]
-  for key, name in MODEL_NAMES.items():
-    if key in satisfaction:
-      cell = _cell_ci(satisfaction[key], "f1")
-      paper = _cell(PAPER_SATISFACTION.get(key, {}).get("f1"))
-      lines.append(f"  {name:<{width}}{cell:<24}{paper}".rstrip())
+  for key, name in _named(satisfaction):
+    cell = _cell_ci(satisfaction[key], "f1")
+    paper = _cell(PAPER_SATISFACTION.get(key, {}).get("f1"))
+    lines.append(f"  {name:<{width}}{cell:<24}{paper}".rstrip())
   comparisons = [k for k in QUESTION_COMPARISONS
                  if k in results.get("comparisons", {})]
   if comparisons:
@@ -688,7 +700,7 @@ def summary_text(results: dict, heading: str, paths: list[str]) -> str:
     for key in comparisons:
       a, _, b = key.partition("_vs_")
       entry = results["comparisons"][key]["f1"]
-      compared = f"{MODEL_NAMES[a]} vs {MODEL_NAMES[b]}"
+      compared = f"{model_name(a)} vs {model_name(b)}"
       lines.append(f"  {compared:<27}{_signed_interval(entry):<24}"
                    f"p {_p_value(entry['p_value'])}")
   if "mo_mg" in results:
@@ -708,3 +720,8 @@ def summary_text(results: dict, heading: str, paths: list[str]) -> str:
   lines.append("wrote: " + (others[0] if others else ""))
   lines += [f"       {p}" for p in others[1:]]
   return "\n".join(lines) + "\n"
+
+
+# Until the sweep reads the model table itself: its view of it.
+MODEL_NAMES = {name: models.MODELS[name].display
+               for name in ("audio", "audio_user", "user", "oracle")}

@@ -9,11 +9,13 @@ alone builds the dataset and writes the run's files, and the others wait for
 it where they read them.
 """
 
+import dataclasses
 import json
 import os
 import time
 
 import ml_collections
+import numpy as np
 
 from ctxtag import datasets
 from ctxtag import distributed
@@ -29,6 +31,7 @@ from ctxtag import run_config
 from ctxtag import study
 from ctxtag import train
 from ctxtag.configs import default
+from ctxtag.evaluation import bootstrap
 from ctxtag.sources import options as options_lib
 from tfds_builders import contextual_tags
 
@@ -65,25 +68,43 @@ def _reproduce(config, workdir: str, settings=None) -> dict | None:
   return results
 
 
-def evaluate_tables(output_dir: str, groundtruth: str, audio: str | None,
-                    pair_models: dict[str, str], title: str,
-                    details: list[str], training: dict | None = None,
-                    validation: tuple[str, str] | None = None,
-                    train_groundtruth: str | None = None, train_labels=None,
-                    settings=None, mo_mg_truth: str = "test",
-                    other_groundtruths=(), extra: dict | None = None) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """Prediction tables and how to evaluate and report them.
+
+  Attributes:
+    files: the tables (ctxtag.evaluation.inputs.CsvFiles).
+    title: report.md's title.
+    details: report.md's lines on the data.
+    training: each model's training summary (summary.json), for the report.
+    settings: the bootstrap's (default 1,000 resamples, seed 0).
+    mo_mg_truth: MO-MG's ground truth (ctxtag.study.MO_MG_TRUTHS).
+    train_labels: the training split's labels, for ceiling_share's prior
+      when `files` has no training ground truth.
+    extra: keys added to the results (a run's fusion_weights).
+  """
+  files: study.CsvFiles
+  title: str
+  details: list[str]
+  training: dict = dataclasses.field(default_factory=dict)
+  settings: bootstrap.Settings | None = None
+  mo_mg_truth: str = "test"
+  train_labels: np.ndarray | None = None
+  extra: dict = dataclasses.field(default_factory=dict)
+
+
+def evaluate_tables(output_dir: str, evaluation: Evaluation) -> dict:
   """Evaluates prediction CSVs; writes results.json, report.md and plots.
 
   Every table is read and checked, and every output rendered, before the
   first byte is written; the outputs then replace earlier ones together.
-  The optional arguments are those of `ctxtag.study.evaluate_csvs`, and
-  `extra`: keys added to the results (a run's fusion_weights).
   """
-  results = study.evaluate_csvs(groundtruth, audio, pair_models, validation,
-                                train_groundtruth, train_labels, settings,
-                                mo_mg_truth, other_groundtruths)
-  results.update(extra or {})
-  report.write_outputs(output_dir, results, title, details, training or {})
+  results = study.evaluate_csvs(evaluation.files, evaluation.settings,
+                                evaluation.mo_mg_truth,
+                                evaluation.train_labels)
+  results.update(evaluation.extra)
+  report.write_outputs(output_dir, results, evaluation.title,
+                       evaluation.details, evaluation.training)
   return results
 
 
@@ -157,41 +178,46 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
   # Restoring a checkpoint is collective on several processes: every process
   # reads the weights, not process 0 alone inside on_main.
   weights = predictions.fusion_weights(config, dataset_path, workdir)
-  return distributed.on_main("evaluate", lambda: _evaluate_predictions(
-      config, workdir, dataset_path, split, details, settings, mo_mg_truth,
-      weights))
+  def evaluate():
+    evaluation = workdir_evaluation(config, workdir, dataset_path, split,
+                                    mo_mg_truth)
+    return evaluate_tables(workdir, dataclasses.replace(
+        evaluation, details=details or evaluation.details, settings=settings,
+        extra=weights))
+  return distributed.on_main("evaluate", evaluate)
 
 
-def _evaluate_predictions(config, workdir: str, dataset_path: str, split: str,
-                          details: list[str] | None, settings,
-                          mo_mg_truth: str, weights: dict | None) -> dict:
-  """`evaluate_workdir`'s evaluation of the prediction CSVs; `weights`: the
-  late fusion's (predictions.fusion_weights)."""
+def workdir_evaluation(config: ml_collections.ConfigDict, workdir: str,
+                       dataset_path: str, split: str,
+                       mo_mg_truth: str) -> Evaluation:
+  """The `Evaluation` of a run's prediction CSVs of `split` (written by
+  `evaluate_workdir`) with MO-MG's ground truth `mo_mg_truth`."""
   training = {}
   for name in config.models:
     with open(os.path.join(workdir, name, "summary.json")) as f:
       training[name] = json.load(f)
-  pair_models = {
-      name: predictions.path(workdir, split, name)
-      for name in study.PAIR_MODELS
-      if os.path.exists(predictions.path(workdir, split, name))}
-  audio = predictions.path(workdir, split, "audio")
-  validation = tuple(predictions.path(workdir, "validation", what)
-                     for what in ("groundtruth", "audio"))
-  tune = split == "test" and all(map(os.path.exists, validation))
-  other_groundtruths = [predictions.path(workdir, other, "groundtruth")
-                        for other in predictions.ALL_SPLITS if other != split
-                        ] if mo_mg_truth == "all_splits" else []
-  return evaluate_tables(
-      workdir, predictions.path(workdir, split, "groundtruth"),
-      audio if os.path.exists(audio) else None, pair_models,
-      f"ctxtag run: {config.dataset}, {split} split",
-      details or dataset_details(config, dataset_path), training,
-      validation=validation if tune else None,
+  found = {name: predictions.path(workdir, split, name)
+           for name in models.MODELS
+           if os.path.exists(predictions.path(workdir, split, name))}
+  validation = {name: predictions.path(workdir, "validation", name)
+                for name in found
+                if models.get(name).output == "multi_label"}
+  groundtruth = predictions.path(workdir, "validation", "groundtruth")
+  tune = (split == "test" and validation and os.path.exists(groundtruth)
+          and all(map(os.path.exists, validation.values())))
+  files = study.CsvFiles(
+      predictions.path(workdir, split, "groundtruth"), found,
+      groundtruth if tune else None, validation if tune else {},
+      other_groundtruths=[
+          predictions.path(workdir, other, "groundtruth")
+          for other in predictions.ALL_SPLITS if other != split
+      ] if mo_mg_truth == "all_splits" else ())
+  return Evaluation(
+      files, f"ctxtag run: {config.dataset}, {split} split",
+      dataset_details(config, dataset_path), training,
+      mo_mg_truth=mo_mg_truth,
       train_labels=input_pipeline.load_split(dataset_path, "train").label_P
-      if "oracle" in pair_models else None, settings=settings,
-      mo_mg_truth=mo_mg_truth, other_groundtruths=other_groundtruths,
-      extra={"fusion_weights": weights} if weights else None)
+      if "oracle" in found else None)
 
 
 def save_config(config, workdir: str, check_dataset: bool = False) -> None:

@@ -58,6 +58,12 @@ def _check_section(prefix: str, section, checks: dict, declared) -> None:
       checks[key](prefix + key, value)
 
 
+def _sections(config) -> list[str]:
+  """The keys of `config` that are model sections: trained entries of the
+  model table (ctxtag.models.MODELS)."""
+  return [key for key in config if key in models.trained_models()]
+
+
 def validate(config, declared=None, datasets: Iterable[str] | None = None
              ) -> None:
   """Checks every setting of a run config.
@@ -66,55 +72,68 @@ def validate(config, declared=None, datasets: Iterable[str] | None = None
     config: a run config (ConfigDict or the dict of a saved config.json).
     declared: the config that declares every key (ctxtag/configs/default.py's
       `get_config()`); if given, keys it lacks are refused as misspellings,
-      and keys it has must be present.
+      and keys it has must be present. A model section of any entry of the
+      model table may be added; its keys are `default.model_config()`'s.
     datasets: the known dataset config names; if given, `dataset` must name
       one.
 
   Raises:
     errors.ConfigError: naming the first bad key and what was expected.
   """
-  _check_section("", {k: v for k, v in config.items()
-                     if k not in models.MODELS},
+  sections = _sections(config)
+  _check_section("", {k: v for k, v in config.items() if k not in sections},
                  default.CHECKS, None if declared is None else
-                 [k for k in declared if k not in models.MODELS])
+                 [k for k in declared if k not in _sections(declared)])
   if "dataset" not in config:
     raise errors.ConfigError("config dataset: missing")
   _dataset(config["dataset"], datasets)
-  for name in models.MODELS:
+  required = list(dict.fromkeys(
+      ([] if declared is None else _sections(declared))
+      + list(config.get("models", ()))))
+  for name in required:
     if name not in config:
       raise errors.ConfigError(f"config {name}: missing model section")
+  model_keys = list(default.model_config())
+  for name in sections:
     _check_section(f"{name}.", config[name], default.MODEL_CHECKS,
-                   None if declared is None else declared[name])
-  _check_audio_init(config)
-  _check_late_fusion(config["audio_user"])
+                   None if declared is None else model_keys)
+  _check_inits(config)
+  for name in sections:
+    _check_late_fusion(name, config[name])
 
 
-def _check_late_fusion(section) -> None:
+def _check_late_fusion(name: str, section) -> None:
   """user_init and freeze_experts are settings of the late fusion; frozen
-  experts must be the trained models."""
+  experts must be trained models."""
   if section.get("user_init") and section.get("fusion") != "late":
-    checks.fail("audio_user.user_init", section["user_init"], "'' unless"
-          " audio_user.fusion is 'late' (the paper's fusion has no user-only"
-          " part to take)")
+    checks.fail(f"{name}.user_init", section["user_init"], "'' unless"
+                f" {name}.fusion is 'late' (the paper's fusion has no"
+                " user-only part to take)")
   if section.get("freeze_experts") and not (
-      section.get("fusion") == "late" and section.get("audio_init") == "audio"
-      and section.get("user_init") == "user"):
-    checks.fail("audio_user.freeze_experts", True, "False unless audio_user.fusion"
-          " is 'late', audio_init 'audio' and user_init 'user' (it keeps the"
-          " trained audio and user-only models as the experts)")
+      section.get("fusion") == "late" and section.get("audio_init")
+      and section.get("user_init")):
+    checks.fail(f"{name}.freeze_experts", True, f"False unless {name}.fusion"
+                " is 'late' and audio_init and user_init name trained models"
+                " (it keeps them as the experts)")
 
 
-def _check_audio_init(config) -> None:
-  """audio_user.audio_init='audio' (user_init='user') needs the audio
-  (user-only) model trained first."""
-  models = list(config.get("models", ()))
-  for source, init in (("audio", "audio_init"), ("user", "user_init")):
-    if (config["audio_user"].get(init) == source
-        and "audio_user" in models
-        and (source not in models
-             or models.index(source) > models.index("audio_user"))):
-      checks.fail("models", tuple(models), f"'{source}' before 'audio_user' when"
-            f" audio_user.{init}='{source}' (or set audio_user.{init}='')")
+def _check_inits(config) -> None:
+  """A model's audio_init (user_init) names a model of the kind it takes
+  from, trained before it in `models`."""
+  names = list(config.get("models", ()))
+  for name in names:
+    for init, batches in models.INIT_SOURCES.items():
+      source = config[name].get(init)
+      if not source:
+        continue
+      sources = [m for m in models.trained_models()
+                 if models.get(m).batches == batches]
+      if source not in sources:
+        checks.fail(f"{name}.{init}", source, f"'' or one of {sources}")
+      if source not in names or names.index(source) > names.index(name):
+        checks.fail("models", tuple(names), f"'{source}' before '{name}'"
+                    f" when {name}.{init}='{source}' (or set"
+                    f" {name}.{init}='')")
 
 
 def save(config, path: str, declared=None,

@@ -122,7 +122,7 @@ def create_train_state(model: nn.Module, config: ml_collections.ConfigDict,
       rng, inputs)
   return TrainState.create(
       apply_fn=model.apply, params=variables["params"],
-      batch_stats=variables["batch_stats"], tx=make_optimizer(config))
+      batch_stats=variables.get("batch_stats", {}), tx=make_optimizer(config))
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *,

@@ -182,11 +182,7 @@ def _start(name: str, config: ml_collections.ConfigDict, workdir: str,
   # again: kept, it would clash with those saves.
   checkpoints.discard_after(0 if restored is None else int(restored[0].step))
   if restored is None:
-    if config[name].audio_init == "audio":
-      state = transfer.with_audio_branch(state, config, workdir, frames)
-    if config[name].user_init == "user":
-      state = transfer.with_trained_part(state, config, workdir, frames,
-                                         "user")
+    state = transfer.with_trained_parts(state, name, config, workdir, frames)
     return state, checkpoints_lib.LoopState()
   state, loop = restored
   done = len(loop.epoch_losses)
@@ -464,7 +460,6 @@ def fitting_split(name: str, model_config: ml_collections.ConfigDict,
   the fit's pairs for no guard it needs). The test split stays unseen; the
   class weights stay the training split's, as in the validation loss.
   """
-  if (name == "audio_user" and model_config.fusion == "late"
-      and model_config.freeze_experts):
+  if model_config.fusion == "late" and model_config.freeze_experts:
     return validation
   return train

@@ -1,6 +1,6 @@
 """Trained states between models: a model's best state, restored without its
-training data, and the parts of trained models that the audio + user model
-starts from (`audio_user.audio_init`, `audio_user.user_init`)."""
+training data, and the parts of trained models that a model starts from
+(its section's `audio_init` and `user_init`)."""
 
 import functools
 import os
@@ -43,7 +43,7 @@ def restore_best(name: str, config: ml_collections.ConfigDict, workdir: str,
   dataset, no real initialisation (jax.eval_shape).
 
   Args:
-    name: "audio", "audio_user" or "user".
+    name: a trained model (ctxtag.models.MODELS).
     config: the run config.
     workdir: the run's directory (the model's checkpoints are in
       `<workdir>/<name>/checkpoints`).
@@ -76,55 +76,56 @@ def restore_best(name: str, config: ml_collections.ConfigDict, workdir: str,
   return restored[0]
 
 
-def with_audio_branch(state: steps_lib.TrainState,
-                      config: ml_collections.ConfigDict, workdir: str,
-                      frames: int) -> steps_lib.TrainState:
-  """`state` (audio + user) with its audio part taken from the trained audio
-  model's best state: the conv stack (concatenation fusion) or the whole
-  audio tagger (late fusion). The fusion then starts from audio features
-  that already tell contexts apart, instead of learning them from single
-  labels.
-
-  Args are those of `with_trained_part`, but `source`.
-  """
-  return with_trained_part(state, config, workdir, frames, "audio")
-
-
-def with_trained_part(state: steps_lib.TrainState,
-                      config: ml_collections.ConfigDict, workdir: str,
-                      frames: int, source: str) -> steps_lib.TrainState:
-  """`state` (audio + user) with the part that
-  `audio_user.<source>_init='<source>'` takes from trained model `source`.
+def with_trained_parts(state: steps_lib.TrainState, name: str,
+                       config: ml_collections.ConfigDict, workdir: str,
+                       frames: int) -> steps_lib.TrainState:
+  """`state` of model `name` with the parts its section's `audio_init` and
+  `user_init` take from the trained models they name (the model entry's
+  transfers say which part, per fusion): an audio + user model then starts
+  from audio features that already tell contexts apart, instead of learning
+  them from single labels.
 
   Args:
-    state: a fresh audio + user state.
+    state: a fresh state of model `name`.
+    name: the model being trained.
     config: the run config.
-    workdir: the run's directory, where `source` trained.
+    workdir: the run's directory, where the source models trained.
     frames: the mels' frames.
-    source: "audio" or "user" (models.TRANSFERS says which part, per
-      fusion).
 
   Returns:
-    `state` with that part's parameters and batch statistics, and a fresh
-    optimiser state.
+    `state` with those parts' parameters and batch statistics, and a fresh
+    optimiser state if any part was taken.
   """
-  fusion = config.audio_user.fusion
-  setting = f"audio_user.{source}_init='{source}'"
-  if (fusion, source) not in models.TRANSFERS:
+  for init_key in models.INIT_SOURCES:
+    if config[name][init_key]:
+      state = _with_part(state, name, config, workdir, frames, init_key)
+  return state
+
+
+def _with_part(state, name: str, config, workdir: str, frames: int,
+               init_key: str) -> steps_lib.TrainState:
+  """`with_trained_parts` for one init key."""
+  section, source = config[name], config[name][init_key]
+  fusion = section.fusion
+  setting = f"{name}.{init_key}='{source}'"
+  transfer = models.get(name).transfers.get((fusion, init_key))
+  if transfer is None:
+    fusions = [f for f, key in models.get(name).transfers if key == init_key]
     raise errors.ConfigError(
-        f"config {setting} needs audio_user.fusion='late', got {fusion!r}")
-  keys, ours, theirs = models.TRANSFERS[(fusion, source)]
+        f"config {setting} needs {name}.fusion="
+        + (repr(fusions[0]) if len(fusions) == 1 else f"one of {fusions}")
+        + f", got {fusion!r}")
   # Only the shapes matter: both conv paths name their parameters alike.
-  for key in keys:
-    if config[source][key] != config.audio_user[key]:
+  for key in transfer.keys:
+    if config[source][key] != section[key]:
       raise errors.ConfigError(
           f"config {setting} needs the same {key} as the {source} model:"
           f" {source}.{key}={config[source][key]},"
-          f" audio_user.{key}={config.audio_user[key]}")
+          f" {name}.{key}={section[key]}")
   trained = restore_best(source, config, workdir, frames)
   def part(tree):
-    return tree if theirs is None else tree[theirs]
-  params = dict(state.params, **{ours: part(trained.params)})
-  stats = dict(state.batch_stats, **{ours: part(trained.batch_stats)})
+    return tree if transfer.theirs is None else tree[transfer.theirs]
+  params = dict(state.params, **{transfer.ours: part(trained.params)})
+  stats = dict(state.batch_stats, **{transfer.ours: part(trained.batch_stats)})
   return state.replace(params=params, batch_stats=stats,
                        opt_state=state.tx.init(params))

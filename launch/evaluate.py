@@ -137,23 +137,25 @@ def main(argv):
     # messages name the files as given otherwise.
     paths = {flag.name: os.path.expanduser(flag.value)
              for flag in _CSV_FLAGS if flag.value}
-    pair_models = {name: paths[flag] for name, flag in (
-        ("audio_user", "user_predictions"),
+    model_files = {name: paths[flag] for name, flag in (
+        ("audio", "audio_predictions"), ("audio_user", "user_predictions"),
         ("user", "user_only_predictions"),
         ("oracle", "oracle_predictions")) if flag in paths}
-    validation = ((paths["validation_groundtruth"],
-                   paths["validation_audio_predictions"])
-                  if "validation_groundtruth" in paths else None)
+    csv_files = study.CsvFiles(
+        paths["groundtruth"], model_files,
+        paths.get("validation_groundtruth"),
+        {"audio": paths["validation_audio_predictions"]}
+        if "validation_audio_predictions" in paths else {},
+        paths.get("train_groundtruth"))
+    evaluation = run.Evaluation(
+        csv_files, "ctxtag evaluation of prediction CSVs",
+        [f"Ground truth: `{_GROUNDTRUTH.value}`."], settings=settings,
+        mo_mg_truth=_MO_MG_TRUTH.value or "test")
     output_dir = paths["output_dir"]
     # Host work only: process 0 does it, any others wait.
     results = distributed.on_main(
-        "evaluate the tables", lambda: run.evaluate_tables(
-            output_dir, paths["groundtruth"], paths.get("audio_predictions"),
-            pair_models, "ctxtag evaluation of prediction CSVs",
-            [f"Ground truth: `{_GROUNDTRUTH.value}`."],
-            validation=validation,
-            train_groundtruth=paths.get("train_groundtruth"),
-            settings=settings, mo_mg_truth=_MO_MG_TRUTH.value or "test"))
+        "evaluate the tables",
+        lambda: run.evaluate_tables(output_dir, evaluation))
     heading = f"ctxtag evaluation of {_GROUNDTRUTH.value}"
     with_training = False
   if distributed.is_main():

@@ -6,6 +6,7 @@ from sklearn import metrics as skm
 
 from ctxtag import evaluation
 from ctxtag import labels
+from ctxtag.evaluation import evaluators
 from ctxtag.evaluation import users as evaluation_users
 
 
@@ -52,7 +53,7 @@ def _sg(protocol, truth, scores, user_ids):
   """The library's SG protocol `protocol`, from per-user counts."""
   return evaluation.single_groundtruth(
       evaluation_users.Users.from_ids(user_ids), truth,
-      evaluation.SG_DECISIONS[protocol](scores),
+      evaluators.decision(protocol)(scores),
       evaluation.auc_per_label(truth, scores))
 
 

@@ -351,8 +351,24 @@ def test_unknown_compute_dtype_is_refused():
 
 
 def test_one_table_says_each_models_output_and_batches():
-  assert models.OUTPUTS == {"audio": "multi_label",
-                            "audio_user": "single_label",
-                            "user": "single_label"}
-  assert models.BATCH_KINDS == {"audio": "tracks", "audio_user": "pairs",
-                                "user": "users"}
+  want = {"audio": ("multi_label", "tracks"),
+          "audio_user": ("single_label", "pairs"),
+          "user": ("single_label", "users"),
+          "audio_user_concat": ("single_label", "pairs")}
+  assert models.trained_models() == list(want)
+  assert {name: (models.get(name).output, models.get(name).batches)
+          for name in want} == want
+  # The derived views read the table live.
+  assert dict(models.OUTPUTS) == {k: v[0] for k, v in want.items()}
+  assert dict(models.BATCH_KINDS) == {k: v[1] for k, v in want.items()}
+  assert not models.get("oracle").trained
+  with pytest.raises(ValueError, match="unknown model 'nope'; known: audio"):
+    models.get("nope")
+
+
+def test_comparisons_follow_the_entries_in_table_order():
+  assert models.comparisons(["audio", "audio_user", "user", "oracle"]) == [
+      ("audio_user", "audio"), ("user", "audio"), ("audio_user", "user")]
+  assert models.comparisons(["user", "audio_user_concat", "audio"]) == [
+      ("user", "audio"), ("audio_user_concat", "audio"),
+      ("audio_user_concat", "user")]

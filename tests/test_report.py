@@ -20,6 +20,13 @@ from ctxtag.evaluation import bootstrap
 from tests.fault_helpers import REPO, fail_fsync, strict_json
 
 
+def _evaluate(out, directory, audio: str, title: str) -> dict:
+  """Evaluates gt.csv and the audio CSV `audio` of `directory` into `out`."""
+  return run.evaluate_tables(str(out), run.Evaluation(study.CsvFiles(
+      str(directory / "gt.csv"), {"audio": str(directory / audio)}), title,
+                                                      []))
+
+
 @pytest.fixture
 def evaluated(tmp_path):
   """A directory with earlier outputs, and the tables that made them."""
@@ -33,8 +40,7 @@ def evaluated(tmp_path):
   tables.write(str(tmp_path / "other.csv"), np.arange(12),
                rng.uniform(size=(12, 10)))
   out = tmp_path / "out"
-  run.evaluate_tables(str(out), str(tmp_path / "gt.csv"),
-                         str(tmp_path / "audio.csv"), {}, "first", [])
+  _evaluate(out, tmp_path, "audio.csv", "first")
   return tmp_path, out
 
 
@@ -62,8 +68,7 @@ def test_full_disk_keeps_every_earlier_output(evaluated, monkeypatch,
 
   monkeypatch.setattr(report, "_write_temporary", full_disk)
   with pytest.raises(files.WriteError) as raised:
-    run.evaluate_tables(str(out), str(tmp_path / "gt.csv"),
-                           str(tmp_path / "other.csv"), {}, "second", [])
+    _evaluate(out, tmp_path, "other.csv", "second")
   failed_path = os.path.join(str(out), "plots" if failing.endswith(".png")
                              else "", failing)
   assert str(raised.value) == (
@@ -75,8 +80,7 @@ def test_full_disk_keeps_every_earlier_output(evaluated, monkeypatch,
 def test_outputs_replace_earlier_ones_when_the_disk_has_room(evaluated):
   tmp_path, out = evaluated
   first = _snapshot(out)
-  run.evaluate_tables(str(out), str(tmp_path / "gt.csv"),
-                         str(tmp_path / "other.csv"), {}, "second", [])
+  _evaluate(out, tmp_path, "other.csv", "second")
   second = _snapshot(out)
   assert set(second) == set(first)
   assert second["results.json"] != first["results.json"]
@@ -157,8 +161,9 @@ def _world_results(confidence=0.95):
   pairs = {name: tables.Table(f"{name}.csv", song, user,
                               rng.dirichlet(np.ones(10), size=120))
            for name in ("audio_user", "user", "oracle")}
-  results = study.evaluate(truth, audio, pairs, settings=bootstrap.Settings(
-      50, 1, confidence))
+  results = study.evaluate(study.Inputs(
+      truth, dict(pairs, audio=audio),
+      settings=bootstrap.Settings(50, 1, confidence)))
   training = {
       "audio": {"epochs": 4, "best_epoch": 4, "best_validation_loss": 0.9,
                 "stopped_early": False,
@@ -181,7 +186,9 @@ def test_summary_is_short_and_quotes_the_results(tmp_path):
   lines = text.splitlines()
   assert len(lines) <= 25
   assert lines[0] == "heading (30 users)"
-  for model, name in report.MODEL_NAMES.items():
+  for model, name in (("audio", "audio"), ("audio_user", "audio + user"),
+                      ("user", "user only"),
+                      ("oracle", "oracle (true distribution)")):
     values = results["satisfaction"][model]
     low, high = values["f1_ci"]
     assert any(line.startswith(f"  {name}  ") and
@@ -250,8 +257,16 @@ def test_plots_name_protocols_and_models_in_words():
   results, _, _ = _world_results()
   figure = report.per_context_figure(results)
   rows = [t.get_text() for t in figure.axes[0].get_yticklabels()]
-  assert rows == [report.PLOT_NAMES[key] for key, _ in report.PROTOCOL_ROWS
-                  if key in results]
+  words = {
+      "mo_mg": "audio, multi-label vs track's contexts (MO-MG)",
+      "mo_sg": "audio, thresholded vs user's context (MO-SG)",
+      "so_sg": "audio, top context vs user's context (SO-SG)",
+      "user_sg": "audio + user (SG)",
+      "user_only_sg": "user only (SG)",
+      "oracle_sg": "oracle, true distribution (SG)",
+      "mo_mg_tuned": "audio, MO-MG, thresholds tuned on validation",
+      "mo_sg_tuned": "audio, MO-SG, thresholds tuned on validation"}
+  assert rows == [name for key, name in words.items() if key in results]
   assert "audio + user (SG)" in rows and "user_sg" not in rows
   satisfaction = report.plot_satisfaction(results)
   assert satisfaction.startswith(b"\x89PNG")

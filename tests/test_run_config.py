@@ -24,7 +24,8 @@ from tests.fault_helpers import fail_fsync
      "config audio_user.max_epochs=0: expected an integer >= 1"),
     ({"models": ("audio", "transformer")},
      "config models=('audio', 'transformer'): expected known model names"
-     " only, 'transformer' is not one of ['audio', 'audio_user', 'user']"),
+     " only, 'transformer' is not one of ['audio', 'audio_user', 'user',"
+     " 'audio_user_concat']"),
     ({"audio.learning_rate": float("nan")},
      "config audio.learning_rate=nan: expected a finite number in (0, inf)"),
     ({"user.learning_rate": float("inf")},

@@ -59,6 +59,12 @@ def _tables(world):
   return gt, audio, pairs
 
 
+def _evaluate(gt, audio, pairs, validation=None, **settings) -> dict:
+  """study.evaluate of the tables: `audio` (or None) and `pairs`' models."""
+  scores = dict(pairs, **({} if audio is None else {"audio": audio}))
+  return study.evaluate(study.Inputs(gt, scores, validation, **settings))
+
+
 @pytest.fixture(scope="module")
 def world():
   return _world(0, num_users=80, num_tracks=120)
@@ -67,7 +73,7 @@ def world():
 @pytest.fixture(scope="module")
 def results(world):
   gt, audio, pairs = _tables(world)
-  return study.evaluate(gt, audio, pairs, prior=np.full(10, 0.1),
+  return _evaluate(gt, audio, pairs, prior_C=np.full(10, 0.1),
                         settings=bootstrap.Settings(RESAMPLES, seed=3))
 
 
@@ -212,7 +218,7 @@ def test_auc_interval_is_close_to_the_exact_bootstrap():
   world = _world(1, num_users=600, num_tracks=900)
   gt, _, pairs = _tables(world)
   settings = bootstrap.Settings(100, seed=5)
-  result = study.evaluate(gt, None, {"user": pairs["user"]},
+  result = _evaluate(gt, None, {"user": pairs["user"]},
                           settings=settings)
   users = users_lib.Users.from_ids(world["user"])
   counts = bootstrap.counts(users.count, range(100), seed=5)
@@ -268,7 +274,7 @@ def test_wilcoxon_matches_exact_enumeration():
 
 def test_identical_models_differ_by_zero_with_p_one(world):
   gt, _, pairs = _tables(world)
-  result = study.evaluate(
+  result = _evaluate(
       gt, None, {"audio_user": pairs["user"], "user": pairs["user"]},
       settings=bootstrap.Settings(20))
   for entry in result["comparisons"]["audio_user_vs_user"].values():
@@ -278,7 +284,7 @@ def test_identical_models_differ_by_zero_with_p_one(world):
 
 def test_no_resamples_gives_undefined_intervals(world):
   gt, _, pairs = _tables(world)
-  result = study.evaluate(gt, None, {"user": pairs["user"]},
+  result = _evaluate(gt, None, {"user": pairs["user"]},
                           settings=bootstrap.Settings(0))
   assert np.isnan(result["satisfaction"]["user"]["f1_ci"]).all()
   assert np.isnan(result["user_only_sg"]["average"]["auc_ci"]).all()
@@ -310,9 +316,8 @@ def test_tuned_protocols_apply_validation_thresholds_to_test():
   validation_world = _world(3, 80, 120)
   gt, audio, _ = _tables(test_world)
   validation_gt, validation_audio, _ = _tables(validation_world)
-  result = study.evaluate(gt, audio, {}, study.Validation(validation_gt,
-                                                          validation_audio),
-                          settings=bootstrap.Settings(0))
+  result = _evaluate(gt, audio, {}, study.Validation(
+      validation_gt, {"audio": validation_audio}), settings=bootstrap.Settings(0))
   _, track_P, union = study.track_truth(validation_gt)
   val_scores = validation_world["track_scores"]
   mg = thresholds.tune(union, val_scores)
@@ -349,7 +354,7 @@ def test_ceiling_share_of_the_oracle_is_one_and_of_the_prior_zero(world):
   models = {"audio_user": pairs["oracle"], "oracle": pairs["oracle"],
             "user": tables.Table("p.csv", world["song"], world["user"],
                                  np.array(prior_scores))}
-  result = study.evaluate(gt, None, models, prior=prior,
+  result = _evaluate(gt, None, models, prior_C=prior,
                           settings=bootstrap.Settings(0))["ceiling_share"]
   for group in ceiling.GROUPS:
     for metric, value in result["share"]["audio_user"][group].items():
@@ -368,8 +373,8 @@ def test_ceiling_share_of_the_oracle_is_one_and_of_the_prior_zero(world):
 def test_ceiling_needs_an_oracle_and_a_prior(world, results):
   gt, audio, pairs = _tables(world)
   del pairs["oracle"]
-  assert "ceiling_share" not in study.evaluate(
-      gt, audio, pairs, prior=np.full(10, 0.1),
+  assert "ceiling_share" not in _evaluate(
+      gt, audio, pairs, prior_C=np.full(10, 0.1),
       settings=bootstrap.Settings(0))
   assert set(results["ceiling_share"]["share"]) == {"audio", "audio_user",
                                                     "user"}
@@ -398,7 +403,7 @@ def test_mo_mg_over_all_splits_matches_a_loop_and_scikit_learn(world):
       union[song].add(label)
   truth = np.array([[c in union[s] for c in range(10)] for s in sorted(union)])
   scores = world["track_scores"]
-  result = study.evaluate(gt, audio, {}, mo_mg_truth="all_splits",
+  result = _evaluate(gt, audio, {}, mo_mg_truth="all_splits",
                           other_splits=others,
                           settings=bootstrap.Settings(0))
   assert result["mo_mg_truth"] == "all_splits"
@@ -411,7 +416,7 @@ def test_mo_mg_over_all_splits_matches_a_loop_and_scikit_learn(world):
       zip(labels.LABELS, truth.sum(axis=0).tolist()))
   # The test pairs alone (the default) give the narrower union; every other
   # protocol is the same either way.
-  default = study.evaluate(gt, audio, {}, settings=bootstrap.Settings(0))
+  default = _evaluate(gt, audio, {}, settings=bootstrap.Settings(0))
   test_truth = np.zeros_like(truth)
   test_truth[world["song"], world["label"]] = True
   assert default["mo_mg_truth"] == "test"
@@ -424,6 +429,6 @@ def test_mo_mg_over_all_splits_matches_a_loop_and_scikit_learn(world):
   assert files.strict_json(default["so_sg"]) == files.strict_json(
       result["so_sg"])
   with pytest.raises(errors.UserError, match="other splits' ground truth"):
-    study.evaluate(gt, audio, {}, mo_mg_truth="all_splits")
+    _evaluate(gt, audio, {}, mo_mg_truth="all_splits")
   with pytest.raises(errors.UserError, match="expected one of"):
-    study.evaluate(gt, audio, {}, mo_mg_truth="every")
+    _evaluate(gt, audio, {}, mo_mg_truth="every")

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from ctxtag import labels
+from ctxtag import study
 from ctxtag import run
 from tests.fault_helpers import (HEADER, TRACK_HEADER, one_hot_rows,
     strict_json, track_rows, write_table)
@@ -22,7 +23,8 @@ def test_tiny_groundtruth_gives_null_not_nan(tmp_path):
   out = tmp_path / "out"
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # no "Mean of empty slice"
-    run.evaluate_tables(str(out), gt, audio, {}, "tiny", [])
+    run.evaluate_tables(str(out), run.Evaluation(
+        study.CsvFiles(gt, {"audio": audio}), "tiny", []))
   results = strict_json(out / "results.json")
   mo_mg = results["mo_mg"]
   assert mo_mg["per_label"]["car"] == {"auc": 1.0, "recall": 1.0,
@@ -44,7 +46,8 @@ def test_one_pair_gives_a_null_mean_auc(tmp_path):
   out = tmp_path / "out"
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    run.evaluate_tables(str(out), gt, audio, {}, "one pair", [])
+    run.evaluate_tables(str(out), run.Evaluation(
+        study.CsvFiles(gt, {"audio": audio}), "one pair", []))
   results = strict_json(out / "results.json")
   for protocol in ("mo_mg", "mo_sg", "so_sg"):
     assert results[protocol]["average"]["auc"] is None

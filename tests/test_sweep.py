@@ -153,8 +153,9 @@ def test_collect_from_a_real_evaluation():
                       rng.dirichlet(np.ones(10), 200))
   pair_models = {"audio_user": tables.Table("u.csv", song_P, user_P,
                                             informed)}
-  results = study.evaluate(truth, audio, pair_models,
-                           settings=bootstrap.Settings(resamples=200))
+  results = study.evaluate(study.Inputs(
+      truth, dict(pair_models, audio=audio),
+      settings=bootstrap.Settings(resamples=200)))
   entry = sweep.collect({0.5: results}, "contextual_tags/simulated")["runs"][0]
   satisfaction = results["satisfaction"]
   assert entry["satisfaction"]["audio_user"]["f1"] == satisfaction[

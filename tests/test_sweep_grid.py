@@ -197,9 +197,9 @@ def _write_run(config, workdir):
     tables.write(paths[name], song,
                  np.where(informed, truth, rng.dirichlet(np.ones(10),
                                                          len(song))), user)
-  results = study.evaluate_csvs(
-      paths["groundtruth"], paths["audio"],
-      {name: paths[name] for name in told}, settings=_SETTINGS)
+  results = study.evaluate_csvs(study.CsvFiles(
+      paths["groundtruth"],
+      {name: paths[name] for name in ("audio", *told)}), _SETTINGS)
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f)
 

@@ -53,10 +53,10 @@ def csvs(tmp_path):
 
 def test_study_on_csvs_matches_the_readable_protocols(csvs):
   d = csvs["dir"]
-  results = study.evaluate(
+  results = study.evaluate(study.Inputs(
       tables.read_groundtruth(str(d / "gt.csv")),
-      tables.read(str(d / "audio.csv"), with_user=False),
-      {"audio_user": tables.read(str(d / "user.csv"), with_user=True)})
+      {"audio": tables.read(str(d / "audio.csv"), with_user=False),
+       "audio_user": tables.read(str(d / "user.csv"), with_user=True)}))
   truth = np.eye(10, dtype=bool)[csvs["label"]]
   pair_audio = csvs["audio"].round(6)[csvs["song"]]
   union = np.zeros((30, 10), bool)
@@ -233,10 +233,12 @@ def test_predictions_with_unknown_or_missing_ids_are_refused(csvs, tmp_path):
       "99," + ",".join(["0.5"] * 10)])
   with pytest.raises(tables.TableError,
                      match=r"extra.csv, line 32: song id 99 is not in the"):
-    study.evaluate(truth, tables.read(extra, with_user=False), {})
+    study.evaluate(study.Inputs(
+        truth, {"audio": tables.read(extra, with_user=False)}))
   short = _write(tmp_path / "short.csv", TRACK_HEADER, rows[:-1])
   with pytest.raises(tables.TableError, match=r"short.csv: no row for 1 song"):
-    study.evaluate(truth, tables.read(short, with_user=False), {})
+    study.evaluate(study.Inputs(
+        truth, {"audio": tables.read(short, with_user=False)}))
   inf = _write(tmp_path / "inf.csv", TRACK_HEADER,
                rows[:3] + ["3," + ",".join(["inf"] * 10)])
   with pytest.raises(tables.TableError, match=r"inf.csv, line 5: non-finite"):

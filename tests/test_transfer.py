@@ -31,8 +31,9 @@ def test_the_part_comes_from_the_trained_models_best_state(smoke_run, fusion,
                                     "train")
   _, fresh = steps_lib.steps_and_state("audio_user", config, split,
                                        jax.random.PRNGKey(3))
-  moved = transfer.with_trained_part(fresh, config, smoke_run,
-                                     split.mel_shape[0], source)
+  _take_only(config, source)
+  moved = transfer.with_trained_parts(fresh, "audio_user", config, smoke_run,
+                                      split.mel_shape[0])
   trained = transfer.restore_best(source, config, smoke_run,
                                   split.mel_shape[0])
   branch = {("concat", "audio"): transfer.AUDIO_BRANCH,  # the conv stack
@@ -48,10 +49,12 @@ def test_the_part_comes_from_the_trained_models_best_state(smoke_run, fusion,
     if key != branch:
       jax.tree.map(np.testing.assert_array_equal, moved.params[key],
                    fresh.params[key])
-  if source == "audio":  # audio_init's own entry point does the same
-    again = transfer.with_audio_branch(fresh, config, smoke_run,
-                                       split.mel_shape[0])
-    jax.tree.map(np.testing.assert_array_equal, again.params, moved.params)
+
+
+def _take_only(config, source: str) -> None:
+  """The audio + user section takes the part of `source` alone."""
+  config.audio_user.audio_init = "audio" if source == "audio" else ""
+  config.audio_user.user_init = "user" if source == "user" else ""
 
 
 def test_the_paper_fusion_has_no_user_part_to_take(smoke_run):
@@ -61,10 +64,10 @@ def test_the_paper_fusion_has_no_user_part_to_take(smoke_run):
                                     "train")
   _, fresh = steps_lib.steps_and_state("audio_user", config, split,
                                        jax.random.PRNGKey(0))
+  _take_only(config, "user")
   with pytest.raises(errors.ConfigError, match="needs audio_user.fusion"):
-    transfer.with_trained_part(fresh, config, smoke_run, split.mel_shape[0],
-                               "user")
-  config.audio_user.user_init = "user"
+    transfer.with_trained_parts(fresh, "audio_user", config, smoke_run,
+                                split.mel_shape[0])
   with pytest.raises(errors.ConfigError, match="user_init"):
     run_config.validate(config, declared=default.get_config())
 
@@ -78,7 +81,8 @@ def test_different_conv_stacks_cannot_be_transferred(smoke_run):
   _, fresh = steps_lib.steps_and_state("audio_user", config, split,
                                        jax.random.PRNGKey(0))
   with pytest.raises(errors.ConfigError, match="same conv_widths"):
-    transfer.with_audio_branch(fresh, config, smoke_run, split.mel_shape[0])
+    transfer.with_trained_parts(fresh, "audio_user", config, smoke_run,
+                                split.mel_shape[0])
 
 
 def test_the_audio_and_user_models_must_train_first():

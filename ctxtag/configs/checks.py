@@ -66,10 +66,11 @@ def boolean(key, value):
     fail(key, value, "True or False")
 
 
-def names_from(known: Iterable[str]):
-  """A non-empty list of distinct names from `known`."""
-  known = list(known)
+def names_from(known_names):
+  """A non-empty list of distinct names from `known_names()`, read when a
+  config is checked (a table may have grown since import)."""
   def check(key, value):
+    known = list(known_names())
     expected = f"a non-empty list of distinct names from {known}"
     if not isinstance(value, (list, tuple)) or not value:
       fail(key, value, expected)

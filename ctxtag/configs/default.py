@@ -21,7 +21,8 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   config.hidden = 128  # width of the dense sigmoid layer before the output
   config.dropout_rate = 0.7  # the paper's keep probability 0.3
   config.user_widths = (128,)  # dense layers of the user branch
-  config.deep = False  # audio_user: the later public version's deep branches
+  # fusion "concat": the later public version's deeper branches.
+  config.deep = False
   config.optimizer = "adam"  # "adam" or "adadelta"
   config.learning_rate = 1e-3
   config.weight_decay = 0.0  # decoupled weight decay (adam only)
@@ -49,20 +50,21 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # checkpoint at their ends first. Saves run in the background.
   config.checkpoint_every_steps = 0  # at the first dispatch past each multiple
   config.checkpoint_every_seconds = 300.0  # since the last checkpoint
-  # audio_user: "audio" starts its conv stack from the trained audio model's
-  # best state (beyond the paper, which trains it from scratch); "": scratch.
+  # A model that reads audio and users: the name of a trained audio tagger
+  # (an entry with "tracks" batches, trained before it in `models`) to start
+  # its audio part from (beyond the paper, which trains it from scratch);
+  # "": scratch.
   config.audio_init = ""
-  # audio_user: "user" starts its user part from the trained user-only
-  # model's best state (fusion "late" only); "": scratch.
+  # The same for its user part, from a trained user-only model (fusion
+  # "late" only); "": scratch.
   config.user_init = ""
-  # audio_user: "concat" (the paper: audio features and user branch
-  # concatenated before one head) or "late" (beyond the paper: a weighted
-  # product of an audio tagger and a user-only tagger; see
-  # ctxtag.models.LateFusionTagger).
+  # "concat" (the paper: audio features and user branch concatenated before
+  # one head) or "late" (beyond the paper: a weighted product of an audio
+  # tagger and a user-only tagger; see ctxtag.models.LateFusionTagger).
   config.fusion = "concat"
-  # audio_user with fusion "late": keep both experts as audio_init and
-  # user_init gave them (the trained models); only their three weights train,
-  # on the validation split (pairs the experts never saw), which also stops.
+  # fusion "late": keep both experts as audio_init and user_init gave them
+  # (the trained models); only their three weights train, on the validation
+  # split (pairs the experts never saw), which also stops.
   config.freeze_experts = False
   config.update(overrides)
   return config
@@ -95,8 +97,9 @@ MODEL_CHECKS = {
     "host_prefetch": checks.POSITIVE,
     "checkpoint_every_steps": checks.integer(0),
     "checkpoint_every_seconds": checks.NON_NEGATIVE,
-    "audio_init": checks.one_of(("", "audio")),
-    "user_init": checks.one_of(("", "user")),
+    # "" or a trained model of the kind (checked against the run's models).
+    "audio_init": checks.text,
+    "user_init": checks.text,
     "fusion": checks.one_of(("concat", "late")),
     "freeze_experts": checks.boolean,
 }
@@ -118,7 +121,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.split_strategy = ""
   config.split_fractions = (0.56, 0.16, 0.28)  # train/validation/test shares
   config.data_dir = ""  # TFDS data dir; "" keeps the dataset in <workdir>/data
-  # What reproduce trains, in order (the late fusion starts from the others).
+  # What reproduce trains, in order (the late fusion starts from the others):
+  # entries of the model table (ctxtag.models.MODELS), each with a section
+  # of its own below (a variant of a kind is a new entry and section: see
+  # ctxtag/configs/fusions.py).
   config.models = ("audio", "user", "audio_user")
   config.eval_batch_size = 256  # batch of prediction and validation passes
   config.log_every_steps = 50  # progress line and TensorBoard step scalars
@@ -153,7 +159,7 @@ CHECKS = {
     "split_strategy": checks.one_of(("", *splits.STRATEGIES, "given")),
     "split_fractions": checks.fractions,
     "data_dir": checks.text,
-    "models": checks.names_from(models.MODELS),
+    "models": checks.names_from(models.trained_models),
     "eval_batch_size": checks.POSITIVE,
     "log_every_steps": checks.POSITIVE,
     "mo_mg_truth": checks.one_of(study.MO_MG_TRUTHS),

@@ -7,6 +7,8 @@
   bootstrap.py  intervals over users, paired comparisons of two models
   thresholds.py per-context thresholds tuned on validation
   ceiling.py    each model's share of the oracle's gain over the prior
+  inputs.py     what evaluation reads, as one value (from tables or CSVs)
+  evaluators.py the protocols and statistics as a list of evaluators
 
 The protocols' names are importable from here too (`evaluation.satisfaction`,
 `evaluation.mo_mg`, ...).
@@ -22,7 +24,7 @@ from ctxtag.evaluation.protocols import one_hot_argmax
 from ctxtag.evaluation.protocols import recall_precision_f1
 from ctxtag.evaluation.protocols import satisfaction
 from ctxtag.evaluation.protocols import satisfaction_per_user
-from ctxtag.evaluation.protocols import SG_DECISIONS
+from ctxtag.evaluation.protocols import DECISIONS
 from ctxtag.evaluation.protocols import single_groundtruth
 from ctxtag.evaluation.protocols import SATISFACTION_METRICS
 from ctxtag.evaluation.protocols import THRESHOLD

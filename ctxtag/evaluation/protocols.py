@@ -2,10 +2,10 @@
 
 MO-MG is `mo_mg`; the three single-groundtruth protocols (MO-SG, SO-SG and
 the user models' SG) share one implementation, `single_groundtruth`, and
-differ only in their decision rule, `SG_DECISIONS`; satisfaction is
+differ only in their decision rule, `DECISIONS`; satisfaction is
 `satisfaction_per_user` (and its mean, `satisfaction`). The SG protocols
 and satisfaction are computed from per-user counts, so the bootstrap over
-users (ctxtag.study) resamples the very sums the point estimate is made of.
+users (ctxtag.evaluation.evaluators) resamples the very sums the point estimate is made of.
 
 Notation: for the test pairs, G is the one-hot ground truth per
 (user, track) pair; the audio model gives one sigmoid vector per track, the
@@ -101,17 +101,11 @@ def thresholded(scores_NxC: np.ndarray) -> np.ndarray:
   return np.asarray(scores_NxC) >= THRESHOLD
 
 
-# Each SG protocol's rule from a model's pair scores to binary predictions:
-#   mo_sg: multi-output, single-groundtruth: the track's audio scores,
-#          thresholded, vs the user's single context;
-#   so_sg: single-output, single-groundtruth: the argmax of the track's audio
-#          scores, one-hot, vs the user's context;
-#   user_sg (and user_only_sg, oracle_sg): the argmax of a user model's
-#          per-pair softmax.
-# AUC always uses the scores themselves.
-SG_DECISIONS = {"mo_sg": thresholded, "so_sg": one_hot_argmax,
-                "user_sg": one_hot_argmax, "user_only_sg": one_hot_argmax,
-                "oracle_sg": one_hot_argmax}
+# The rules from a model's pair scores to binary predictions (a model
+# entry's `sg_decision`, ctxtag.models): "argmax", its single best context
+# (SO-SG of the audio model, SG of the user models); "thresholded", every
+# context reaching THRESHOLD (MO-SG). AUC always uses the scores themselves.
+DECISIONS = {"argmax": one_hot_argmax, "thresholded": thresholded}
 
 
 def single_groundtruth(users: users_lib.Users, truth_PxC, predicted_PxC,
@@ -122,7 +116,7 @@ def single_groundtruth(users: users_lib.Users, truth_PxC, predicted_PxC,
   Args:
     users: the users of the pairs (their order is the pairs' order).
     truth_PxC: one-hot ground truth of each pair.
-    predicted_PxC: the protocol's binary predictions (`SG_DECISIONS`).
+    predicted_PxC: the protocol's binary predictions (`DECISIONS`).
     auc_C: per-context AUC of the scores the predictions came from.
 
   Returns:
