@@ -555,6 +555,10 @@ class Model:
     sg_plot: that protocol's row in the plots.
     sg_decision: how its scores become its one answer per pair for that
       protocol and for satisfaction (ctxtag.evaluation.protocols.DECISIONS).
+    track_features: a pair model whose module returns per-track audio
+      features with `features_only=True` and reads them back from
+      `batch["audio_features"]` instead of "mel": its evaluation computes
+      them once per track (a track has several pairs) instead of per pair.
     style: (matplotlib line format, colour) in the sweeps' plots.
     transfers: (fusion, init key) -> Transfer: the trained parts it may
       start from.
@@ -574,6 +578,7 @@ class Model:
       default_factory=dict)
   compared_with: tuple[str, ...] = ()
   sg_decision: str = "argmax"
+  track_features: bool = False
 
   @property
   def trained(self) -> bool:
@@ -599,7 +604,7 @@ MODELS: dict[str, Model] = {model.name: model for model in (
     Model("audio_user", "audio + user", "single_label", "pairs",
           audio_user_tagger, "user_sg", "SG, audio + user",
           "audio + user (SG)", ("s-", "C1"), AUDIO_USER_TRANSFERS,
-          ("audio", "user")),
+          ("audio", "user"), track_features=True),
     Model("user", "user only", "single_label", "users", user_tagger,
           "user_only_sg", "SG, user only", "user only (SG)", ("^-", "C2"),
           compared_with=("audio",)),
@@ -612,7 +617,8 @@ MODELS: dict[str, Model] = {model.name: model for model in (
           "single_label", "pairs", audio_user_tagger, "audio_user_concat_sg",
           "SG, audio + user (concatenation)",
           "audio + user, concatenation (SG)", ("D-", "C4"),
-          AUDIO_USER_TRANSFERS, ("audio", "user", "audio_user")),
+          AUDIO_USER_TRANSFERS, ("audio", "user", "audio_user"),
+          track_features=True),
 )}
 
 

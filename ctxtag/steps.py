@@ -190,7 +190,8 @@ def predict_step(state: TrainState, batch: dict, *, output: str):
 
 
 def track_features_step(state: TrainState, batch: dict):
-  """The audio + user model's conv stack output for a batch of tracks."""
+  """A pair model's per-track audio features for a batch of tracks (the
+  model's output with `features_only=True`)."""
   return state.apply_fn(
       {"params": state.params, "batch_stats": state.batch_stats},
       _barrier(batch), train=False, features_only=True)
@@ -224,14 +225,17 @@ class Steps:
   """
 
   def __init__(self, weights_C: np.ndarray, output: str,
-               kind: str | None = None):
+               kind: str | None = None, per_track_features: bool = False):
     """Compiles on first use the steps of a model.
 
     Args:
       weights_C: the class weights of the loss.
       output: "multi_label" or "single_label".
       kind: the batch kind of the indexed steps; None leaves them out.
+      per_track_features: whether a pair model's evaluation computes its
+        audio features once per track (the model entry's `track_features`).
     """
+    self.per_track_features = per_track_features
     # Grouped by process: each process's devices then hold the contiguous
     # share of every batch that the input pipeline gives that process.
     self.mesh = Mesh(np.asarray(sorted(
@@ -310,14 +314,15 @@ def model_steps(name: str, train: input_pipeline.Split) -> Steps:
   """Model `name`'s steps, with the class weights of split `train`.
 
   Args:
-    name: "audio", "audio_user" or "user".
+    name: a trained model (ctxtag.models.MODELS).
     train: the training split.
 
   Returns:
     The steps, host and indexed.
   """
-  kind = models.BATCH_KINDS[name]
-  return Steps(class_weights(train, kind), models.OUTPUTS[name], kind)
+  model = models.get(name)
+  return Steps(class_weights(train, model.batches), model.output,
+               model.batches, model.track_features)
 
 
 def steps_and_state(name: str, config: ml_collections.ConfigDict,
@@ -346,7 +351,7 @@ def _split_outputs(steps: Steps, which: str, state: TrainState,
                    tables: dict | None) -> list:
   """Step `which`'s ("eval" or "predict") device outputs on every batch of
   `split` in order: from host batches, or indexed into `tables`."""
-  if kind == "pairs":
+  if kind == "pairs" and steps.per_track_features:
     tables = device_data.pair_evaluation_tables(steps, state, split,
                                                 batch_size, tables)
   if tables is None:
