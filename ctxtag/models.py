@@ -10,8 +10,9 @@
 Batch norm on the input is part of each model, as in the paper.
 
 `cpu_fast_path=True` swaps the conv blocks for the same maths arranged for
-XLA:CPU, whose own kernels are slow on three of them (measured on a 2-core
-AMD EPYC, paper sizes, per 8 examples): max-pool gradients (select-and-
+XLA:CPU, whose own kernels are slow on three of them (`python -m
+benchmarks.train_step` on a 2-core AMD EPYC, paper sizes, per 8 examples;
+benchmarks/README.md): max-pool gradients (select-and-
 scatter), weight gradients (a convolution over the whole image, 30-48
 GFLOP/s against ~95 for the forward pass) and the 1-channel first layer
 (5-7 GFLOP/s). Here max-pooling is a reshape + max with a gradient that
@@ -224,13 +225,15 @@ def _one_channel_input_grad(kernel_3x3x1xD, grad_BxHxWxD):
   return grad[..., None]
 
 
-# Per-example size (H W C D) from which im2col weight gradients beat XLA's:
-# measured faster for every layer of the paper's model (2M to 32M) and
-# slower for every layer of the default one (0.05M to 0.22M).
+# Per-example size (H W C D) from which im2col weight gradients beat XLA's
+# (python -m benchmarks.train_step, per layer): faster for every layer of
+# the paper's model (2M to 32M), slower for every layer of the default one
+# (0.05M to 0.22M).
 _IM2COL_MIN_MACS = 1_000_000
 # Bytes of im2col patches per chunk of the batch, near a CPU's last-level
-# cache (measured best with a 32 MB L3: 2 examples of the paper's second
-# layer, 36 MB; the whole batch at once was 2x slower).
+# cache (best in python -m benchmarks.train_step with a 32 MB L3: 2 examples
+# of the paper's second layer, 36 MB; the whole batch at once was 2x
+# slower).
 _PATCH_CHUNK_BYTES = 40 * 2**20
 
 
@@ -364,17 +367,13 @@ class LateFusionTagger(nn.Module):
   `freeze_experts` they stay those models as evaluated (running batch-norm
   statistics, no dropout, no gradient) and only the three weights train.
   Where users say nothing the centred user term is small noise and the
-  answers stay close to the audio model's. The three weights are fitted on
-  the validation split's pairs, which neither expert has seen
-  (`ctxtag.train.fitting_split`): on the training pairs, where the user
-  expert knows its own training users, the user weight stayed at 1.28 where
-  users say nothing (user_influence 0); fitted on held-out pairs it is
-  0.06 there, and a = 0.84, b = 1.22, c = 0.11 at 0.5 (at user_influence 1,
-  where the track says nothing, a = 0.02 and c = 1.29: the typical user's
-  logits, not the audio term, carry the per-context constant). Scalar
-  weights keep each expert's ranking of contexts; per-context weights would
-  recalibrate the class-weighted experts and, measured on the simulated
-  world, lose accuracy.
+  answers stay close to the audio model's. With frozen experts the three
+  weights are fitted on pairs neither expert has seen (the validation
+  split), since on its own training pairs each expert is overconfident.
+  Scalar weights keep each expert's ranking of contexts; per-context
+  weights would recalibrate the class-weighted experts. The fitted weights
+  across worlds, and what per-context weights lost: docs/study.md, "The
+  late fusion's weights".
   """
   conv_widths: Sequence[int]
   hidden: int

@@ -155,8 +155,8 @@ def train_steps_indexed(state: TrainState, tables: dict,
   metrics of each step stacked along a leading K axis. K = 1 runs without a
   loop: XLA:CPU gives convolutions inside a loop body none of its fast
   kernels (its convolution canonicalisation only visits the entry
-  computation; measured 3-4x slower steps), so conv models on CPU run one
-  step per dispatch.
+  computation; 3-4x slower steps in python -m benchmarks.train_loop), so
+  conv models on CPU run one step per dispatch.
   """
   def one_step(state, indices_B):
     batch = _barrier(dict(device_data.gather_batch(tables, indices_B, kind),

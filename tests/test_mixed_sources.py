@@ -172,7 +172,7 @@ def test_a_cached_mel_is_never_served_for_the_other_kind(tmp_path):
   assert entries == {"audio": {"audio"}, "spectrograms": {"spectrograms"}}
 
 
-# The export: nearly every track comes as mels only.
+# An export where nearly every track comes as mels only.
 NPZ_ONLY = tuple(range(1, 28))
 NPZ_TOO = (28,)
 

@@ -46,7 +46,8 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # Checkpoints within an epoch (0: off), besides the one at each epoch end;
   # a kill loses at most the work since the last. By time, so that the bound
   # holds on any machine: the paper config's epochs take ~3 h on a 2-core
-  # CPU (~9 ex/s), ~2 min on an H100; the default config's take seconds and
+  # CPU (~9 ex/s in python -m benchmarks.train_step), ~2 min on an H100
+  # (benchmarks/README.md); the default config's take seconds and
   # checkpoint at their ends first. Saves run in the background.
   config.checkpoint_every_steps = 0  # at the first dispatch past each multiple
   config.checkpoint_every_seconds = 300.0  # since the last checkpoint
@@ -133,8 +134,9 @@ def get_config() -> ml_collections.ConfigDict:
   # authors' pipeline, for like-for-like comparison with the paper's table).
   config.mo_mg_truth = "test"
   # Sized for a 2-core CPU (the whole reproduction, build included, in about
-  # a minute: 65 s measured on a quiet one): the audio model passes over the 2,000 training tracks per
-  # epoch, with a learning rate halved every 2 epochs; the user-only model
+  # a minute: python -m benchmarks.reproduce_stages, benchmarks/README.md):
+  # the audio model passes over the 2,000 training tracks per epoch, with a
+  # learning rate halved every 2 epochs; the user-only model
   # (15,000 pairs, batch 128) is best after an epoch or two; the audio +
   # user model trains only the three weights of its product of the trained
   # audio and user-only models, on the validation split's 4,500 pairs, which
