@@ -37,6 +37,7 @@ from ctxtag.sources import assemble
 from ctxtag.sources import build_report
 from ctxtag.sources import inputs as inputs_lib
 from ctxtag.sources import options as options_lib
+from ctxtag.sources import simulated
 from tfds_builders import contextual_tags
 
 SPLITS = ("train", "validation", "test")
@@ -420,3 +421,22 @@ def summary_text(dataset_path: str) -> str:
   summaries = {split: dataset_stats.summarize(
       input_pipeline.load_split(dataset_path, split)) for split in SPLITS}
   return dataset_stats.format_summary(summaries)
+
+
+def source_settings(config: ml_collections.ConfigDict):
+  """The settings of a run config's dataset source (the simulated world's
+  SimulationConfig, a real source's options)."""
+  return contextual_tags.config_with_overrides(
+      config.dataset.partition("/")[2],
+      options_lib.parse(config.dataset_options), split_settings(config)
+  ).settings
+
+
+def simulated_world(config: ml_collections.ConfigDict):
+  """The simulated world a run's dataset was drawn from (it is a function
+  of its settings), or None for real data: it gives the true context
+  distribution of any (user, track), not only of the pairs drawn."""
+  settings = source_settings(config)
+  if not isinstance(settings, simulated.SimulationConfig):
+    return None
+  return simulated.World(settings)

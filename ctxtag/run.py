@@ -26,13 +26,13 @@ from ctxtag import input_pipeline
 from ctxtag import locks
 from ctxtag import models
 from ctxtag import predictions
+from ctxtag import recommend
 from ctxtag import report
 from ctxtag import run_config
 from ctxtag import study
 from ctxtag import train
 from ctxtag.configs import default
 from ctxtag.evaluation import bootstrap
-from ctxtag.sources import options as options_lib
 from tfds_builders import contextual_tags
 
 
@@ -82,6 +82,8 @@ class Evaluation:
     train_labels: the training split's labels, for ceiling_share's prior
       when `files` has no training ground truth.
     extra: keys added to the results (a run's fusion_weights).
+    catalog: by model, the retrieval protocol's catalogs beyond what the
+      tables give (ctxtag.recommend.evaluation_catalogs).
   """
   files: study.CsvFiles
   title: str
@@ -91,6 +93,7 @@ class Evaluation:
   mo_mg_truth: str = "test"
   train_labels: np.ndarray | None = None
   extra: dict = dataclasses.field(default_factory=dict)
+  catalog: dict = dataclasses.field(default_factory=dict)
 
 
 def evaluate_tables(output_dir: str, evaluation: Evaluation) -> dict:
@@ -101,7 +104,7 @@ def evaluate_tables(output_dir: str, evaluation: Evaluation) -> dict:
   """
   results = study.evaluate_csvs(evaluation.files, evaluation.settings,
                                 evaluation.mo_mg_truth,
-                                evaluation.train_labels)
+                                evaluation.train_labels, evaluation.catalog)
   results.update(evaluation.extra)
   report.write_outputs(output_dir, results, evaluation.title,
                        evaluation.details, evaluation.training)
@@ -178,12 +181,14 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
   # Restoring a checkpoint is collective on several processes: every process
   # reads the weights, not process 0 alone inside on_main.
   weights = predictions.fusion_weights(config, dataset_path, workdir)
+  catalogs = recommend.evaluation_catalogs(config, workdir, dataset_path,
+                                           split)
   def evaluate():
     evaluation = workdir_evaluation(config, workdir, dataset_path, split,
                                     mo_mg_truth)
     return evaluate_tables(workdir, dataclasses.replace(
         evaluation, details=details or evaluation.details, settings=settings,
-        extra=weights))
+        extra=weights, catalog=catalogs))
   return distributed.on_main("evaluate", evaluate)
 
 
@@ -289,10 +294,7 @@ def _prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
       os.remove(config_path)
     raise
   files.write_text(os.path.join(workdir, "dataset_path.txt"), dataset_path)
-  settings = contextual_tags.config_with_overrides(
-      config.dataset.partition("/")[2],
-      options_lib.parse(config.dataset_options), datasets.split_settings(config)
-  ).settings
+  settings = datasets.source_settings(config)
   # Real sources start excerpts at an offset and pad short ends; the
   # simulated world renders whole excerpts.
   inference.save_run_card(
@@ -314,7 +316,7 @@ def check_batches_fit(config: ml_collections.ConfigDict,
   train_split, validation = (input_pipeline.load_split(dataset_path, name)
                              for name in ("train", "validation"))
   for name in config.models:
-    split = train.fitting_split(name, config[name], train_split, validation)
+    split = train.split_fitted_on(name, config[name], train_split, validation)
     kind = models.BATCH_KINDS[name]
     count = input_pipeline.num_examples(split, kind)
     size = config[name].batch_size

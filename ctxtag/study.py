@@ -50,7 +50,8 @@ def evaluate(inputs: inputs_lib.Inputs, evaluator_list=None) -> dict:
 
 def evaluate_csvs(files: inputs_lib.CsvFiles,
                   settings: bootstrap.Settings | None = None,
-                  mo_mg_truth: str = "test", train_labels=None) -> dict:
+                  mo_mg_truth: str = "test", train_labels=None,
+                  catalog=None) -> dict:
   """`evaluate` on CSV files in the public layout (ctxtag.tables).
 
   Args:
@@ -59,13 +60,15 @@ def evaluate_csvs(files: inputs_lib.CsvFiles,
     mo_mg_truth: MO-MG's ground truth (MO_MG_TRUTHS).
     train_labels: the training split's labels, for the prior of
       ceiling_share, if `files` has no training ground truth.
+    catalog: retrieval catalogs beyond those the tables give, by model
+      (`Inputs.catalog`).
 
   Raises:
     errors.UserError: for a table that cannot be read, or "all_splits"
       without the other splits' ground truth.
   """
   return evaluate(inputs_lib.from_csvs(files, settings, mo_mg_truth,
-                                       train_labels))
+                                       train_labels, catalog))
 
 
 # Until the sweep reads the model table itself: its view of it.

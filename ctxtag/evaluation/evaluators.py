@@ -25,14 +25,17 @@ from ctxtag.evaluation import ceiling
 from ctxtag.evaluation import inputs as inputs_lib
 from ctxtag.evaluation import protocols
 from ctxtag.evaluation import ranking
+from ctxtag.evaluation import retrieval
 from ctxtag.evaluation import thresholds
 from ctxtag.evaluation import users as users_lib
 
 AUC_METHOD = ("expanded in the users' resample counts, not re-sorted per"
               " resample (ctxtag/evaluation/auc.py)")
-# Each model's per-user statistics: kind -> its metrics, in column order.
+# Each model's per-user statistics: kind -> its metrics, in column order
+# (retrieval's graded metric joins them where the truth is known).
 PER_USER_METRICS = {"satisfaction": protocols.SATISFACTION_METRICS,
-                    "ranking": ranking.METRICS}
+                    "ranking": ranking.METRICS,
+                    "retrieval": retrieval.METRICS}
 
 
 class Tracks(typing.NamedTuple):
@@ -56,6 +59,7 @@ class Study:
     scores: {model: pair scores}, in MODELS order.
     tracks: {multi-label model: Tracks}.
     per_user: {"<kind>/<model>": (U, K) per-user values}.
+    metrics: {"<kind>/<model>": the names of those K columns}.
     protocol_scores: {SG protocol key: the model whose scores' AUC it uses}.
   """
 
@@ -70,7 +74,7 @@ class Study:
     self.scores, self.tracks = {}, {}
     for name in (m for m in models.MODELS if m in inputs.models):
       self._add_model(name, inputs.models[name])
-    self.per_user, self.protocol_scores = {}, {}
+    self.per_user, self.protocol_scores, self.metrics = {}, {}, {}
     self._columns, self._placements, self._sums = {}, {}, None
     self.add_column("positives", self.positives_UxC)
     self.add_column("pairs", self.users.pairs_U)
@@ -140,12 +144,15 @@ class Study:
     self.protocol_scores[key] = name
     return result
 
-  def user_means(self, kind: str, name: str, values_UxK) -> dict:
-    """Registers a model's per-user values of `kind`; their means."""
+  def user_means(self, kind: str, name: str, values_UxK,
+                 metrics=None) -> dict:
+    """Registers a model's per-user values of `kind` (columns `metrics`,
+    default PER_USER_METRICS[kind]); their means over users."""
+    metrics = tuple(metrics or PER_USER_METRICS[kind])
     self.per_user[f"{kind}/{name}"] = values_UxK
+    self.metrics[f"{kind}/{name}"] = metrics
     self.add_column(f"{kind}/{name}", values_UxK)
-    return dict(zip(PER_USER_METRICS[kind],
-                    values_UxK.mean(axis=0).tolist()))
+    return dict(zip(metrics, values_UxK.mean(axis=0).tolist()))
 
 
 def decision(protocol_key: str):
@@ -266,10 +273,12 @@ class Intervals:
   def run(self, study: Study, results: dict) -> dict:
     sums, confidence = study.resampled(), study.inputs.settings.confidence
     found = {}
-    for kind, metrics in PER_USER_METRICS.items():
-      found[kind] = {name: _intervals(metrics, sums[f"{kind}/{name}"]
-                                      / study.users.count, confidence)
-                     for name in results[kind]}
+    for kind in PER_USER_METRICS:
+      if kind in results:
+        found[kind] = {name: _intervals(
+            study.metrics[f"{kind}/{name}"],
+            sums[f"{kind}/{name}"] / study.users.count, confidence)
+                       for name in results[kind]}
     positives = sums["positives"]
     for key, name in study.protocol_scores.items():
       average = protocols.average_from_counts(sums[f"{key}/tp"],
@@ -295,7 +304,12 @@ class Comparisons:
     sums, found = study.resampled(), {}
     for a, b in models.comparisons(list(results["ranking"])):
       entry = {}
-      for kind, metrics in PER_USER_METRICS.items():
+      for kind in PER_USER_METRICS:
+        if not all(f"{kind}/{m}" in study.per_user for m in (a, b)):
+          continue
+        metrics = study.metrics[f"{kind}/{a}"]
+        if study.metrics[f"{kind}/{b}"] != metrics:
+          continue
         cis = bootstrap.intervals(
             (sums[f"{kind}/{a}"] - sums[f"{kind}/{b}"]) / study.users.count,
             study.inputs.settings.confidence)
@@ -372,8 +386,8 @@ class Description:
 # Point estimates first (they register the columns), then what reads the
 # resamples and the points.
 EVALUATORS = [Satisfaction(), Ranking(), TrackProtocols(), TunedThresholds(),
-              SingleGroundtruth(), Intervals(), Comparisons(), CeilingShare(),
-              Description()]
+              SingleGroundtruth(), retrieval.Retrieval(), Intervals(),
+              Comparisons(), CeilingShare(), Description()]
 
 
 def merge(results: dict, found: dict) -> None:

@@ -17,6 +17,7 @@ from ctxtag import models
 from ctxtag import tables
 from ctxtag.evaluation import bootstrap
 from ctxtag.evaluation import ceiling
+from ctxtag.evaluation import retrieval
 
 # MO-MG's ground truth per track, the union of its contexts over: "test",
 # the evaluated split's pairs (the paper's table as the protocol states it);
@@ -52,6 +53,10 @@ class Inputs:
       over `groundtruth`'s pairs ("test"), or over its pairs in
       `other_splits` too ("all_splits", the authors' pipeline).
     other_splits: the other splits' ground truth, for "all_splits".
+    catalog: by model, its scores of every evaluated track for any user
+      (ctxtag.evaluation.retrieval: TrackCatalog, UserCatalog, ...), for
+      the retrieval protocol; "oracle", the true distribution, also grades
+      every model's rankings.
   """
   groundtruth: tables.Table
   models: Mapping[str, tables.Table]
@@ -60,6 +65,7 @@ class Inputs:
   settings: bootstrap.Settings = bootstrap.Settings()
   mo_mg_truth: str = "test"
   other_splits: Sequence[tables.Table] = ()
+  catalog: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     if not self.models:
@@ -112,7 +118,8 @@ def read_scores(name: str, path: str) -> tables.Table:
 
 
 def from_csvs(files: CsvFiles, settings: bootstrap.Settings | None = None,
-              mo_mg_truth: str = "test", train_labels=None) -> Inputs:
+              mo_mg_truth: str = "test", train_labels=None,
+              catalog=None) -> Inputs:
   """`Inputs` read from CSV files.
 
   Args:
@@ -121,6 +128,8 @@ def from_csvs(files: CsvFiles, settings: bootstrap.Settings | None = None,
     mo_mg_truth: MO-MG's ground truth (MO_MG_TRUTHS).
     train_labels: the training split's labels (indices in the label order),
       for the prior, if `files` has no training ground truth.
+    catalog: retrieval catalogs beyond those the tables give
+      (`table_catalogs`), by model.
 
   Raises:
     errors.UserError: "all_splits" without the other splits' ground truth.
@@ -144,12 +153,31 @@ def from_csvs(files: CsvFiles, settings: bootstrap.Settings | None = None,
           " tables (--train_groundtruth, --validation_groundtruth,"
           " --validation_audio_predictions)")
     other_splits = (train, validation.groundtruth)
+  groundtruth = tables.read_groundtruth(files.groundtruth)
+  scores = {name: read_scores(name, path)
+            for name, path in files.models.items()}
   return Inputs(
-      tables.read_groundtruth(files.groundtruth),
-      {name: read_scores(name, path) for name, path in files.models.items()},
-      validation,
+      groundtruth, scores, validation,
       None if train_labels is None else ceiling.prior(train_labels),
-      settings or bootstrap.Settings(), mo_mg_truth, other_splits)
+      settings or bootstrap.Settings(), mo_mg_truth, other_splits,
+      {**table_catalogs(groundtruth, scores), **(catalog or {})})
+
+
+def table_catalogs(groundtruth: tables.Table,
+                   scores: Mapping[str, tables.Table]) -> dict:
+  """The catalogs that prediction tables alone give: a multi-label model's
+  per-track scores, and a model whose scores depend on the user alone
+  (its per-pair rows are one vector per user). Other pair models score only
+  their pairs in a table: their catalog needs the model
+  (ctxtag.run.workdir_catalogs)."""
+  found = {}
+  for name, table in scores.items():
+    model = models.get(name)
+    if model.output == "multi_label":
+      found[name] = retrieval.TrackCatalog(table.song_id, table.values_RxC)
+    elif model.batches == "users":
+      found[name] = retrieval.user_catalog_of(groundtruth, table)
+  return found
 
 
 def track_truth(groundtruth: tables.Table):

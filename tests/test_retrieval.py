@@ -1,0 +1,91 @@
+"""The retrieval metrics against independent computations: scikit-learn
+without ties, and the mean over every ordering of the tie groups with."""
+
+import itertools
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from ctxtag.evaluation import retrieval
+
+
+def _by_hand(order, relevant):
+  """recall@10, NDCG@10 and AP of one strict ordering, from the
+  definitions."""
+  ranks = {track: rank for rank, track in enumerate(order, 1)}
+  relevant_ranks = sorted(ranks[t] for t in relevant)
+  recall = sum(r <= 10 for r in relevant_ranks) / len(relevant)
+  dcg = sum(1 / np.log2(r + 1) for r in relevant_ranks if r <= 10)
+  ideal = sum(1 / np.log2(i + 1) for i in range(1, min(len(relevant), 10) + 1))
+  ap = np.mean([(i + 1) / r for i, r in enumerate(relevant_ranks)])
+  return np.array([recall, dcg / ideal, ap])
+
+
+def _over_orderings(scores, relevant):
+  """The metrics' mean over every ordering consistent with the scores."""
+  groups = [list(np.flatnonzero(scores == v))
+            for v in sorted(set(scores.tolist()), reverse=True)]
+  values = [_by_hand([t for group in groups_order for t in group], relevant)
+            for groups_order in itertools.product(
+                *[itertools.permutations(g) for g in groups])]
+  return np.mean(values, axis=0)
+
+
+def test_without_ties_equals_scikit_learn():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    scores = rng.permutation(30).astype(float)
+    relevant = rng.choice(30, size=rng.integers(1, 6), replace=False)
+    truth = np.zeros(30)
+    truth[relevant] = 1
+    recall, ndcg, ap = retrieval.query_metrics(scores, relevant)
+    assert ap == pytest.approx(skm.average_precision_score(truth, scores))
+    assert ndcg == pytest.approx(skm.ndcg_score([truth], [scores], k=10))
+    top10 = np.argsort(-scores)[:10]
+    assert recall == pytest.approx(np.isin(relevant, top10).mean())
+
+
+def test_ties_count_at_their_expected_value_over_orderings():
+  rng = np.random.default_rng(1)
+  for _ in range(15):
+    # 11 tracks, few distinct scores: tie groups across the cutoff.
+    scores = rng.integers(0, 4, size=11).astype(float)
+    relevant = rng.choice(11, size=rng.integers(1, 4), replace=False)
+    np.testing.assert_allclose(retrieval.query_metrics(scores, relevant),
+                               _over_orderings(scores, relevant))
+
+
+def test_all_tied_is_the_random_ranking():
+  scores = np.zeros(1000)
+  recall, ndcg, ap = retrieval.query_metrics(scores, np.array([3]))
+  assert recall == pytest.approx(10 / 1000)
+  # One relevant track: E[1 / rank] over uniform ranks is H(1000) / 1000.
+  assert ap == pytest.approx(np.sum(1 / np.arange(1, 1001)) / 1000)
+  assert ndcg == pytest.approx(np.sum(1 / np.log2(np.arange(2, 12))) / 1000)
+
+
+def test_graded_ndcg_equals_scikit_learn_and_averages_ties():
+  rng = np.random.default_rng(2)
+  scores = rng.normal(size=(5, 40))
+  gains = rng.uniform(size=(5, 40))
+  np.testing.assert_allclose(
+      retrieval.graded_ndcg(scores, gains),
+      [skm.ndcg_score([g], [s], k=10) for s, g in zip(scores, gains)])
+  tied = np.zeros((1, 40))
+  ideal = np.sort(gains[0])[::-1][:10] @ (1 / np.log2(np.arange(2, 12)))
+  expected = gains[0].mean() * np.sum(1 / np.log2(np.arange(2, 12))) / ideal
+  np.testing.assert_allclose(retrieval.graded_ndcg(tied, gains[:1]),
+                             [expected])
+  # Small tie groups: the mean over orderings, by enumeration.
+  scores = np.array([[3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0.0]])
+  gains = rng.uniform(size=(1, 13))
+  groups = [np.flatnonzero(scores[0] == v) for v in (3, 2, 1, 0)]
+  dcgs = []
+  for ordering in itertools.product(*[itertools.permutations(g)
+                                      for g in groups]):
+    order = [t for g in ordering for t in g][:10]
+    dcgs.append(sum(gains[0, t] / np.log2(r + 2) for r, t in enumerate(order)))
+  ideal = np.sort(gains[0])[::-1][:10] @ (1 / np.log2(np.arange(2, 12)))
+  np.testing.assert_allclose(retrieval.graded_ndcg(scores, gains),
+                             [np.mean(dcgs) / ideal])
