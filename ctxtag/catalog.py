@@ -48,6 +48,7 @@ REPORT_FILE = "report.json"
 PARTS = "parts"
 FORMAT = 1
 CHUNK_TRACKS = 256  # tracks per part: the work a kill can lose
+BATCH = 32  # tracks per model call
 
 
 class CatalogError(errors.UserError, ValueError):
@@ -103,7 +104,7 @@ def _apply(state, mel_BxTxF, features_only: bool):
 
 
 def _padded_vectors(vectors: _Vectors, mels_: np.ndarray,
-                    batch_size: int) -> dict[str, np.ndarray]:
+                    batch_size: int = BATCH) -> dict[str, np.ndarray]:
   """`vectors` of any number of mels, in batches of one compiled shape."""
   found = {}
   for start in range(0, len(mels_), batch_size):
@@ -168,12 +169,14 @@ def parse_shard(text: str) -> tuple[int, int]:
   head, _, tail = str(text).partition("/")
   if not (head.isdigit() and tail.isdigit()) or not 1 <= int(head) <= int(
       tail):
-    raise errors.UserError(f"--shard={text}: expected K/N with 1 <= K <= N")
+    raise errors.ConfigError(
+        f"--shard={text}: expected K/N with 1 <= K <= N")
   return int(head), int(tail)
 
 
-def index_audio(workdir: str, audio_path: str, output: str, workers: int = 1,
-                shard: tuple[int, int] = (1, 1), batch_size: int = 32) -> dict:
+def index_audio(config: ml_collections.ConfigDict, workdir: str,
+                audio_path: str, output: str, workers: int = 1,
+                shard: tuple[int, int] = (1, 1)) -> dict:
   """Indexes every audio file at `audio_path` with the run's models.
 
   Files are sorted and cut into chunks of CHUNK_TRACKS; a shard (K, N)
@@ -181,12 +184,12 @@ def index_audio(workdir: str, audio_path: str, output: str, workers: int = 1,
   done; the index is merged by whichever shard finds every chunk done.
 
   Args:
+    config: the run's config.
     workdir: a trained run.
     audio_path: a file, or a directory searched recursively.
     output: the index's directory.
     workers: processes decoding audio.
     shard: (K, N): this process's share.
-    batch_size: tracks per model call.
 
   Returns:
     The index's report (files indexed and skipped), or, for a shard that
@@ -196,8 +199,6 @@ def index_audio(workdir: str, audio_path: str, output: str, workers: int = 1,
   root = audio_path if os.path.isdir(audio_path) else os.path.dirname(
       audio_path)
   names = [inference.printable(os.path.relpath(p, root)) for p in paths]
-  config = ml_collections.ConfigDict(json.load(open(os.path.join(
-      workdir, "config.json"))))
   card = inference.load_card(workdir)
   chunks = range(0, len(paths), CHUNK_TRACKS)
   todo = [i for i, _ in enumerate(chunks)
@@ -209,18 +210,16 @@ def index_audio(workdir: str, audio_path: str, output: str, workers: int = 1,
     vectors = _Vectors(config, workdir, card.frames)
     _manifest(output, workdir, names, f"audio:{files.absolute(audio_path)}",
               vectors.provenance())
-    _index_chunks(output, paths, names, todo, card, vectors, pool,
-                  batch_size)
+    _index_chunks(output, paths, names, todo, card, vectors, pool)
   finally:
     if pool is not None:
       pool.terminate()
   skipped = [{"file": s["file"], "reason": s["reason"]} for s in not_files]
   return merge_if_done(output, workdir, len(chunks), skipped,
-                       vectors.provenance())
+                       vectors.provenance(), files.absolute(root))
 
 
-def _index_chunks(output, paths, names, todo, card, vectors, pool,
-                  batch_size) -> None:
+def _index_chunks(output, paths, names, todo, card, vectors, pool) -> None:
   work = functools.partial(_decode, card=card)
   start, done_tracks = time.time(), 0
   for chunk in todo:
@@ -236,7 +235,7 @@ def _index_chunks(output, paths, names, todo, card, vectors, pool,
       else:
         kept.append(name)
         kept_mels.append(mel)
-    found = (_padded_vectors(vectors, np.stack(kept_mels), batch_size)
+    found = (_padded_vectors(vectors, np.stack(kept_mels))
              if kept_mels else {})
     _write_chunk(_chunk_path(output, chunk), kept, found, skipped)
     done_tracks += len(chunk_paths)
@@ -246,11 +245,9 @@ def _index_chunks(output, paths, names, todo, card, vectors, pool,
           file=sys.stderr)
 
 
-def index_split(workdir: str, dataset_path: str, split: str, output: str,
-                batch_size: int = 32) -> dict:
+def index_split(config: ml_collections.ConfigDict, workdir: str,
+                dataset_path: str, split: str, output: str) -> dict:
   """Indexes a split of the run's dataset (its mels, no decoding)."""
-  config = ml_collections.ConfigDict(json.load(open(os.path.join(
-      workdir, "config.json"))))
   data = input_pipeline.load_split(dataset_path, split)
   vectors = _Vectors(config, workdir, data.mel_shape[0])
   names = [str(int(s)) for s in data.song_id_N]
@@ -261,15 +258,16 @@ def index_split(workdir: str, dataset_path: str, split: str, output: str,
     rows = np.arange(first, min(first + CHUNK_TRACKS, len(names)))
     mels_ = data.mels(rows)
     _write_chunk(_chunk_path(output, chunk), names[first:first + len(rows)],
-                 _padded_vectors(vectors, mels_, batch_size), [])
+                 _padded_vectors(vectors, mels_), [])
   return merge_if_done(output, workdir,
                        -(-len(names) // CHUNK_TRACKS), [],
                        vectors.provenance())
 
 
 def merge_if_done(output: str, workdir: str, chunks: int, skipped: list,
-                  provenance: dict) -> dict:
-  """Merges the parts into the index once every chunk is there."""
+                  provenance: dict, root: str | None = None) -> dict:
+  """Merges the parts into the index once every chunk is there; `root`:
+  the catalog's directory (its tracks are named relative to it)."""
   done = sum(os.path.exists(_chunk_path(output, c)) for c in range(chunks))
   if done < chunks:
     return {"chunks_done": done, "chunks": chunks}
@@ -297,7 +295,7 @@ def merge_if_done(output: str, workdir: str, chunks: int, skipped: list,
   files.write_json(os.path.join(output, REPORT_FILE), report)
   files.write_json(os.path.join(output, INDEX_FILE), {
       "format": FORMAT, "workdir": files.absolute(workdir),
-      "tracks": len(names), "models": provenance})
+      "tracks": len(names), "models": provenance, "root": root})
   return report
 
 
@@ -379,8 +377,8 @@ def check_belongs(index: Index, workdir: str, states: dict) -> None:
 
 
 def split_index(config: ml_collections.ConfigDict, workdir: str,
-                dataset_path: str, split: str, names=None,
-                batch_size: int = 32) -> tuple[Index, dict]:
+                dataset_path: str, split: str, names=None
+                ) -> tuple[Index, dict]:
   """An index of a split of the run's dataset, in memory (no files).
 
   Args:
@@ -389,7 +387,6 @@ def split_index(config: ml_collections.ConfigDict, workdir: str,
     dataset_path: its dataset.
     split: the split to index.
     names: the models to index (default: every indexed model).
-    batch_size: tracks per model call.
 
   Returns:
     (the index, {model: its best state}).
@@ -399,8 +396,7 @@ def split_index(config: ml_collections.ConfigDict, workdir: str,
   found = {}
   for first in range(0, data.num_tracks, CHUNK_TRACKS):
     rows = np.arange(first, min(first + CHUNK_TRACKS, data.num_tracks))
-    for name, values in _padded_vectors(vectors, data.mels(rows),
-                                        batch_size).items():
+    for name, values in _padded_vectors(vectors, data.mels(rows)).items():
       found.setdefault(name, []).append(values)
   index = Index(None, {"workdir": files.absolute(workdir),
                        "tracks": data.num_tracks,
