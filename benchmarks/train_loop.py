@@ -6,7 +6,7 @@ r"""The training loop's throughput against its own step, per model.
 For each model, in one process, times (after a warm-up that compiles):
   * step: the jitted train step on one batch already on the device, again
     and again (what the loop could reach if feeding cost nothing);
-  * loop: `train.train_epoch` over the training split as training runs it,
+  * loop: `loop.train_epoch` over the training split as training runs it,
     with the feed the config selects (device-resident or host batches), its
     steps per dispatch and its logging fetches;
   * host loop: the same loop forced onto host batches, made in this process
@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from ctxtag import device_data
 from ctxtag import host_pipeline
 from ctxtag import input_pipeline
+from ctxtag import loop as loop_lib
 from ctxtag import models
 from ctxtag import steps as steps_lib
 from ctxtag import train
@@ -93,11 +94,10 @@ def _measure(name, config, split):
         kind, size, config.seed, 0)
 
   def epoch_of(feed):
-    runner = train.EpochRunner(feed, rng, dispatch, config.log_every_steps,
-                               log=lambda *_: None, check=lambda *_: None)
+    runner = loop_lib.EpochRunner(feed, rng, dispatch, config.log_every_steps)
     def epoch():
-      holder["state"], _ = train.train_epoch(runner, holder["state"],
-                                             int(1e6), int(1e6) + count)
+      holder["state"], _ = loop_lib.train_epoch(runner, holder["state"],
+                                                int(1e6), int(1e6) + count)
     return epoch
 
   runs = {"step": (ten_steps, 10)}

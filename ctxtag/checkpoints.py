@@ -1,5 +1,5 @@
 """orbax checkpoints of one model: its latest and best states, each saved with
-the training loop's bookkeeping (`LoopState`).
+the training loop's bookkeeping (`ctxtag.loop.LoopState`).
 
 A model's `checkpoints/` directory holds:
   latest/  the two newest states, saved at epoch ends and within epochs
@@ -11,83 +11,16 @@ the `LoopState` ("meta", JSON).
 """
 
 import contextlib
-import dataclasses
 import gc
 import logging
-import math
 import os
+import sys
 
 import jax
-import sys
 import orbax.checkpoint as ocp
 
 from ctxtag import files
-
-
-@dataclasses.dataclass
-class LoopState:
-  """The training loop's bookkeeping, saved with each checkpoint.
-
-  Saved as JSON with these field names as keys (those of checkpoints written
-  when it was a plain dict: keep them, or old checkpoints stop restoring).
-
-  Attributes:
-    epoch: the epochs done.
-    best_validation_loss: the lowest validation loss of an epoch so far.
-    best_epoch: the epoch (1-based) that reached it; -1 before any.
-    best_step: the step that reached it.
-    epochs_without_improvement: epochs since it was reached.
-    history: {epoch, step, train_loss, validation_loss} of each epoch done.
-    epoch_losses: the losses of the epoch in progress, one a step done (the
-      position in the epoch of a checkpoint within it); empty at epoch ends.
-  """
-  epoch: int = 0
-  best_validation_loss: float = math.inf
-  best_epoch: int = -1
-  best_step: int = 0
-  epochs_without_improvement: int = 0
-  history: list[dict] = dataclasses.field(default_factory=list)
-  epoch_losses: list[float] = dataclasses.field(default_factory=list)
-
-  def end_epoch(self, step: int, train_loss: float,
-                validation_loss: float) -> bool:
-    """Records the epoch that ended at `step`.
-
-    Args:
-      step: the epoch's last step.
-      train_loss: the mean loss of its steps.
-      validation_loss: the validation loss after it.
-
-    Returns:
-      Whether it improved on the best validation loss.
-    """
-    self.epoch += 1
-    self.epoch_losses = []
-    self.history.append({"epoch": self.epoch, "step": step,
-                         "train_loss": train_loss,
-                         "validation_loss": validation_loss})
-    improved = validation_loss < self.best_validation_loss
-    if improved:
-      self.best_validation_loss, self.best_epoch, self.best_step = (
-          validation_loss, self.epoch, step)
-      self.epochs_without_improvement = 0
-    else:
-      self.epochs_without_improvement += 1
-    return improved
-
-  def within_epoch(self, epoch_losses: list[float]) -> "LoopState":
-    """A copy for a checkpoint within the epoch, `epoch_losses` done."""
-    return dataclasses.replace(self, epoch_losses=list(epoch_losses))
-
-  def to_json(self) -> dict:
-    """The JSON object saved (a deep copy: saves run in the background)."""
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_json(cls, meta: dict) -> "LoopState":
-    """The loop state of a saved JSON object (checkpoints saved before
-    `epoch_losses` existed have none: they were saved at epoch ends)."""
-    return cls(**meta)
+from ctxtag.loop import LoopState
 
 
 class Checkpoints(files.ClosedOnExit):
@@ -96,8 +29,8 @@ class Checkpoints(files.ClosedOnExit):
   orbax writes each checkpoint to a temporary directory and renames it when
   complete, so a killed save never passes for a checkpoint. Saves copy the
   state off the device and write it in the background while training goes
-  on (a save took ~0.15 s of a 2-core CPU's time per epoch, more than a
-  whole epoch of the user-only model); closing waits for them.
+  on (a save can take longer than a whole epoch of a small model:
+  docs/training.md); closing waits for them.
 
   Each manager keeps its two newest checkpoints: when the newest cannot be
   restored (a file truncated or lost), `restore` says so in one line and

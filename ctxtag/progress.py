@@ -88,25 +88,23 @@ class Progress(files.ClosedOnExit):
       raise files.WriteError(f"{self.log.name}: cannot write"
                              f" ({error.strerror or error})") from error
 
-  def train_step(self, step: int, values: dict) -> None:
-    """Records a logged training step's metrics and prints its line."""
+  def record_and_print(self, step: int, values: dict) -> None:
+    """Writes a logged step's training metrics as records and prints its
+    line."""
     self.record("train", step, values)
-    self.step_line(step, (step - 1) // self.steps_per_epoch, values)
+    self.print_line(step, values)
 
-  def show_step(self, step: int, values: dict) -> None:
-    """Prints a step's line without recording it: the loop's lines between
-    logging steps when those are far apart in time (records stay at the
-    logging steps, so a resumed run's logs are the same)."""
-    self.step_line(step, (step - 1) // self.steps_per_epoch, values)
-
-  def step_line(self, step: int, epoch: int, values: dict) -> None:
-    """Prints step `step`'s loss, rate and ETA.
+  def print_line(self, step: int, values: dict) -> None:
+    """Prints step `step`'s epoch, loss, rate and ETA (the line alone: the
+    loop's lines between logged steps, when those are far apart in time,
+    leave the records as they are, so a resumed run's records are the
+    same).
 
     The first line only starts the clock: it comes once the first dispatch
     has completed, whose time is mostly compilation. The rate is the steps
     since then over the time since then less the compilations in it (a new
     dispatch length at an epoch's end, the first validation pass), which
-    otherwise made the rate jump by a factor of up to 100 between lines.
+    would otherwise make it jump between lines (docs/training.md).
     Validation passes and checkpoints stay in: the ETA must count them.
     """
     if not self.active:
@@ -119,7 +117,8 @@ class Progress(files.ClosedOnExit):
     elapsed = self.clock() - self.start_time - compiling
     rate = (step - self.start_step) / max(elapsed, 1e-9)
     eta = (self.total_steps - step) / max(rate, 1e-9)
-    print(f"[{self.name}] epoch {epoch + 1} step {step}/{self.total_steps}"
+    epoch = (step - 1) // self.steps_per_epoch + 1
+    print(f"[{self.name}] epoch {epoch} step {step}/{self.total_steps}"
           f" loss {values['loss']:.4f} {rate * self.batch_size:.0f} ex/s"
           f" ETA<= {eta // 60:.0f}:{eta % 60:02.0f}",
           file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""Training one model: the epoch loop, its feeds, early stopping, resuming.
+"""Training one model: what its loop runs (`ctxtag.loop`), on which data,
+from which state.
 
 One model trains in `<workdir>/<model>/`:
   checkpoints/   its latest and best states (`ctxtag.checkpoints`); the
@@ -12,19 +13,14 @@ One model trains in `<workdir>/<model>/`:
 A split whose arrays fit `device_data_budget_mb` is kept on every device
 (`ctxtag.device_data`) and each step gathers its batch there from a few
 indices; the host then sends only indices, `steps_per_dispatch` steps at a
-time (one `lax.scan`), and waits for the device only at logging intervals and
-epoch ends. A larger split is read on the host, batch by batch. Both feeds
-give the same batches in the same order.
+time (one `lax.scan`). A larger split is read on the host, batch by batch.
+Both feeds give the same batches in the same order.
 """
 
-from collections.abc import Callable
-import dataclasses
 import functools
 import json
-import math
 import os
 import sys
-import time
 
 import jax
 import ml_collections
@@ -37,6 +33,7 @@ from ctxtag import errors
 from ctxtag import files
 from ctxtag import host_pipeline
 from ctxtag import input_pipeline
+from ctxtag import loop as loop_lib
 from ctxtag import models
 from ctxtag import progress as progress_lib
 from ctxtag import steps as steps_lib
@@ -67,12 +64,11 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
     os.makedirs(model_dir, exist_ok=True)
   _check_batch_sizes(name, config)
   kind = models.BATCH_KINDS[name]
-  dispatch = dispatch_size(name, model_config)
   train = input_pipeline.load_split(dataset_path, "train")
   validation = input_pipeline.load_split(dataset_path, "validation")
-  fitting = fitting_split(name, model_config, train, validation)
+  fitted_on = split_fitted_on(name, model_config, train, validation)
   per_epoch = (model_config.steps_per_epoch or input_pipeline.steps_per_epoch(
-      fitting, kind, model_config.batch_size))
+      fitted_on, kind, model_config.batch_size))
   init_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(jax.random.PRNGKey(config.seed),
                          list(models.OUTPUTS).index(name)))
@@ -80,8 +76,8 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
 
   with checkpoints_lib.Checkpoints(os.path.join(model_dir, "checkpoints"),
                                    cleanup=True) as checkpoints:
-    state, loop = _start(name, config, workdir, checkpoints, state,
-                         per_epoch, train.mel_shape[0])
+    state, loop = _starting_states(name, config, workdir, checkpoints, state,
+                                   per_epoch, train.mel_shape[0])
     state = steps.place(state)
     step = int(state.step)
     if step == 0 and distributed.is_main():
@@ -90,52 +86,23 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
             f" {per_epoch} steps; compiling the first steps...",
             file=sys.stderr, flush=True)
     feed, validation_tables = _feed_and_tables(
-        name, config, steps, fitting, validation, step)
+        name, config, steps, fitted_on, validation, step)
     with progress_lib.Progress(
         name, model_dir, per_epoch * model_config.max_epochs, per_epoch,
         model_config.batch_size, step) as progress:
-      runner = EpochRunner(
-          feed, dropout_rng, dispatch, config.log_every_steps,
-          log=progress.train_step, show=progress.show_step,
-          check=functools.partial(check_finite, name, checkpoints),
-          clock=CheckpointClock(
+      runner = loop_lib.EpochRunner(
+          feed, dropout_rng, dispatch_size(name, model_config),
+          config.log_every_steps, progress=progress, checkpoints=checkpoints,
+          checkpoint_clock=loop_lib.CheckpointClock(
               model_config.checkpoint_every_steps,
-              model_config.checkpoint_every_seconds, step,
-              lambda state, _, losses: checkpoints.save(
-                  "latest", state, loop.within_epoch(losses))))
-      stopped_early = False
-      while loop.epoch < model_config.max_epochs:
-        if loop.epochs_without_improvement >= model_config.patience:
-          stopped_early = True
-          if distributed.is_main():
-            print(f"[{name}] stopped early after epoch {loop.epoch} of"
-                  f" {model_config.max_epochs}: no better validation loss"
-                  f" for {model_config.patience} epochs; best epoch"
-                  f" {loop.best_epoch} (validation loss"
-                  f" {loop.best_validation_loss:.4f})",
-                  file=sys.stderr, flush=True)
-          break
-        end = (loop.epoch + 1) * per_epoch
-        state, losses = train_epoch(runner, state, step, end,
-                                    loop.epoch_losses)
-        step = end
-        loss = steps_lib.validation_loss(steps, state, validation, kind,
-                                         config.eval_batch_size,
-                                         validation_tables)
-        check_finite(name, checkpoints, loss, step, "validation")
-        train_loss = float(np.mean(losses))
-        improved = loop.end_epoch(step, train_loss, loss)
-        # Every record up to a checkpoint's step is written before it: a
-        # resumed run drops the records past its step and writes them again.
-        progress.record("epoch", step, {"validation_loss": loss,
-                                        "train_loss": train_loss})
-        if improved:
-          checkpoints.save("best", state, loop)
-        checkpoints.save("latest", state, loop)
-        runner.clock.restart(step)
-        print(f"[{name}] epoch {loop.epoch}/{model_config.max_epochs}"
-              f" validation loss {loss:.4f}{' (best)' if improved else ''}",
-              flush=True, file=sys.stderr)
+              model_config.checkpoint_every_seconds, step),
+          loop=loop, name=name)
+      stopped_early = loop_lib.train_epochs(
+          runner, state, step, per_epoch=per_epoch,
+          max_epochs=model_config.max_epochs, patience=model_config.patience,
+          validate=functools.partial(
+              steps_lib.validation_loss, steps, split=validation, kind=kind,
+              batch_size=config.eval_batch_size, tables=validation_tables))
 
   summary = {"model": name, "epochs": loop.epoch,
              "best_epoch": loop.best_epoch, "best_step": loop.best_step,
@@ -158,10 +125,10 @@ def _check_batch_sizes(name: str, config: ml_collections.ConfigDict) -> None:
           f" {jax.device_count()}")
 
 
-def _start(name: str, config: ml_collections.ConfigDict, workdir: str,
-           checkpoints: checkpoints_lib.Checkpoints,
-           state: steps_lib.TrainState, per_epoch: int, frames: int
-           ) -> tuple[steps_lib.TrainState, checkpoints_lib.LoopState]:
+def _starting_states(name: str, config: ml_collections.ConfigDict,
+                     workdir: str, checkpoints: checkpoints_lib.Checkpoints,
+                     state: steps_lib.TrainState, per_epoch: int, frames: int
+                     ) -> tuple[steps_lib.TrainState, loop_lib.LoopState]:
   """The states training starts from.
 
   Args:
@@ -183,7 +150,7 @@ def _start(name: str, config: ml_collections.ConfigDict, workdir: str,
   checkpoints.discard_after(0 if restored is None else int(restored[0].step))
   if restored is None:
     state = transfer.with_trained_parts(state, name, config, workdir, frames)
-    return state, checkpoints_lib.LoopState()
+    return state, loop_lib.LoopState()
   state, loop = restored
   done = len(loop.epoch_losses)
   print(f"[{name}] resuming at step {int(state.step)}: epoch"
@@ -194,16 +161,16 @@ def _start(name: str, config: ml_collections.ConfigDict, workdir: str,
 
 
 def _feed_and_tables(name: str, config: ml_collections.ConfigDict,
-                     steps: steps_lib.Steps, fitting: input_pipeline.Split,
+                     steps: steps_lib.Steps, fitted_on: input_pipeline.Split,
                      validation: input_pipeline.Split, step: int):
-  """The training feed, on the device if `fitting` fits the model's budget,
+  """The training feed, on the device if `fitted_on` fits the model's budget,
   and the validation split's device tables (None: it does not fit).
 
   Args:
     name: the model.
     config: the run config.
     steps: its steps.
-    fitting: the split its training steps draw (`fitting_split`).
+    fitted_on: the split its training steps draw (`split_fitted_on`).
     validation: the validation split.
     step: the steps done.
 
@@ -212,135 +179,21 @@ def _feed_and_tables(name: str, config: ml_collections.ConfigDict,
   """
   model_config, kind = config[name], models.BATCH_KINDS[name]
   budget = model_config.device_data_budget_mb
-  fitting_tables = device_data.tables_if_they_fit(name, fitting, kind, budget,
-                                                  steps.replicated)
+  fitted_tables = device_data.tables_if_they_fit(name, fitted_on, kind, budget,
+                                                 steps.replicated)
   validation_tables = (
-      fitting_tables if fitting is validation else
+      fitted_tables if fitted_on is validation else
       device_data.tables_if_they_fit(name, validation, kind, budget,
                                      steps.replicated))
-  if fitting_tables is None:
-    feed = HostFeed(steps, fitting, kind, model_config.batch_size,
+  if fitted_tables is None:
+    feed = HostFeed(steps, fitted_on, kind, model_config.batch_size,
                     config.seed, step,
                     host_pipeline.workers_for(model_config.host_workers),
                     model_config.host_prefetch)
   else:
-    feed = ResidentFeed(steps, fitting_tables, fitting, kind,
+    feed = ResidentFeed(steps, fitted_tables, fitted_on, kind,
                         model_config.batch_size, config.seed, step)
   return feed, validation_tables
-
-
-def check_finite(name: str, checkpoints: checkpoints_lib.Checkpoints,
-                 loss: float, step: int, what: str = "training") -> None:
-  """Raises FloatingPointError, naming the checkpoints kept, unless `loss`
-  (the `what` loss at `step`) is finite."""
-  if not math.isfinite(loss):
-    raise FloatingPointError(
-        f"model {name!r}: non-finite {what} loss ({loss}) at step {step};"
-        " stopped."
-        f" {checkpoints.describe()}. A rerun of the same command stops here"
-        " again: lower the learning rate (in a new --workdir) or check the"
-        " data.")
-
-
-@dataclasses.dataclass
-class EpochRunner:
-  """How `train_epoch` runs steps, and what it calls between dispatches.
-
-  Attributes:
-    feed: a `HostFeed` or `ResidentFeed`.
-    rng: the dropout key (each step folds in its number).
-    steps_per_dispatch: steps per call of the feed.
-    log_every: steps between `log` calls (and step 1).
-    log: called with (step, metrics) of each logging step.
-    check: called with (loss, step) of every step; raises to stop.
-    clock: None, or a `CheckpointClock` asked after each dispatch but the
-      epoch's last (the epoch's own checkpoint follows that one).
-    show: None, or called with (step, metrics) after a dispatch when no line
-      was printed for `show_every_seconds` (slow steps: the paper config on
-      a CPU logs every 50 steps of ~3 s).
-  """
-  feed: "HostFeed | ResidentFeed"
-  rng: jax.Array
-  steps_per_dispatch: int
-  log_every: int
-  log: Callable[[int, dict], None]
-  check: Callable[[float, int], None]
-  clock: "CheckpointClock | None" = None
-  show: Callable[[int, dict], None] | None = None
-  show_every_seconds: float = 30.0
-
-
-def train_epoch(runner: EpochRunner, state: steps_lib.TrainState, step: int,
-                end: int, losses=()) -> tuple[steps_lib.TrainState,
-                                              list[float]]:
-  """Runs the train steps after `step` through `end`.
-
-  The device runs ahead of the host: metrics stay on the device and are
-  fetched together at logging steps and at the end (a fetch per step stalls
-  the pipeline: ~1.5x slower steps on a 2-core CPU).
-
-  Args:
-    runner: the feed (positioned at `step`) and the calls between
-      dispatches.
-    state: the state after `step`.
-    step: the steps done.
-    end: the epoch's last step.
-    losses: the losses of the epoch's steps before `step` (a resumed epoch).
-
-  Returns:
-    The state after `end` and each of the epoch's step losses.
-  """
-  pending, losses = [], list(losses)
-  last_line = time.monotonic()
-  while step < end:
-    count = min(runner.steps_per_dispatch, end - step)
-    state, metrics = runner.feed.run(state, runner.rng, count)
-    pending.extend((step + 1 + i, m) for i, m in enumerate(metrics))
-    logged = [s for s in range(step + 1, step + count + 1)
-              if s % runner.log_every == 0 or s == 1]
-    step += count
-    if logged:
-      by_step = _fetch(pending, runner.check)
-      losses.extend(values["loss"] for values in by_step.values())
-      for log_step in logged:
-        runner.log(log_step, by_step[log_step])
-      last_line = time.monotonic()
-    elif (runner.show is not None
-          and time.monotonic() - last_line >= runner.show_every_seconds):
-      by_step = _fetch(pending, runner.check)
-      losses.extend(values["loss"] for values in by_step.values())
-      runner.show(step, by_step[step])
-      last_line = time.monotonic()
-    if runner.clock is not None and step < end and runner.clock.due(step):
-      by_step = _fetch(pending, runner.check)
-      losses.extend(values["loss"] for values in by_step.values())
-      runner.clock.save(state, step, losses)
-  by_step = _fetch(pending, runner.check)
-  losses.extend(values["loss"] for values in by_step.values())
-  return state, losses
-
-
-def _fetch(pending: list, check) -> dict[int, dict]:
-  """Fetches queued step metrics and checks every loss.
-
-  Args:
-    pending: (first step, metrics) per dispatch; a metric is a scalar (one
-      step) or has a leading axis of the dispatch's steps. Emptied.
-    check: called with (loss, step) of every step.
-
-  Returns:
-    {step: {metric: value}} of every fetched step, in step order.
-  """
-  fetched = jax.device_get([metrics for _, metrics in pending])
-  by_step = {}
-  for (first_step, _), metrics in zip(pending, fetched):
-    metrics = {key: np.atleast_1d(value) for key, value in metrics.items()}
-    for offset, loss in enumerate(metrics["loss"]):
-      check(float(loss), first_step + offset)
-      by_step[first_step + offset] = {
-          key: float(value[offset]) for key, value in metrics.items()}
-  pending.clear()
-  return by_step
 
 
 class HostFeed:
@@ -399,66 +252,26 @@ class ResidentFeed:
 
 def dispatch_size(name: str, model_config) -> int:
   """Train steps per dispatch of model `name`: its config's, except 1 for
-  conv models on CPU (see `steps.train_steps_indexed`: 3-4x slower
-  there)."""
+  conv models on CPU (where a scan of their steps is slower: see
+  `steps.train_steps_indexed`)."""
   if models.has_conv_stack(name) and jax.default_backend() == "cpu":
     return 1
   return model_config.steps_per_dispatch
 
 
-class CheckpointClock:
-  """When to checkpoint within an epoch: at the first dispatch boundary at
-  or past each multiple of `every_steps`, and once `every_seconds` have
-  passed since the last checkpoint; 0 turns either off.
-
-  Dispatch boundaries keep a resumed run's dispatches those of an
-  uninterrupted one, so it computes the same steps the same way.
-  """
-
-  def __init__(self, every_steps: int, every_seconds: float, step: int,
-               save):
-    """`save(state, step, epoch_losses)` writes a checkpoint."""
-    self.every_steps, self.every_seconds, self._save = (
-        every_steps, every_seconds, save)
-    self.restart(step)
-
-  def restart(self, step: int) -> None:
-    """Counts from a checkpoint just saved at `step`."""
-    self.last_step, self.last_time = step, time.monotonic()
-
-  def due(self, step: int) -> bool:
-    """Whether to checkpoint at `step`, a dispatch boundary."""
-    if (self.every_steps
-        and step // self.every_steps > self.last_step // self.every_steps):
-      return True
-    return bool(self.every_seconds) and (
-        time.monotonic() - self.last_time >= self.every_seconds)
-
-  def save(self, state: steps_lib.TrainState, step: int,
-           epoch_losses: list) -> None:
-    """Checkpoints `state`, after `step` and `epoch_losses`, and restarts."""
-    self._save(state, step, epoch_losses)
-    self.restart(step)
-
-
-def fitting_split(name: str, model_config: ml_collections.ConfigDict,
-                  train: input_pipeline.Split,
-                  validation: input_pipeline.Split) -> input_pipeline.Split:
+def split_fitted_on(name: str, model_config: ml_collections.ConfigDict,
+                    train: input_pipeline.Split,
+                    validation: input_pipeline.Split) -> input_pipeline.Split:
   """The split whose examples model `name`'s training steps draw: `train`,
   but `validation` for the late fusion with frozen experts.
 
-  Its three weights are a stacking step over two trained models, fitted on
-  pairs neither has seen: on their own training pairs each expert is
-  overconfident (the user-only model knows its training users, the audio
-  model its training tracks), and weights fitted there trust each expert
-  where it knows nothing new (measured: a user weight of 1.28 where users
-  say nothing, an audio weight above 0 where the track says nothing). The
-  validation split is fitted in full passes, and its loss still picks the
-  best state and stops early: with frozen experts the loss is convex in the
-  three weights, so this only selects the best iterate of a three-parameter
-  fit, which 4,500 pairs pin down (a held-out half for stopping would halve
-  the fit's pairs for no guard it needs). The test split stays unseen; the
-  class weights stay the training split's, as in the validation loss.
+  Its weights stack two trained models, so they are fitted on pairs neither
+  has seen: on its own training pairs each expert is overconfident, and
+  weights fitted there trust it where it knows nothing new
+  (docs/training.md). The validation loss still picks the best state and
+  stops early: with frozen experts it is convex in the few weights, so that
+  only selects the best iterate of the fit. The test split stays unseen;
+  the class weights stay the training split's, as in the validation loss.
   """
   if model_config.fusion == "late" and model_config.freeze_experts:
     return validation

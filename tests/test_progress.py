@@ -30,7 +30,7 @@ def test_records_past_the_resumed_step_are_dropped(tmp_path):
 def test_progress_records_and_closing_never_hides_the_error(tmp_path,
                                                             monkeypatch):
   with progress.Progress("m", str(tmp_path), 20, 10, 8) as logs:
-    logs.train_step(1, {"loss": 2.0})
+    logs.record_and_print(1, {"loss": 2.0})
     logs.record("epoch", 10, {"validation_loss": 1.5})
   records = [json.loads(line)
              for line in open(tmp_path / "metrics.jsonl")]
@@ -59,7 +59,7 @@ def test_rate_leaves_out_the_first_dispatch_and_compilation(tmp_path,
   now = [100.0]
   logs = progress.Progress("m", str(tmp_path), 1000, 100, 8)
   logs.clock = lambda: now[0]
-  logs.train_step(1, {"loss": 2.0})  # after the first dispatch: the clock
+  logs.record_and_print(1, {"loss": 2.0})  # after the first dispatch: the clock
   assert capsys.readouterr().err == ""
   now[0] = 104.0
   jax.monitoring.record_event_duration_secs(
@@ -67,7 +67,7 @@ def test_rate_leaves_out_the_first_dispatch_and_compilation(tmp_path,
   jax.monitoring.record_event_duration_secs(
       "/jax/core/compile/jaxpr_trace_duration", 0.5)
   jax.monitoring.record_event_duration_secs("/jax/some/other_event", 9.0)
-  logs.train_step(51, {"loss": 1.0})
+  logs.record_and_print(51, {"loss": 1.0})
   # 50 steps in 4 s less 2 s of compiling: 25 steps/s, 200 examples/s; the
   # 949 steps left take 37.96 s.
   assert capsys.readouterr().err == (

@@ -19,6 +19,7 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from ctxtag import files
 from ctxtag import input_pipeline
+from ctxtag import loop as loop_lib
 from ctxtag import models
 from ctxtag import steps as steps_lib
 from ctxtag import train
@@ -157,7 +158,7 @@ def test_run_stopped_after_a_checkpoint_within_an_epoch_resumes_there(
     small_dataset_path, whole_user_run, tmp_path, monkeypatch, capsys):
   whole, summary = whole_user_run
   per_epoch = summary["steps_per_epoch"]
-  save = train.CheckpointClock.save
+  save = loop_lib.EpochRunner.save_within_epoch
   saved = []
 
   def save_then_stop(self, state, step, losses):
@@ -166,7 +167,8 @@ def test_run_stopped_after_a_checkpoint_within_an_epoch_resumes_there(
     if step > per_epoch:  # a checkpoint inside the second epoch
       raise Stop
 
-  monkeypatch.setattr(train.CheckpointClock, "save", save_then_stop)
+  monkeypatch.setattr(loop_lib.EpochRunner, "save_within_epoch",
+                      save_then_stop)
   workdir = str(tmp_path)
   with pytest.raises(Stop):
     train.train_and_evaluate("user", _user_config(), small_dataset_path,
@@ -323,20 +325,18 @@ def test_full_disk_while_checkpointing_names_the_directory_and_resumes(
 def test_checkpoint_clock_counts_steps_and_seconds(monkeypatch):
   now = [100.0]
   monkeypatch.setattr(time, "monotonic", lambda: now[0])
-  saved = []
-  clock = train.CheckpointClock(8, 0.0, 4, lambda *args: saved.append(args))
+  clock = loop_lib.CheckpointClock(8, 0.0, 4)
   assert [step for step in range(5, 30, 3) if clock.due(step)] == [
       8, 11, 14, 17, 20, 23, 26, 29]  # all past 8, none saved yet
-  clock.save("state", 11, [1.0])
-  assert saved == [("state", 11, [1.0])]
+  clock.restart(11)  # a checkpoint at 11
   assert [step for step in range(12, 30) if clock.due(step)] == list(
       range(16, 30))
-  timed = train.CheckpointClock(0, 60.0, 0, lambda *args: None)
+  timed = loop_lib.CheckpointClock(0, 60.0, 0)
   assert not timed.due(1000)
   now[0] += 60.0
   assert timed.due(1001)
   timed.restart(1001)
   assert not timed.due(1002)
-  off = train.CheckpointClock(0, 0.0, 0, lambda *args: None)
+  off = loop_lib.CheckpointClock(0, 0.0, 0)
   now[0] += 1e6
   assert not off.due(10**6)

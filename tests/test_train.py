@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import struct
+import types
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ from tensorboardX.proto import event_pb2
 from ctxtag import checkpoints as checkpoints_lib
 from ctxtag import device_data
 from ctxtag import input_pipeline
+from ctxtag import loop as loop_lib
 from ctxtag import models
 from ctxtag import steps as steps_lib
 from ctxtag import train
@@ -242,12 +244,12 @@ class _CountingFeed:
 def test_slow_steps_still_show_a_line_now_and_then(every_seconds,
                                                    shown_steps):
   logged, shown = [], []
-  runner = train.EpochRunner(
-      _CountingFeed(), None, 1, 1000, log=lambda s, v: logged.append(s),
-      check=lambda loss, step: None,
-      show=lambda s, v: shown.append((s, v["loss"])),
-      show_every_seconds=every_seconds)
-  state, losses = train.train_epoch(runner, 0, 0, 5)
+  runner = loop_lib.EpochRunner(
+      _CountingFeed(), None, 1, 1000, progress=types.SimpleNamespace(
+          record_and_print=lambda s, v: logged.append(s),
+          print_line=lambda s, v: shown.append((s, v["loss"]))),
+      line_every_seconds=every_seconds)
+  state, losses = loop_lib.train_epoch(runner, 0, 0, 5)
   assert state == 5 and losses == [0, 1, 2, 3, 4]
   assert logged == [1]  # records only at logging steps, whatever is shown
   assert shown == [(s, s - 1) for s in shown_steps]

@@ -149,11 +149,11 @@ def test_frozen_experts_weights_are_fitted_on_validation_pairs(
   monkeypatch.setattr(input_pipeline, "load_split", scrambled)
   config, _ = _late_fusion_run(smoke_run, tmp_path / "b")
   assert _fusion_weights(config, dataset_path, str(tmp_path / "b")) == weights
-  assert train.fitting_split("audio_user", config.audio_user, "train",
-                             "validation") == "validation"
+  assert train.split_fitted_on("audio_user", config.audio_user, "train",
+                               "validation") == "validation"
   config.audio_user.freeze_experts = False
-  assert train.fitting_split("audio_user", config.audio_user, "train",
-                             "validation") == "train"
+  assert train.split_fitted_on("audio_user", config.audio_user, "train",
+                               "validation") == "train"
 
 
 @pytest.mark.slow
