@@ -78,7 +78,10 @@ def _named(present) -> list[tuple[str, str]]:
 
 
 METRIC_NAMES = {"auc": "AUC", "recall": "recall", "precision": "precision",
-                "f1": "F1", "accuracy": "accuracy"}
+                "f1": "F1", "accuracy": "accuracy", "recall@10": "recall@10",
+                "ndcg@10": "NDCG@10", "ap": "AP",
+                "graded_ndcg@10": "graded NDCG@10 (truth)",
+                "audio_overlap@10": "top-10 overlap with audio"}
 # The comparisons that answer the paper's question, in the order asked:
 # does the user help beyond the audio, beyond the user alone, and does the
 # user alone beat the audio (results' comparisons keys: a_vs_b is a - b).
@@ -159,6 +162,23 @@ def ranking_table(results: dict) -> list[str]:
   return lines
 
 
+def retrieval_metrics(results: dict) -> list[str]:
+  """The retrieval metrics the results hold, in METRIC_NAMES order."""
+  found = {m for values in results.get("retrieval", {}).values()
+           for m in values if not m.endswith("_ci")}
+  return [m for m in METRIC_NAMES if m in found]
+
+
+def retrieval_table(results: dict) -> list[str]:
+  metrics = retrieval_metrics(results)
+  lines = ["| model | " + " | ".join(METRIC_NAMES[m] for m in metrics)
+           + " |", "|---|" + "---|" * len(metrics)]
+  for key, title in _named(results.get("retrieval", {})):
+    lines.append(f"| {title} | " + " | ".join(
+        _cell_ci(results["retrieval"][key], m) for m in metrics) + " |")
+  return lines
+
+
 def _interval_words(results: dict) -> str:
   """" [95% interval]": the intervals' coverage as a heading says it; ""
   when the evaluation made none (0 resamples)."""
@@ -214,6 +234,17 @@ def statistics_sections(results: dict) -> list[str]:
   if results.get("ranking"):
     lines += ["", "## Ranking of the true context (per user, then averaged)",
               ""] + ranking_table(results)
+  if results.get("retrieval"):
+    lines += ["", "## Retrieval: the evaluated tracks ranked for each user"
+              " and context", "",
+              "One query per test user and context the user gave; the"
+              " relevant tracks are that user's tracks with that context."
+              " Per query, then averaged per user and over users; ties at"
+              " their expected value over orderings (the user-only model"
+              " ranks every track alike: the random ranking). Graded NDCG"
+              " scores each ranking of every track against the true"
+              " probabilities (simulated data).", ""]
+    lines += retrieval_table(results)
   if results.get("comparisons"):
     lines += ["", "## Paired comparisons over the same users", ""]
     lines += comparison_table(results)
@@ -454,21 +485,52 @@ def _error_bars(values: dict, metrics, heights) -> np.ndarray | None:
 
 
 def plot_satisfaction(results: dict) -> bytes:
-  named = _named(results["satisfaction"])
-  metrics = evaluation.SATISFACTION_METRICS
-  figure = mpl_figure.Figure(figsize=(8, 3.5))
+  return _model_bars(results, "satisfaction",
+                     evaluation.SATISFACTION_METRICS, "User satisfaction")
+
+
+def plot_retrieval(results: dict) -> bytes:
+  """retrieval.png: a panel per metric (their scales differ: recall@10 of
+  one relevant track in a thousand is small beside graded NDCG), a bar per
+  model with its interval."""
+  metrics = retrieval_metrics(results)
+  named = _named(results["retrieval"])
+  figure = mpl_figure.Figure(figsize=(3.2 * len(metrics), 3.6))
+  for axis, metric in zip(np.atleast_1d(figure.subplots(1, len(metrics))),
+                          metrics):
+    for position, (key, name) in enumerate(named):
+      values = results["retrieval"][key]
+      if metric not in values:  # the audio model's overlap with itself
+        continue
+      height = _heights([values[metric]])
+      axis.bar([position], height, 0.7, color=f"C{position}", label=name,
+               yerr=_error_bars(values, [metric], height), capsize=3)
+    axis.set_xticks([])
+    axis.set(title=METRIC_NAMES[metric], ylim=(0, None))
+  handles, names = figure.axes[0].get_legend_handles_labels()
+  figure.legend(handles, names, loc="lower center", ncols=len(names),
+                fontsize=8, frameon=False)
+  figure.suptitle("Retrieval: evaluated tracks ranked per user and context")
+  figure.subplots_adjust(left=0.05, right=0.98, bottom=0.15, top=0.82,
+                         wspace=0.35)
+  return _png(figure, tight=False)
+
+
+def _model_bars(results: dict, kind: str, metrics, title: str) -> bytes:
+  """Bars of every model's `kind` metrics, with their intervals."""
+  named = _named(results[kind])
+  figure = mpl_figure.Figure(figsize=(max(8, 2 * len(metrics)), 3.5))
   axis = figure.subplots()
   positions = np.arange(len(metrics))
   width = 0.8 / max(len(named), 1)
   for offset, (key, name) in enumerate(named):
-    values = _heights([results["satisfaction"][key][m] for m in metrics])
+    values = _heights([results[kind][key].get(m) for m in metrics])
     axis.bar(positions + offset * width, values, width,
              label=name, yerr=_error_bars(
-                 results["satisfaction"][key], metrics, values), capsize=3)
+                 results[kind][key], metrics, values), capsize=3)
   axis.set_xticks(positions + width * (len(named) - 1) / 2,
                   [METRIC_NAMES[m] for m in metrics])
   settings = results.get("bootstrap") or {}
-  title = "User satisfaction"
   if settings.get("resamples"):
     title += f" (bars: {settings['confidence']:.0%} interval over users)"
   axis.set(title=title, ylim=(0, 1))
@@ -560,6 +622,8 @@ def plot_names(results: dict, with_training: bool) -> list[str]:
   """The PNG files `plots` makes, in order."""
   names = ["training_curves.png"] if with_training else []
   names += ["per_context.png", "satisfaction.png"]
+  if results.get("retrieval"):
+    names.append("retrieval.png")
   if any(k in results for k, _ in PAPER_PROTOCOL_GROUPS) or any(
       k in results["satisfaction"] for k in PAPER_SATISFACTION):
     names.append("paper_comparison.png")
@@ -572,6 +636,7 @@ def plots(results: dict, training: dict[str, dict]) -> dict[str, bytes]:
   draw = {"training_curves.png": lambda: plot_training_curves(training),
           "per_context.png": lambda: plot_per_context(results),
           "satisfaction.png": lambda: plot_satisfaction(results),
+          "retrieval.png": lambda: plot_retrieval(results),
           "paper_comparison.png": lambda: plot_paper_comparison(results)}
   return {name: draw[name]() for name in plot_names(results, bool(training))}
 

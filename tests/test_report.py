@@ -57,7 +57,7 @@ def test_full_disk_keeps_every_earlier_output(evaluated, monkeypatch,
   tmp_path, out = evaluated
   before = _snapshot(out)
   assert set(before) == {"results.json", "report.md", "plots/per_context.png",
-                         "plots/satisfaction.png",
+                         "plots/satisfaction.png", "plots/retrieval.png",
                          "plots/paper_comparison.png"}
   write_temporary = report._write_temporary
 

@@ -89,3 +89,31 @@ def test_graded_ndcg_equals_scikit_learn_and_averages_ties():
   ideal = np.sort(gains[0])[::-1][:10] @ (1 / np.log2(np.arange(2, 12)))
   np.testing.assert_allclose(retrieval.graded_ndcg(scores, gains),
                              [np.mean(dcgs) / ideal])
+
+
+def test_the_evaluator_averages_queries_per_user_then_over_users():
+  from ctxtag import study, tables  # pylint: disable=import-outside-toplevel
+  from ctxtag.evaluation import bootstrap  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(4)
+  song = rng.integers(0, 30, size=120)
+  user = rng.integers(0, 25, size=120)
+  keep = np.unique(song * 100 + user, return_index=True)[1]  # distinct pairs
+  song, user = song[keep], user[keep]
+  label = rng.integers(0, 10, size=len(song))
+  truth = tables.Table("gt.csv", song, user, np.eye(10)[label])
+  tracks = np.unique(song)
+  track_scores = rng.uniform(size=(len(tracks), 10))
+  audio = tables.Table("audio.csv", tracks, None, track_scores)
+  result = study.evaluate(study.Inputs(
+      truth, {"audio": audio}, settings=bootstrap.Settings(0)))
+  per_user = {}
+  for u in np.unique(user):
+    values = []
+    for c in np.unique(label[user == u]):
+      relevant = np.flatnonzero(np.isin(tracks, song[(user == u)
+                                                     & (label == c)]))
+      values.append(_by_hand(np.argsort(-track_scores[:, c]), relevant))
+    per_user[u] = np.mean(values, axis=0)
+  expected = np.mean(list(per_user.values()), axis=0)
+  got = result["retrieval"]["audio"]
+  np.testing.assert_allclose([got[m] for m in retrieval.METRICS], expected)

@@ -307,14 +307,17 @@ class Comparisons:
       for kind in PER_USER_METRICS:
         if not all(f"{kind}/{m}" in study.per_user for m in (a, b)):
           continue
-        metrics = study.metrics[f"{kind}/{a}"]
-        if study.metrics[f"{kind}/{b}"] != metrics:
-          continue
+        # The metrics both have, in a's column order.
+        mine, theirs = (study.metrics[f"{kind}/{m}"] for m in (a, b))
+        metrics = [m for m in mine if m in theirs]
+        ours_K = [mine.index(m) for m in metrics]
+        theirs_K = [theirs.index(m) for m in metrics]
         cis = bootstrap.intervals(
-            (sums[f"{kind}/{a}"] - sums[f"{kind}/{b}"]) / study.users.count,
-            study.inputs.settings.confidence)
+            (sums[f"{kind}/{a}"][:, ours_K] - sums[f"{kind}/{b}"][:, theirs_K])
+            / study.users.count, study.inputs.settings.confidence)
         p_values = bootstrap.wilcoxon_p(
-            study.per_user[f"{kind}/{a}"] - study.per_user[f"{kind}/{b}"])
+            study.per_user[f"{kind}/{a}"][:, ours_K]
+            - study.per_user[f"{kind}/{b}"][:, theirs_K])
         for column, metric in enumerate(metrics):
           entry[metric] = {
               "difference": results[kind][a][metric]

@@ -17,7 +17,6 @@ from ctxtag import models
 from ctxtag import tables
 from ctxtag.evaluation import bootstrap
 from ctxtag.evaluation import ceiling
-from ctxtag.evaluation import retrieval
 
 # MO-MG's ground truth per track, the union of its contexts over: "test",
 # the evaluated split's pairs (the paper's table as the protocol states it);
@@ -54,9 +53,9 @@ class Inputs:
       `other_splits` too ("all_splits", the authors' pipeline).
     other_splits: the other splits' ground truth, for "all_splits".
     catalog: by model, its scores of every evaluated track for any user
-      (ctxtag.evaluation.retrieval: TrackCatalog, UserCatalog, ...), for
-      the retrieval protocol; "oracle", the true distribution, also grades
-      every model's rankings.
+      (ctxtag.evaluation.retrieval), for the retrieval protocol, beyond
+      those the tables give (`retrieval.table_catalogs`); "oracle", the
+      true distribution, also grades every model's rankings.
   """
   groundtruth: tables.Table
   models: Mapping[str, tables.Table]
@@ -128,8 +127,7 @@ def from_csvs(files: CsvFiles, settings: bootstrap.Settings | None = None,
     mo_mg_truth: MO-MG's ground truth (MO_MG_TRUTHS).
     train_labels: the training split's labels (indices in the label order),
       for the prior, if `files` has no training ground truth.
-    catalog: retrieval catalogs beyond those the tables give
-      (`table_catalogs`), by model.
+    catalog: retrieval catalogs beyond those the tables give, by model.
 
   Raises:
     errors.UserError: "all_splits" without the other splits' ground truth.
@@ -160,24 +158,8 @@ def from_csvs(files: CsvFiles, settings: bootstrap.Settings | None = None,
       groundtruth, scores, validation,
       None if train_labels is None else ceiling.prior(train_labels),
       settings or bootstrap.Settings(), mo_mg_truth, other_splits,
-      {**table_catalogs(groundtruth, scores), **(catalog or {})})
+      catalog or {})
 
-
-def table_catalogs(groundtruth: tables.Table,
-                   scores: Mapping[str, tables.Table]) -> dict:
-  """The catalogs that prediction tables alone give: a multi-label model's
-  per-track scores, and a model whose scores depend on the user alone
-  (its per-pair rows are one vector per user). Other pair models score only
-  their pairs in a table: their catalog needs the model
-  (ctxtag.run.workdir_catalogs)."""
-  found = {}
-  for name, table in scores.items():
-    model = models.get(name)
-    if model.output == "multi_label":
-      found[name] = retrieval.TrackCatalog(table.song_id, table.values_RxC)
-    elif model.batches == "users":
-      found[name] = retrieval.user_catalog_of(groundtruth, table)
-  return found
 
 
 def track_truth(groundtruth: tables.Table):

@@ -21,9 +21,13 @@ probabilities, where the simulated world gives them for every track).
 
 import numpy as np
 
+from ctxtag import models
+
 CUTOFF = 10
 METRICS = ("recall@10", "ndcg@10", "ap")
 GRADED_METRICS = ("graded_ndcg@10",)
+# How much a model's top 10 keeps of the audio model's (the reference).
+OVERLAP_METRIC = "audio_overlap@10"
 
 
 def _discounts(ranks) -> np.ndarray:
@@ -217,6 +221,22 @@ class MixtureCatalog:
     return self._track_CxT[contexts_Q] + self._influence * user_part[:, None]
 
 
+def table_catalogs(groundtruth, scores) -> dict:
+  """The catalogs that prediction tables alone give: a multi-label model's
+  per-track scores, and a model whose scores depend on the user alone
+  (its per-pair rows are one vector per user). Other pair models score
+  only their pairs in a table: their catalog needs the model
+  (ctxtag.recommend.evaluation_catalogs)."""
+  found = {}
+  for name, table in scores.items():
+    model = models.get(name)
+    if model.output == "multi_label":
+      found[name] = TrackCatalog(table.song_id, table.values_RxC)
+    elif model.batches == "users":
+      found[name] = user_catalog_of(groundtruth, table)
+  return found
+
+
 def user_catalog_of(groundtruth, table) -> UserCatalog:
   """A UserCatalog from a per-pair table whose rows depend on the user."""
   users, first = np.unique(table.user_id, return_index=True)
@@ -258,22 +278,52 @@ def _aligned(catalog, song_ids: np.ndarray) -> np.ndarray:
   return np.array([position[int(s)] for s in song_ids])
 
 
-def per_user_retrieval(study, catalog) -> np.ndarray:
-  """(U, 3) each user's mean METRICS over their queries."""
+def expected_overlap(scores_QxT: np.ndarray, reference_QxK: np.ndarray
+                     ) -> np.ndarray:
+  """The expected share of a reference top-K list (track indices, one row
+  per query) in the top K of `scores`, ties at their expected value."""
+  k = reference_QxK.shape[1]
+  rows = np.arange(len(scores_QxT))[:, None]
+  value_QxK = scores_QxT[rows, reference_QxK]
+  above = (scores_QxT[:, None, :] > value_QxK[:, :, None]).sum(axis=2)
+  ties = (scores_QxT[:, None, :] == value_QxK[:, :, None]).sum(axis=2)
+  return (np.clip(k - above, 0, ties) / ties).mean(axis=1)
+
+
+def _top(scores_QxT: np.ndarray, k: int) -> np.ndarray:
+  """Each row's k best tracks (ties: lower index first)."""
+  k = min(k, scores_QxT.shape[1])
+  part = np.argpartition(-scores_QxT, k - 1, axis=1)[:, :k]
+  rows = np.arange(len(scores_QxT))[:, None]
+  return part[rows, np.lexsort((part, -scores_QxT[rows, part]), axis=1)]
+
+
+def per_user_retrieval(study, catalog, reference=None) -> np.ndarray:
+  """(U, 3) each user's mean METRICS over their queries; (U, 4) with
+  OVERLAP_METRIC too, the top 10's share in `reference`'s top 10."""
   song_ids, queries = _queries(study)
   columns = _columns(catalog, song_ids)
+  reference_columns = (None if reference is None
+                       else _columns(reference, song_ids))
   user_ids_U = study.users.ids_U
-  totals = np.zeros((study.users.count, len(METRICS)))
+  width = len(METRICS) + (reference is not None)
+  totals = np.zeros((study.users.count, width))
   counts = np.zeros(study.users.count)
   for start in range(0, len(queries), _QUERY_CHUNK):
     chunk = queries[start:start + _QUERY_CHUNK]
-    scores = _scores(catalog, columns, [user_ids_U[u] for u, _, _ in chunk],
-                     [c for _, c, _ in chunk])
+    ids, contexts = [user_ids_U[u] for u, _, _ in chunk], [
+        c for _, c, _ in chunk]
+    scores = _scores(catalog, columns, ids, contexts)
     query_R = np.concatenate([np.full(len(relevant), q) for q, (_, _, relevant)
                               in enumerate(chunk)])
     track_R = np.concatenate([relevant for _, _, relevant in chunk])
+    values = batch_metrics(scores, query_R, track_R)
+    if reference is not None:
+      top = _top(_scores(reference, reference_columns, ids, contexts), CUTOFF)
+      values = np.concatenate(
+          [values, expected_overlap(scores, top)[:, None]], axis=1)
     users = np.array([u for u, _, _ in chunk])
-    np.add.at(totals, users, batch_metrics(scores, query_R, track_R))
+    np.add.at(totals, users, values)
     np.add.at(counts, users, 1)
   return totals / counts[:, None]
 
@@ -322,19 +372,24 @@ class Retrieval:
 
   def run(self, study, results) -> dict:
     del results
-    catalogs = {name: study.inputs.catalog[name] for name in study.scores
-                if name in study.inputs.catalog}
+    given = {**table_catalogs(study.inputs.groundtruth, study.inputs.models),
+             **study.inputs.catalog}
+    catalogs = {name: given[name] for name in study.scores if name in given}
     if not catalogs:
       return {}
-    truth = study.inputs.catalog.get("oracle")
+    truth = given.get("oracle")
     graded = (per_user_graded(study, catalogs, truth) if truth is not None
               else {})
+    reference = next((n for n in catalogs
+                      if models.get(n).output == "multi_label"), None)
     found = {}
     for name, catalog in catalogs.items():
-      values = per_user_retrieval(study, catalog)
-      metrics = METRICS
+      compared = reference is not None and name != reference
+      values = per_user_retrieval(
+          study, catalog, catalogs[reference] if compared else None)
+      metrics = METRICS + ((OVERLAP_METRIC,) if compared else ())
       if name in graded:
         values = np.concatenate([values, graded[name]], axis=1)
-        metrics = METRICS + GRADED_METRICS
+        metrics += GRADED_METRICS
       found[name] = study.user_means("retrieval", name, values, metrics)
     return {"retrieval": found}
