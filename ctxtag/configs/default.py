@@ -140,7 +140,7 @@ def get_config() -> ml_collections.ConfigDict:
   # (15,000 pairs, batch 128) is best after an epoch or two; the audio +
   # user model trains only the three weights of its product of the trained
   # audio and user-only models, on the validation split's 4,500 pairs, which
-  # neither model has seen (ctxtag.train.fitting_split), a pass an epoch.
+  # neither model has seen (ctxtag.train.split_fitted_on), a pass an epoch.
   config.audio = model_config(learning_rate=0.003, decay_rate=0.5,
                               decay_steps=124, max_epochs=8, patience=2)
   config.audio_user = model_config(learning_rate=0.005, max_epochs=8,
