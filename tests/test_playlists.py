@@ -13,6 +13,7 @@ from ctxtag import errors
 from ctxtag import labels
 from ctxtag.sources import build_report
 from ctxtag.sources import playlists
+from ctxtag.sources.playlists import mpd_reader
 
 # The hand-made fixture: (playlist_id, user_id, title, songs). What the rules
 # make of each track (defaults: 5-10 users, >= 3 contexts):
@@ -410,7 +411,7 @@ def test_mpd_invalid_json_names_the_line(tmp_path):
 
 
 def test_song_id_collisions_are_errors(tmp_path, monkeypatch):
-  monkeypatch.setattr(playlists, "song_id_of_uri", lambda uri_id: 7)
+  monkeypatch.setattr(mpd_reader, "song_id_of_uri", lambda uri_id: 7)
   _slice(tmp_path / "s.json", [_mpd_playlist(0, "gym", ["AAA", "BBB"])])
   with pytest.raises(playlists.PlaylistError,
                      match="'AAA' and 'BBB' hash to the same song id 7"):
