@@ -27,6 +27,32 @@ class WriteError(errors.UserError, OSError):
   """A file that could not be written (full disk, no permission)."""
 
 
+def _umask() -> int:
+  # os.umask can only be read by setting it; set it straight back.
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+# The process's umask when ctxtag was imported: what every file it writes
+# is created under, as any other program's files are.
+_UMASK = _umask()
+
+
+def temporary_beside(path: os.PathLike | str) -> tuple[int, str]:
+  """A new temporary file beside `path`, for a write renamed into place:
+  (its descriptor, its name). It has the mode a file created at `path`
+  would get (0644 under umask 022), not mkstemp's 0600, which would survive
+  the rename and keep the result from colleagues and other hosts' users."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  handle, temporary = tempfile.mkstemp(
+      dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  os.fchmod(handle, 0o666 & ~_UMASK)
+  return handle, temporary
+
+
 @contextlib.contextmanager
 def atomic_open(path: os.PathLike | str, mode: str = "w", **kwargs):
   """Opens a temporary file beside `path`; renames it to `path` on success.
@@ -40,11 +66,8 @@ def atomic_open(path: os.PathLike | str, mode: str = "w", **kwargs):
     WriteError: naming `path`, if writing fails; the previous `path` is kept.
   """
   path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
   try:
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    handle, temporary = temporary_beside(path)
   except OSError as error:
     raise WriteError(f"{path}: cannot write ({error.strerror or error})"
                      ) from error

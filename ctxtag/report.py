@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 
 # Figures made directly, not through pyplot: no GUI backend, no global
 # figure registry, and PNGs rendered by Agg.
@@ -649,10 +648,7 @@ def results_text(results: dict) -> str:
 
 def _write_temporary(path: str, content: str | bytes) -> str:
   """Writes `content` to a synced temporary file beside `path`."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(
-      dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  handle, temporary = files.temporary_beside(path)
   try:
     with os.fdopen(handle, "wb") as f:
       f.write(content.encode() if isinstance(content, str) else content)
