@@ -91,8 +91,8 @@ def synthetic_playlists(count: int, seed: int):
   """
   rng = np.random.default_rng(seed)
   per_user = rng.geometric(0.4, size=count)
-  user_P = np.repeat(np.arange(count), per_user)[:count] + 1000
-  titles, context_P = _titles(rng, count)
+  user_L = np.repeat(np.arange(count), per_user)[:count] + 1000
+  titles, context_L = _titles(rng, count)
   lengths = np.clip(rng.lognormal(np.log(40), 0.6, count), 5, 250).astype(
       np.int64)
   playlist_E = np.repeat(np.arange(count), lengths)
@@ -102,19 +102,19 @@ def synthetic_playlists(count: int, seed: int):
                       CATALOGUE - 1)
   shuffles = np.stack([rng.permutation(CATALOGUE)
                        for _ in range(labels.NUM_LABELS)])
-  context_E = context_P[playlist_E]
+  context_E = context_L[playlist_E]
   reshuffled = (context_E >= 0) & (rng.random(len(playlist_E)) < 0.5)
   song_E = rank_E.copy()
   song_E[reshuffled] = shuffles[context_E[reshuffled], rank_E[reshuffled]]
-  return user_P, titles, playlist_E, song_E * 7 + 100_003
+  return user_L, titles, playlist_E, song_E * 7 + 100_003
 
 
-def write_csvs(directory, user_P, titles, playlist_E, song_E):
+def write_csvs(directory, user_L, titles, playlist_E, song_E):
   with open(os.path.join(directory, playlists.PLAYLISTS_FILE), "w",
             newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(playlists.PLAYLISTS_COLUMNS)
-    writer.writerows(zip(range(len(titles)), user_P.tolist(), titles))
+    writer.writerows(zip(range(len(titles)), user_L.tolist(), titles))
   with open(os.path.join(directory, playlists.PLAYLIST_TRACKS_FILE), "w",
             encoding="utf-8") as f:
     f.write(",".join(playlists.PLAYLIST_TRACKS_COLUMNS) + "\n")
@@ -237,16 +237,16 @@ def main(argv):
   csv_dir, mpd_dir = (os.path.join(directory, name) for name in ("csv", "mpd"))
   os.makedirs(csv_dir, exist_ok=True)
   start = time.perf_counter()
-  user_P, titles, playlist_E, song_E = synthetic_playlists(
+  user_L, titles, playlist_E, song_E = synthetic_playlists(
       _PLAYLISTS.value, _SEED.value)
-  write_csvs(csv_dir, user_P, titles, playlist_E, song_E)
+  write_csvs(csv_dir, user_L, titles, playlist_E, song_E)
   if _MPD.value:
     os.makedirs(mpd_dir, exist_ok=True)
     write_mpd(mpd_dir, titles, playlist_E, song_E)
   generated = time.perf_counter() - start
   size_mb = sum(os.path.getsize(os.path.join(csv_dir, name))
                 for name in os.listdir(csv_dir)) / 2**20
-  del user_P, titles, playlist_E, song_E
+  del user_L, titles, playlist_E, song_E
 
   stages = _in_fresh_process(_stages, csv_dir)
   traced = _in_fresh_process(_traced, csv_dir)

@@ -1,4 +1,4 @@
-"""Sources of contextual-tag data, one module each; no TFDS in here.
+"""Sources of contextual-tag data, one module (or package) each; no TFDS in here.
 
 Each source turns its inputs into the builder's track examples: per split,
 each track with its (user, context) pairs, and the track's log-mel. The
