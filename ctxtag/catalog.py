@@ -119,19 +119,19 @@ def _padded_vectors(vectors: _Vectors, mels_: np.ndarray,
 
 
 def _decode(path: str, card: inference.Card):
-  """(path, mel or None, reason or None, message): decoder notes kept."""
+  """(path, mel or None, reason or None, message, decoder notes): the
+  decoder's notes go to the index's report, not onto the terminal."""
   with mels.captured_stderr() as notes:
     try:
       mel, _ = audio.excerpt_from_file(
           path, card.excerpt_seconds, card.offset_seconds,
           card.max_padding_seconds)
-      return path, mel.astype(np.float16), None, None
+      found = mel.astype(np.float16), None, None
     except audio.AudioTooShortError as error:
-      return path, None, "too_short", str(error)
+      found = None, "too_short", str(error)
     except audio.AudioError as error:
-      return path, None, "undecodable", str(error)
-    finally:
-      del notes  # a decoder's notes on a file it read are not the user's
+      found = None, "undecodable", str(error)
+  return (path, *found, notes[0].strip())
 
 
 def _chunk_path(output: str, chunk: int) -> str:
@@ -228,13 +228,18 @@ def _index_chunks(output, paths, names, todo, card, vectors, pool) -> None:
     decoded = (pool.map(work, chunk_paths, chunksize=4) if pool is not None
                else map(work, chunk_paths))
     kept, kept_mels, skipped = [], [], []
-    for name, (_, mel, reason, message) in zip(
+    for name, (_, mel, reason, message, notes) in zip(
         names[first:first + CHUNK_TRACKS], decoded):
       if mel is None:
-        skipped.append({"file": name, "reason": reason, "error": message})
+        skipped.append(dict({"file": name, "reason": reason,
+                             "error": message},
+                            **({"decoder_notes": notes} if notes else {})))
       else:
         kept.append(name)
         kept_mels.append(mel)
+        if notes:  # indexed all the same: kept in the report
+          skipped.append({"file": name, "reason": None,
+                          "decoder_notes": notes})
     found = (_padded_vectors(vectors, np.stack(kept_mels))
              if kept_mels else {})
     _write_chunk(_chunk_path(output, chunk), kept, found, skipped)
@@ -287,11 +292,16 @@ def merge_if_done(output: str, workdir: str, chunks: int, skipped: list,
     with files.atomic_open(os.path.join(output, f"{name}.npy"), "wb") as f:
       np.save(f, np.concatenate(parts))
   files.write_json(os.path.join(output, TRACKS_FILE), names, indent=None)
+  noted = [e for e in skipped if e["reason"] is None]
+  skipped = [e for e in skipped if e["reason"] is not None]
   reasons = {}
   for entry in skipped:
     reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
   report = {"indexed": len(names), "skipped": len(skipped),
-            "skipped_by_reason": reasons, "skipped_files": skipped}
+            "skipped_by_reason": reasons, "skipped_files": skipped,
+            "decoder_notes": [{"file": e["file"],
+                               "decoder_notes": e["decoder_notes"]}
+                              for e in noted]}
   files.write_json(os.path.join(output, REPORT_FILE), report)
   files.write_json(os.path.join(output, INDEX_FILE), {
       "format": FORMAT, "workdir": files.absolute(workdir),

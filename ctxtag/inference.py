@@ -18,6 +18,7 @@ import os
 import stat
 import sys
 import time
+import zipfile
 
 import jax
 import ml_collections
@@ -28,6 +29,7 @@ from ctxtag import errors
 from ctxtag import files
 from ctxtag import input_pipeline
 from ctxtag import labels
+from ctxtag import locks
 from ctxtag import models
 from ctxtag import steps
 from ctxtag import transfer
@@ -90,8 +92,12 @@ def _users_table(workdir: str, *arrays: str) -> tuple[np.ndarray, ...]:
     raise errors.DatasetError(
         f"{path}: missing; is {workdir} a ctxtag run whose dataset was"
         " built? (a run writes it when its dataset is ready)") from None
-  except (OSError, ValueError, KeyError) as error:
-    raise errors.DatasetError(f"{path}: damaged ({error})") from None
+  except (OSError, ValueError, KeyError, EOFError,
+          zipfile.BadZipFile) as error:
+    raise errors.DatasetError(
+        f"{path}: damaged ({type(error).__name__}: {error}); rerun"
+        " launch.reproduce or launch.train on the workdir to write it"
+        " again") from None
 
 
 def load_users(workdir: str) -> dict[int, np.ndarray]:
@@ -119,13 +125,45 @@ def list_users(workdir: str, first: int = 10) -> str:
           f" numpy; print(*numpy.load('{path}')['user_id'], sep=chr(10))\")")
 
 
+def checkpoint_note(name: str, workdir: str, step: int) -> str | None:
+  """Why the checkpoint at `step` is not model `name`'s evaluated best, or
+  None when it is: its training has not finished (or is running), or the
+  best checkpoint that training chose could not be restored."""
+  path = os.path.join(workdir, name, "summary.json")
+  try:
+    with open(path) as f:
+      best = int(json.load(f)["best_step"])
+  except FileNotFoundError:
+    return (f"the {name} model's training has not finished (no {path}):"
+            f" used its best checkpoint so far, step {step}")
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise errors.DatasetError(f"{path}: damaged ({error})") from None
+  if best != step:
+    return (f"the {name} model's evaluated best checkpoint (step {best})"
+            f" could not be restored: used step {step} instead")
+  return None
+
+
+def training_note(workdir: str) -> str | None:
+  """A note when another process (a training, an evaluation) holds the
+  workdir's lock: its checkpoints may change while we read them."""
+  try:
+    with locks.held(workdir, locks.RUN_LOCK, locks.RUN_RULE, shared=True):
+      return None
+  except locks.BusyError as busy:
+    return (f"another process is working on {workdir}, so its checkpoints"
+            f" may be replaced while they are read ({busy})")
+
+
 class Tagger:
   """A trained model's best state, restored without the training data."""
 
   def __init__(self, name: str, config: ml_collections.ConfigDict,
                workdir: str, frames: int):
-    self.name, self.output = name, models.OUTPUTS[name]
+    self.name, self.output = name, models.get(name).output
     self.state = transfer.restore_best(name, config, workdir, frames)
+    self.step = int(self.state.step)
+    self.note = checkpoint_note(name, workdir, self.step)
     self._predict = jax.jit(functools.partial(steps.predict_step,
                                               output=self.output))
 
@@ -195,18 +233,22 @@ def _mel_or_error(path: str, card: Card):
   # soundfile encodes a str path strictly: hand it a name that is not
   # UTF-8 as the bytes it is.
   source = path if printable(path) == path else os.fsencode(path)
-  try:
-    mel, _ = audio.excerpt_from_file(source, card.excerpt_seconds,
-                                     card.offset_seconds,
-                                     card.max_padding_seconds)
-    return path, mel.astype(np.float16), None
-  except audio.AudioError as error:
-    return path, None, str(error)
+  # A decoder's notes (mpg123's "Trying to resync...") go with the file's
+  # entry in the JSON, not raw onto the terminal.
+  with mels.captured_stderr() as notes:
+    try:
+      mel, _ = audio.excerpt_from_file(source, card.excerpt_seconds,
+                                       card.offset_seconds,
+                                       card.max_padding_seconds)
+      result = mel.astype(np.float16), None
+    except audio.AudioError as error:
+      result = None, str(error)
+  return (path, *result, notes[0].strip())
 
 
 def decode_all(paths: list[str], card: Card, pool=None):
-  """Yields (path, mel or None, error or None) in order, with progress;
-  decodes in `pool`'s processes if one is given."""
+  """Yields (path, mel or None, error or None, decoder notes) in order,
+  with progress; decodes in `pool`'s processes if one is given."""
   work = functools.partial(_mel_or_error, card=card)
   start, last = time.time(), time.time()
   results = (pool.imap(work, paths, chunksize=2) if pool is not None
@@ -332,27 +374,36 @@ def tag(workdir: str, config: ml_collections.ConfigDict, audio_path: str,
 def _tag(workdir, config, paths, card, name, embedding, note, user_id, top_k,
          pool, batch_size) -> dict:
   tagger = Tagger(name, config, workdir, card.frames)
-  output = {"results": [], "errors": [], "notes": [note] if note else []}
+  notes = [note, tagger.note, training_note(workdir)]
+  output = {"results": [], "errors": [], "checkpoint": {
+      "model": name, "step": tagger.step, "evaluated_best": tagger.note is None},
+            "notes": [n for n in notes if n]}
   pending = []
 
   def flush():
-    mels = np.stack([mel for _, mel in pending])
-    count = len(mels)
-    mels = np.concatenate([mels, np.zeros((batch_size - count,) + mels.shape[
-        1:], mels.dtype)])  # one compiled shape for every batch
+    batch = np.stack([mel for _, mel, _ in pending])
+    count = len(batch)
+    batch = np.concatenate([batch, np.zeros((batch_size - count,)
+                                            + batch.shape[1:], batch.dtype)])
+    # (one compiled shape for every batch)
     users = (None if embedding is None
              else np.repeat(embedding[None], batch_size, axis=0))
-    for (path, _), scores in zip(pending, tagger.scores(mels, users)[:count]):
-      output["results"].append({"file": printable(path), "user_id": user_id,
-                                "model": name,
-                                "contexts": ranked(scores, top_k)})
+    for (path, _, decoder), scores in zip(pending,
+                                          tagger.scores(batch, users)[:count]):
+      entry = {"file": printable(path), "user_id": user_id, "model": name,
+               "contexts": ranked(scores, top_k)}
+      if decoder:
+        entry["decoder_notes"] = decoder
+      output["results"].append(entry)
     pending.clear()
 
-  for path, mel, error in decode_all(paths, card, pool):
+  for path, mel, error, decoder in decode_all(paths, card, pool):
     if error is not None:
-      output["errors"].append({"file": printable(path), "error": error})
+      output["errors"].append(dict({"file": printable(path), "error": error},
+                                   **({"decoder_notes": decoder}
+                                      if decoder else {})))
       continue
-    pending.append((path, mel))
+    pending.append((path, mel, decoder))
     if len(pending) == batch_size:
       flush()
   if pending:

@@ -199,3 +199,47 @@ def test_stdout_is_the_json_alone_with_a_fifo_and_an_odd_name(
   assert "tag: 6/6 files" in stderr
   assert "note: user -1 is not one of the run's" in stderr
   assert "note: skipped 1 entries that are not regular files" in stderr
+
+
+def test_the_json_names_a_checkpoint_other_than_the_evaluated_best(
+    smoke_run, tmp_path):
+  workdir = _without_dataset(smoke_run, tmp_path)
+  config = run.load_run_config(workdir)
+  paths = _write_files(str(tmp_path / "music"))
+  output = inference.tag(workdir, config, paths["a.wav"], top_k=1)
+  assert output["checkpoint"]["evaluated_best"] and output["notes"] == []
+  # A training that has not finished (or is running) has no summary yet.
+  os.remove(os.path.join(workdir, "audio", "summary.json"))
+  output = inference.tag(workdir, config, paths["a.wav"], top_k=1)
+  step = output["checkpoint"]["step"]
+  assert output["checkpoint"] == {"model": "audio", "step": step,
+                                  "evaluated_best": False}
+  assert output["notes"] == [
+      "the audio model's training has not finished (no"
+      f" {workdir}/audio/summary.json): used its best checkpoint so far,"
+      f" step {step}"]
+
+
+def test_a_workdir_held_by_another_process_is_tagged_with_a_note(
+    smoke_run, tmp_path):
+  from tests import test_locks  # pylint: disable=import-outside-toplevel
+  workdir = _without_dataset(smoke_run, tmp_path)
+  holder = test_locks.Holder(workdir)
+  try:
+    output = inference.tag(workdir, run.load_run_config(workdir),
+                           _write_files(str(tmp_path / "music"))["a.wav"])
+  finally:
+    holder.kill()
+  assert len(output["results"]) == 1
+  note, = output["notes"]
+  assert note.startswith(f"another process is working on {workdir}")
+  assert str(holder.pid) in note
+
+
+def test_a_truncated_users_file_is_one_line(smoke_run, tmp_path):
+  workdir = _without_dataset(smoke_run, tmp_path)
+  path = os.path.join(workdir, inference.USERS_FILE)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+  with pytest.raises(errors.DatasetError, match=r"users.npz: damaged"):
+    inference.load_users(workdir)
