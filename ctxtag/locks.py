@@ -246,12 +246,14 @@ def held(directory: str, name: str = RUN_LOCK, rule: str = "",
     _drop(key)
 
 
-def keep(directory: str, name: str = RUN_LOCK, rule: str = "") -> None:
+def keep(directory: str, name: str = RUN_LOCK, rule: str = "",
+         shared: bool = False) -> None:
   """Takes the lock `name` of `directory` unless this process holds it,
   and keeps it until `release_kept` or the process ends.
 
   For library calls that start a run without a `held` block around it
-  (run.prepare_run): the run lasts beyond the call.
+  (run.prepare_run): the run lasts beyond the call. `shared`: a reader's
+  lock, which other readers share and a builder needs alone.
 
   Raises:
     BusyError: another process holds it.
@@ -259,7 +261,7 @@ def keep(directory: str, name: str = RUN_LOCK, rule: str = "") -> None:
   key = _key(directory, name)
   with _MUTEX:
     if key not in _HELD:
-      _HELD[key] = _acquire(directory, name, False,
+      _HELD[key] = _acquire(directory, name, shared,
                             rule or "one process at a time")
 
 

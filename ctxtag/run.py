@@ -169,6 +169,7 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
     predict with the others but leave the evaluation to process 0.
   """
   config = load_run_config(workdir)
+  keep_reading(dataset_path)
   # A run made before the key existed used the evaluated split's pairs.
   mo_mg_truth = mo_mg_truth or config.get("mo_mg_truth", "test")
   distributed.on_main("write the ground truth", lambda: (
@@ -264,6 +265,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """
   dataset_path = distributed.on_main(
       "prepare the run", lambda: _prepare_run(config, workdir), share=True)
+  keep_reading(dataset_path)
   if not os.path.exists(os.path.join(dataset_path, "dataset_info.json")):
     raise errors.DatasetError(
         f"{dataset_path}: this process cannot see the dataset process 0"
@@ -302,6 +304,15 @@ def _prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
       getattr(settings, "offset_seconds", 0.0),
       getattr(settings, "max_padding_seconds", 0.0))
   return dataset_path
+
+
+def keep_reading(dataset_path: str) -> None:
+  """Holds the dataset's reader lock until the process ends: a forced
+  rebuild (which needs it alone) is refused while a run reads the data,
+  instead of deleting it under the run."""
+  if os.path.isdir(dataset_path):
+    locks.keep(os.path.dirname(dataset_path), locks.BUILD_LOCK,
+               locks.BUILD_RULE, shared=True)
 
 
 def check_batches_fit(config: ml_collections.ConfigDict,
