@@ -6,8 +6,10 @@ A model's `checkpoints/` directory holds:
            (a stopped run resumes here)
   best/    the two states with the best validation losses (the newest is
            evaluated)
-Each step's directory holds the state ("state", orbax's standard format) and
-the `LoopState` ("meta", JSON).
+Each step's directory holds the state ("state", orbax's standard format),
+the `LoopState` ("meta", JSON) and the model it is a state of ("model",
+JSON: `ctxtag.models.describe`), also kept as `checkpoints/model.json`, so a
+checkpoint directory alone rebuilds its Flax module (`module_of`).
 """
 
 import contextlib
@@ -16,11 +18,17 @@ import logging
 import os
 import sys
 
+import json
+
 import jax
 import orbax.checkpoint as ocp
 
+from ctxtag import distributed
+from ctxtag import errors
 from ctxtag import files
 from ctxtag.loop import LoopState
+
+MODEL_FILE = "model.json"
 
 
 class Checkpoints(files.ClosedOnExit):
@@ -42,15 +50,21 @@ class Checkpoints(files.ClosedOnExit):
 
   KEEP = 2
 
-  def __init__(self, directory: str, cleanup: bool = False):
+  def __init__(self, directory: str, cleanup: bool = False,
+               model: dict | None = None):
     """Opens `directory`'s managers.
 
     Args:
       directory: the model's `checkpoints/` directory.
       cleanup: whether to remove the temporary directories of killed saves
         (only the training run that owns them may).
+      model: the model's description (`ctxtag.models.describe`), saved with
+        every checkpoint and as model.json; None for a reader.
     """
     self.directory = directory = os.path.abspath(directory)  # orbax: absolute
+    self.model = model
+    if model is not None and distributed.is_main():
+      files.write_json(os.path.join(directory, MODEL_FILE), model)
     model = os.path.basename(os.path.dirname(directory))
 
     def manager(which):
@@ -87,9 +101,11 @@ class Checkpoints(files.ClosedOnExit):
     with _disk_full_named(manager.directory, step):
       if step in manager.all_steps():
         manager.delete(step)
-      manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          meta=ocp.args.JsonSave(loop.to_json())), force=True)
+      items = {"state": ocp.args.StandardSave(state),
+               "meta": ocp.args.JsonSave(loop.to_json())}
+      if self.model is not None:
+        items["model"] = ocp.args.JsonSave(self.model)
+      manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def wait(self) -> None:
     """Waits for pending saves of both managers."""
@@ -197,3 +213,23 @@ def _disk_full_named(directory, step: int | None):
         " space and rerun the same command: it resumes from the last"
         " checkpoint") from error
 
+
+
+def describe(directory: str) -> dict:
+  """The description of the model whose checkpoints are in `directory`
+  (a model's `checkpoints/`), from its model.json.
+
+  Raises:
+    errors.CheckpointError: naming the file, if it is missing (checkpoints
+      saved before they described their model) or damaged.
+  """
+  path = os.path.join(directory, MODEL_FILE)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise errors.CheckpointError(
+        f"{path}: missing; these checkpoints do not describe their model"
+        " (saved by an earlier ctxtag): the run's config.json does") from None
+  except ValueError as error:
+    raise errors.CheckpointError(f"{path}: damaged ({error})") from None

@@ -682,3 +682,32 @@ def create_model(name: str, config: ml_collections.ConfigDict) -> nn.Module:
     raise ValueError(f"model {name!r} is not trained; trained models:"
                      f" {', '.join(trained_models())}")
   return model.build(config)
+
+
+def describe(name: str, section: ml_collections.ConfigDict) -> dict:
+  """What a checkpoint of model `name` is a state of, as JSON: the entry,
+  its config section, and the Flax module with its constructor fields (so a
+  reader with Flax alone can build it: docs/training.md)."""
+  module = create_model(name, section)
+  fields = {}
+  for field in dataclasses.fields(module):
+    if field.name in ("parent", "name"):
+      continue
+    value = getattr(module, field.name)
+    if field.name == "dtype":
+      value = jnp.dtype(value).name
+    elif isinstance(value, tuple):
+      value = list(value)
+    fields[field.name] = value
+  kind = type(module)
+  model = get(name)
+  return {"model": name, "output": model.output, "batches": model.batches,
+          "module": f"{kind.__module__}.{kind.__qualname__}",
+          "module_fields": fields, "section": section.to_dict()}
+
+
+def module_of(description: dict) -> nn.Module:
+  """The Flax module a checkpoint's description (`describe`) names, built
+  from its entry and section."""
+  return create_model(description["model"],
+                      ml_collections.ConfigDict(description["section"]))

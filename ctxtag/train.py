@@ -74,8 +74,9 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
                          list(models.OUTPUTS).index(name)))
   steps, state = steps_lib.steps_and_state(name, config, train, init_rng)
 
-  with checkpoints_lib.Checkpoints(os.path.join(model_dir, "checkpoints"),
-                                   cleanup=True) as checkpoints:
+  with checkpoints_lib.Checkpoints(
+      os.path.join(model_dir, "checkpoints"), cleanup=True,
+      model=models.describe(name, config[name])) as checkpoints:
     state, loop = _starting_states(name, config, workdir, checkpoints, state,
                                    per_epoch, train.mel_shape[0])
     state = steps.place(state)

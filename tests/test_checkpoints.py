@@ -1,6 +1,9 @@
 """Checkpoints: the loop state keeps the on-disk keys of earlier checkpoints,
 restores from them, and closing never hides the error in flight."""
 
+import importlib
+import os
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -10,6 +13,8 @@ import pytest
 
 from ctxtag import checkpoints
 from ctxtag import files
+from ctxtag import models
+from ctxtag import run
 
 # The keys of the "meta" JSON every checkpoint holds, as runs wrote them when
 # the loop state was a plain dict: a checkpoint written then must restore.
@@ -93,3 +98,28 @@ def test_closing_never_hides_the_error_in_flight(tmp_path, monkeypatch):
       pass  # no error in flight: closing's own is raised
   monkeypatch.undo()
   saved.close()
+
+
+def test_a_checkpoint_directory_rebuilds_its_module(smoke_run):
+  config = run.load_run_config(smoke_run)
+  for name in config.models:
+    directory = os.path.join(smoke_run, name, "checkpoints")
+    description = checkpoints.describe(directory)
+    assert description["model"] == name
+    assert description["section"] == config[name].to_dict() | {
+        k: list(v) for k, v in config[name].items() if isinstance(v, tuple)}
+    module = models.module_of(description)
+    assert module == models.create_model(name, config[name])
+    # With Flax alone: the class by its path, the fields as saved.
+    path, _, kind = description["module"].rpartition(".")
+    fields = dict(description["module_fields"])
+    fields["dtype"] = jnp.dtype(fields["dtype"]).type
+    fields = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in fields.items()}
+    assert getattr(importlib.import_module(path), kind)(**fields) == module
+    # Every step saved says the same.
+    with checkpoints.Checkpoints(directory) as saved:
+      step = saved.best.latest_step()
+      restored = saved.best.restore(step, args=ocp.args.Composite(
+          model=ocp.args.JsonRestore()))
+    assert dict(restored.model) == description
