@@ -84,6 +84,8 @@ class Evaluation:
     extra: keys added to the results (a run's fusion_weights).
     catalog: by model, the retrieval protocol's catalogs beyond what the
       tables give (ctxtag.recommend.evaluation_catalogs).
+    per_user_path: where to keep every per-user statistic (an .npz), if
+      anywhere.
   """
   files: study.CsvFiles
   title: str
@@ -94,6 +96,7 @@ class Evaluation:
   train_labels: np.ndarray | None = None
   extra: dict = dataclasses.field(default_factory=dict)
   catalog: dict = dataclasses.field(default_factory=dict)
+  per_user_path: str | None = None
 
 
 def evaluate_tables(output_dir: str, evaluation: Evaluation) -> dict:
@@ -104,7 +107,8 @@ def evaluate_tables(output_dir: str, evaluation: Evaluation) -> dict:
   """
   results = study.evaluate_csvs(evaluation.files, evaluation.settings,
                                 evaluation.mo_mg_truth,
-                                evaluation.train_labels, evaluation.catalog)
+                                evaluation.train_labels, evaluation.catalog,
+                                evaluation.per_user_path)
   results.update(evaluation.extra)
   report.write_outputs(output_dir, results, evaluation.title,
                        evaluation.details, evaluation.training)
@@ -189,7 +193,9 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
                                     mo_mg_truth)
     return evaluate_tables(workdir, dataclasses.replace(
         evaluation, details=details or evaluation.details, settings=settings,
-        extra=weights, catalog=catalogs))
+        extra=weights, catalog=catalogs,
+        per_user_path=os.path.join(workdir, "predictions",
+                                   f"{split}_per_user.npz")))
   return distributed.on_main("evaluate", evaluate)
 
 

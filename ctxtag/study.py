@@ -51,7 +51,7 @@ def evaluate(inputs: inputs_lib.Inputs, evaluator_list=None) -> dict:
 def evaluate_csvs(files: inputs_lib.CsvFiles,
                   settings: bootstrap.Settings | None = None,
                   mo_mg_truth: str = "test", train_labels=None,
-                  catalog=None) -> dict:
+                  catalog=None, per_user_path: str | None = None) -> dict:
   """`evaluate` on CSV files in the public layout (ctxtag.tables).
 
   Args:
@@ -62,13 +62,18 @@ def evaluate_csvs(files: inputs_lib.CsvFiles,
       ceiling_share, if `files` has no training ground truth.
     catalog: retrieval catalogs beyond those the tables give, by model
       (`Inputs.catalog`).
+    per_user_path: where to save every per-user statistic (an .npz,
+      evaluators.save_per_user), if anywhere.
 
   Raises:
     errors.UserError: for a table that cannot be read, or "all_splits"
       without the other splits' ground truth.
   """
-  return evaluate(inputs_lib.from_csvs(files, settings, mo_mg_truth,
-                                       train_labels, catalog))
+  results, filled = evaluators.evaluate_with_study(inputs_lib.from_csvs(
+      files, settings, mo_mg_truth, train_labels, catalog))
+  if per_user_path:
+    evaluators.save_per_user(per_user_path, filled)
+  return results
 
 
 # Until the sweep reads the model table itself: its view of it.

@@ -16,6 +16,7 @@ import typing
 
 import numpy as np
 
+from ctxtag import files
 from ctxtag import labels
 from ctxtag import models
 from ctxtag import tables
@@ -414,8 +415,38 @@ def evaluate(inputs: inputs_lib.Inputs,
   Returns:
     The results dict of docs/results.md.
   """
+  return evaluate_with_study(inputs, evaluators)[0]
+
+
+def evaluate_with_study(inputs: inputs_lib.Inputs,
+                        evaluators: Sequence[typing.Any] | None = None
+                        ) -> tuple[dict, Study]:
+  """`evaluate`, and the study it filled (its per-user values)."""
   study, results = Study(inputs), {}
   for evaluator in EVALUATORS if evaluators is None else evaluators:
     merge(results, evaluator.run(study, results))
-  return results
+  return results, study
+
+
+def save_per_user(path: str, study: Study) -> None:
+  """Every per-user statistic of a study, for analyses over runs (a
+  sweep's two-level groups): user_id[U] and one (U, K) array per
+  "<kind>/<model>" with its metric names under "<kind>/<model>:metrics"."""
+  arrays = {"user_id": study.users.ids_U}
+  for key, values in study.per_user.items():
+    arrays[key] = values
+    arrays[f"{key}:metrics"] = np.array(study.metrics[key])
+  with files.atomic_open(path, "wb") as f:
+    np.savez(f, **arrays)
+
+
+def load_per_user(path: str) -> dict:
+  """`save_per_user`'s file: {"user_id": ..., "<kind>/<model>": (values,
+  metric names)}."""
+  with np.load(path, allow_pickle=False) as saved:
+    found = {"user_id": saved["user_id"]}
+    for key in saved.files:
+      if key != "user_id" and not key.endswith(":metrics"):
+        found[key] = (saved[key], saved[f"{key}:metrics"].tolist())
+  return found
 
