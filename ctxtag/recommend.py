@@ -267,15 +267,29 @@ class Recommender:
 
 
 class ModelCatalog:
-  """A scorer as the retrieval protocol's catalog: users by id."""
+  """A scorer as the retrieval protocol's catalog: users by id.
+
+  `depersonalized` is the same model scoring every user as the average
+  user (the mean of the users' embeddings): the ranking it would give
+  without knowing who asks, against which the user's own effect is
+  measured (the model's single-label form and calibration stay alike)."""
 
   def __init__(self, scorer_, song_ids_T: np.ndarray,
-               embeddings: dict[int, np.ndarray]):
+               embeddings: dict[int, np.ndarray], average: bool = False):
     self._scorer, self.song_ids = scorer_, np.asarray(song_ids_T)
     self._embeddings = embeddings
+    self._average = (np.mean(np.stack(list(embeddings.values())), axis=0)
+                     if average else None)
+    if not average:
+      self.depersonalized = ModelCatalog(scorer_, song_ids_T, embeddings,
+                                         average=True)
 
   def scores(self, user_ids_Q, contexts_Q) -> np.ndarray:
-    embeddings = np.stack([self._embeddings[int(u)] for u in user_ids_Q])
+    if self._average is not None:
+      embeddings = np.broadcast_to(self._average, (len(user_ids_Q),
+                                                   len(self._average)))
+    else:
+      embeddings = np.stack([self._embeddings[int(u)] for u in user_ids_Q])
     return self._scorer.scores(embeddings, contexts_Q)
 
 

@@ -80,7 +80,9 @@ METRIC_NAMES = {"auc": "AUC", "recall": "recall", "precision": "precision",
                 "f1": "F1", "accuracy": "accuracy", "recall@10": "recall@10",
                 "ndcg@10": "NDCG@10", "ap": "AP",
                 "graded_ndcg@10": "graded NDCG@10 (truth)",
-                "audio_overlap@10": "top-10 overlap with audio"}
+                "audio_overlap@10": "top-10 overlap with audio",
+                "user_gain_ndcg@10": "NDCG@10 gain from the user",
+                "user_gain_graded_ndcg@10": "graded gain from the user"}
 # The comparisons that answer the paper's question, in the order asked:
 # does the user help beyond the audio, beyond the user alone, and does the
 # user alone beat the audio (results' comparisons keys: a_vs_b is a - b).
@@ -505,7 +507,8 @@ def plot_retrieval(results: dict) -> bytes:
       axis.bar([position], height, 0.7, color=f"C{position}", label=name,
                yerr=_error_bars(values, [metric], height), capsize=3)
     axis.set_xticks([])
-    axis.set(title=METRIC_NAMES[metric], ylim=(0, None))
+    axis.set_title(METRIC_NAMES[metric])
+    axis.axhline(0, color="black", linewidth=0.6)
   handles, names = figure.axes[0].get_legend_handles_labels()
   figure.legend(handles, names, loc="lower center", ncols=len(names),
                 fontsize=8, frameon=False)

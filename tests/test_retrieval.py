@@ -117,3 +117,56 @@ def test_the_evaluator_averages_queries_per_user_then_over_users():
   expected = np.mean(list(per_user.values()), axis=0)
   got = result["retrieval"]["audio"]
   np.testing.assert_allclose([got[m] for m in retrieval.METRICS], expected)
+
+
+class _PairCatalog:
+  """A pair model's catalog: track scores plus each user's own offsets."""
+
+  def __init__(self, song_ids, track_scores, offsets, personal=True):
+    self.song_ids, self._scores = song_ids, track_scores
+    self._offsets, self._personal = offsets, personal
+    if personal:
+      self.depersonalized = _PairCatalog(song_ids, track_scores, offsets,
+                                         False)
+
+  def scores(self, user_ids_Q, contexts_Q):
+    values = self._scores.T[np.asarray(contexts_Q)]
+    if self._personal:
+      values = values + np.stack([self._offsets[int(u)] for u in user_ids_Q])
+    return values
+
+
+def test_the_user_gain_is_the_personal_ranking_less_the_average_users():
+  from ctxtag import study, tables  # pylint: disable=import-outside-toplevel
+  from ctxtag.evaluation import bootstrap  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(5)
+  song = rng.integers(0, 30, size=100)
+  user = rng.integers(0, 20, size=100)
+  keep = np.unique(song * 100 + user, return_index=True)[1]
+  song, user = song[keep], user[keep]
+  label = rng.integers(0, 10, size=len(song))
+  truth = tables.Table("gt.csv", song, user, np.eye(10)[label])
+  tracks = np.unique(song)
+  track_scores = rng.uniform(size=(len(tracks), 10))
+  pairs = tables.Table("p.csv", song, user, rng.dirichlet(np.ones(10),
+                                                          len(song)))
+  for scale in (0.0, 0.3):
+    offsets = {u: scale * rng.normal(size=len(tracks)) for u in range(20)}
+    catalog = _PairCatalog(tracks, track_scores, offsets)
+    result = study.evaluate(study.Inputs(
+        truth, {"audio_user": pairs}, settings=bootstrap.Settings(0),
+        catalog={"audio_user": catalog}))["retrieval"]["audio_user"]
+    expected = []
+    for u in np.unique(user):
+      values = []
+      for c in np.unique(label[user == u]):
+        relevant = np.flatnonzero(np.isin(tracks, song[(user == u)
+                                                       & (label == c)]))
+        own = track_scores[:, c] + offsets[u]
+        values.append(_by_hand(np.argsort(-own), relevant)[1]
+                      - _by_hand(np.argsort(-track_scores[:, c]),
+                                 relevant)[1])
+      expected.append(np.mean(values))
+    assert result["user_gain_ndcg@10"] == pytest.approx(np.mean(expected))
+    if scale == 0:
+      assert result["user_gain_ndcg@10"] == 0

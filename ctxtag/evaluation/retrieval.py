@@ -28,6 +28,9 @@ METRICS = ("recall@10", "ndcg@10", "ap")
 GRADED_METRICS = ("graded_ndcg@10",)
 # How much a model's top 10 keeps of the audio model's (the reference).
 OVERLAP_METRIC = "audio_overlap@10"
+# A pair model's gain from knowing the user: its metric minus the same
+# model's for the average user (its catalog's `depersonalized`).
+USER_GAIN_METRICS = ("user_gain_ndcg@10", "user_gain_graded_ndcg@10")
 
 
 def _discounts(ranks) -> np.ndarray:
@@ -391,5 +394,24 @@ class Retrieval:
       if name in graded:
         values = np.concatenate([values, graded[name]], axis=1)
         metrics += GRADED_METRICS
+      if hasattr(catalog, "depersonalized"):
+        values, metrics = _with_user_gain(study, catalog, truth, values,
+                                          metrics)
       found[name] = study.user_means("retrieval", name, values, metrics)
     return {"retrieval": found}
+
+
+def _with_user_gain(study, catalog, truth, values, metrics):
+  """`values` with each user's gain over the model's average-user ranking
+  (USER_GAIN_METRICS: NDCG@10, and graded NDCG@10 with the truth)."""
+  average = per_user_retrieval(study, catalog.depersonalized)
+  gains = [values[:, metrics.index("ndcg@10")]
+           - average[:, METRICS.index("ndcg@10")]]
+  names = USER_GAIN_METRICS[:1]
+  if truth is not None:
+    graded = per_user_graded(study, {"average": catalog.depersonalized},
+                             truth)["average"][:, 0]
+    gains.append(values[:, metrics.index("graded_ndcg@10")] - graded)
+    names = USER_GAIN_METRICS
+  return (np.concatenate([values, np.stack(gains, axis=1)], axis=1),
+          metrics + names)
