@@ -35,5 +35,10 @@ setuptools.setup(
         "beam": ["apache-beam>=2.77"],
         # The tests compare a Beam build with a plain one.
         "test": ["pytest", "scikit-learn", "apache-beam>=2.77"],
+        # TensorFlow's side of TFDS, never needed at run time: tfds.load and
+        # as_dataset (tf.data), the tfds CLI (build, convert_format; the CLI
+        # imports mlcroissant) and TFDS's DatasetBuilderTestCase (with dill).
+        "tfds-test": ["pytest", "scikit-learn", "apache-beam>=2.77",
+                      "tensorflow", "dill", "mlcroissant"],
     },
 )

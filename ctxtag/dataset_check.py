@@ -5,6 +5,10 @@ killed build never passes for a dataset; but a dataset can be damaged later
 (a truncated copy, a full disk during a sync, a flipped byte). Reading such
 a dataset fails deep inside array_record with a message that names no file.
 These checks name the damaged file and say how to rebuild.
+
+ctxtag reads array_record (random access, no TensorFlow). A dataset that
+`tfds build` wrote in its default tfrecord is whole but unreadable here: it
+is refused in one line saying how to add array_record beside its files.
 """
 
 import glob
@@ -16,6 +20,7 @@ import tensorflow_datasets as tfds
 from ctxtag import errors
 
 INFO_FILE = "dataset_info.json"
+READ_FORMAT = tfds.core.FileFormat.ARRAY_RECORD
 
 
 def _damaged(path: str, what: str, rebuild: str) -> errors.DatasetError:
@@ -40,8 +45,27 @@ def check(dataset_path: str, full: bool = False,
     builder = tfds.builder_from_directory(dataset_path)
   except Exception as error:  # json, protobuf and TFDS errors alike
     raise _damaged(info, f"{type(error).__name__}: {error}", rebuild) from None
+  check_format(dataset_path, builder.info)
   for split in builder.info.splits.keys():
     _check_split(builder, dataset_path, split, full, rebuild)
+
+
+def check_format(dataset_path: str, info: tfds.core.DatasetInfo) -> None:
+  """Raises DatasetError, in one line saying how to get array_record, when
+  the dataset holds no array_record files (`tfds build` writes tfrecord by
+  default); one that holds them besides another format passes."""
+  formats = info.available_file_formats()
+  if READ_FORMAT in formats:
+    return
+  written = " and ".join(sorted(f.value for f in formats)) or "no known format"
+  raise errors.DatasetError(
+      f"{dataset_path}: written as {written}, which ctxtag does not read (it"
+      f" reads {READ_FORMAT.value}); add {READ_FORMAT.value} files beside"
+      f" them with `tfds convert_format --dataset_version_dir={dataset_path}"
+      f" --out_file_format={READ_FORMAT.value}` (TensorFlow needed: pip"
+      ' install -e ".[tfds-test]"), or build one into another data dir'
+      f" with `tfds build ... --file_format={READ_FORMAT.value}` or `python"
+      " -m launch.build_dataset`; see docs/tfds.md")
 
 
 def _split_files(dataset_path: str, split: str) -> list[str]:

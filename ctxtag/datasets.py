@@ -17,8 +17,10 @@ ctxtag.sources.inputs) and is refused, naming what changed, when its
 manual dir no longer holds those inputs.
 """
 
+import contextlib
 import dataclasses
 import glob
+import io
 import json
 import os
 import shutil
@@ -171,12 +173,22 @@ def _build_locked(args: _BuildArgs, exclusive: bool) -> str:
           f" {contextual_tags.Builder.VERSION} into {path} {origin} ...",
           flush=True, file=sys.stderr)
   builder = contextual_tags.Builder(
-      data_dir=data_dir, config=config, file_format="array_record",
+      data_dir=data_dir, config=config,
       strict=args.strict, workers=args.workers,
       beam_options=args.beam_options, inputs=fingerprint)
   try:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, beam_options=args.beam_options))
+    # TFDS's own lines on stdout ("Downloading and preparing dataset Unknown
+    # size ...", "... downloaded and prepared to ...") say it downloads, which
+    # no config does; the line above said what is built, and every note of a
+    # build goes to stderr.
+    # The format only of what a new build writes: TFDS refuses a builder
+    # made for array_record on a dataset that lists tfrecord first (`tfds
+    # build`'s, with array_record added by `tfds convert_format`).
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(
+          file_format="array_record",
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=manual_dir, beam_options=args.beam_options))
   except BaseException as error:
     if exclusive:
       _remove_empty_dirs(args.new_dirs)

@@ -159,6 +159,7 @@ def load_split(dataset_path: os.PathLike | str, split: str) -> Split:
 def _load_split(dataset_path: str, split: str, info_mtime_ns: int) -> Split:
   del info_mtime_ns  # only part of the cache key
   builder = tfds.builder_from_directory(dataset_path)
+  dataset_check.check_format(dataset_path, builder.info)
   if split not in builder.info.splits:
     raise ValueError(f"{dataset_path}: no split {split!r}; it has"
                      f" {sorted(builder.info.splits.keys())}")

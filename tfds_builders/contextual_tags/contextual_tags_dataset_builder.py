@@ -16,6 +16,7 @@ a source in `ctxtag.sources`, picked by the config:
 from collections.abc import Callable
 import dataclasses
 import os
+import re
 import sys
 
 import numpy as np
@@ -113,6 +114,12 @@ class _Source:
   expected_files: Callable | None = None
   input_tables: Callable | None = None
 
+
+# What a real-data source's manual dir must hold, for TFDS, by source.
+_INSTRUCTIONS = {
+    "zenodo": zenodo.MANUAL_DOWNLOAD_INSTRUCTIONS,
+    "playlists": playlists.MANUAL_DOWNLOAD_INSTRUCTIONS,
+}
 
 SOURCES = {
     "simulated": _Source("simulation", has_given_splits=True),
@@ -215,27 +222,35 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                " build_report.json.",
   }
   BUILDER_CONFIGS = list(BUILDER_CONFIGS)
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "zenodo:" + zenodo.MANUAL_DOWNLOAD_INSTRUCTIONS
-      + "playlists:" + playlists.MANUAL_DOWNLOAD_INSTRUCTIONS)
+  # Every config's, for TFDS's catalog; an instance keeps its own config's
+  # only (none for a simulated one): `tfds build` and TFDS's test harness
+  # read the instance's, and the harness gives a manual dir only where the
+  # instructions say one is read.
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "".join(
+      f"{source}:{instructions}"
+      for source, instructions in _INSTRUCTIONS.items())
 
   def __init__(self, *, strict: bool = False, workers: int | None = None,
                beam_options=None, inputs: dict | None = None, **kwargs):
-    """Args beyond TFDS's:
+    """Args beyond TFDS's, all optional (`tfds build` and TFDS's test
+    harness pass none of them, and build with the defaults):
 
     strict: the first defective input item is an error, not a counted skip.
     workers: processes decoding audio (default: all cores).
     beam_options: Apache Beam PipelineOptions: build on Beam (audio stage and
-      example writing) instead of in this process and a process pool.
-    inputs: what the build reads (`input_fingerprint`, taken before it
-      reads anything), written as inputs.json beside the dataset.
+      example writing) instead of in this process and a process pool; the
+      caller passes the same options in TFDS's DownloadConfig.
+    inputs: what the build reads (`input_fingerprint`), taken by the caller
+      before it reads anything; by default the build takes it when it
+      starts. Written as inputs.json beside the dataset.
     """
     self._inputs = inputs
     self._strict = strict
-    self._workers = workers or os.cpu_count() or 1
+    self._workers = workers
     self._beam_options = beam_options
-    self._report = self._prepared = None
     super().__init__(**kwargs)
+    self.MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS.get(
+        self.builder_config.source)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -259,44 +274,31 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       return {split: self._generate_examples(split, world=world,
                                              tracks=tracks[split])
               for split in SPLITS}
-    self._report = build_report.BuildReport(self._strict)
-    prepared = self._prepared = SOURCES[config.source].prepare(
-        _manual_dir(dl_manager), config.settings, config.split,
-        os.path.join(os.fspath(dl_manager.download_dir), "ctxtag_mels"),
-        self._workers, self._report, self._beam_options)
-    return {split: self._generate_examples(split, prepared=prepared)
-            for split in SPLITS}
-
-  # ctxtag.datasets.build says what it builds, from where, in its own line;
-  # TFDS's ("Downloading and preparing dataset Unknown size ...", then
-  # "... downloaded and prepared to ...") would say it downloads, which no
-  # config does.
-  def _log_download_bytes(self) -> None:
-    pass
-
-  def _log_download_done(self) -> None:
-    pass
-
-  def _download_and_prepare(self, dl_manager, download_config):
-    super()._download_and_prepare(dl_manager, download_config)
-    if self._report is not None:  # inside TFDS's incomplete dir until done
-      files.write_json(os.path.join(self.data_dir, build_report.REPORT_FILE),
-                       self._report.to_json())
-    if self._inputs is not None:
-      files.write_json(os.path.join(self.data_dir, inputs_lib.INPUTS_FILE),
-                       self._inputs, indent=None)
-    if self._prepared is not None and self._prepared.song_stems:
-      _write_song_ids(os.path.join(self.data_dir, SONG_IDS_FILE),
-                      self._prepared)
+    manual_dir = _manual_dir(dl_manager, config)
+    inputs = self._inputs or input_fingerprint(config, manual_dir)
+    report = build_report.BuildReport(self._strict)
+    prepared = SOURCES[config.source].prepare(
+        manual_dir, config.settings, config.split,
+        _mel_cache(self.data_dir_root),
+        self._workers or os.cpu_count() or 1, report, self._beam_options)
+    generators = {split: self._generate_examples(split, prepared=prepared,
+                                                 report=report)
+                  for split in SPLITS}
+    # The audio stage is over, so the report is whole; this is TFDS's
+    # incomplete dir, renamed into place with the splits: a dataset is never
+    # seen without these files.
+    _write_beside_data(os.fspath(self.data_dir), report, inputs, prepared)
+    return generators
 
   def _generate_examples(self, split: str, world=None, tracks=None,
-                         prepared=None):
+                         prepared=None, report=None):
     """The examples of `split`: the simulated `world`'s `tracks`, or the
-    tracks a real source `prepared` (an iterator, or a Beam transform)."""
+    tracks a real source `prepared` (an iterator, or a Beam transform),
+    whose drops `report` counted."""
     if world is not None:
       return self._simulated_examples(world, tracks)
     return self._real_examples(split, prepared.tracks[split],
-                               prepared.mel_dirs)
+                               prepared.mel_dirs, report)
 
   def _simulated_examples(self, world: simulated.World, tracks):
     for chunk in _chunks(tracks, _MEL_BATCH):
@@ -317,11 +319,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         } for pair in track.pairs],
     }
 
-  def _real_examples(self, split: str, tracks, mel_dirs: dict[int, str]):
+  def _real_examples(self, split: str, tracks, mel_dirs: dict[int, str],
+                     report: build_report.BuildReport):
     if not tracks:
       raise errors.DatasetError(
-          f"split {split!r} has no pair left: {self._report.dropped_pairs()}"
-          f" pairs were dropped ({', '.join(self._report.dropped) or 'none'});"
+          f"split {split!r} has no pair left: {report.dropped_pairs()}"
+          f" pairs were dropped ({', '.join(report.dropped) or 'none'});"
           " check the inputs, or loosen the rules with --option")
     make = _ExampleMaker(mel_dirs)
     if self._beam_options is None:
@@ -363,6 +366,24 @@ class _ExampleMaker:
     }
 
 
+def _mel_cache(data_dir_root) -> str:
+  """Where a build caches decoded mels, resumed by the next build: beside
+  the datasets (<data_dir>/downloads/ctxtag_mels), not in TFDS's download
+  dir, which TFDS's test harness points at the read-only dummy data."""
+  return os.path.join(os.fspath(data_dir_root), "downloads", "ctxtag_mels")
+
+
+def _write_beside_data(directory: str, report: build_report.BuildReport,
+                       inputs: dict, prepared: assemble.Prepared) -> None:
+  """build_report.json, inputs.json and (for MPD slices) song_ids.csv."""
+  files.write_json(os.path.join(directory, build_report.REPORT_FILE),
+                   report.to_json())
+  files.write_json(os.path.join(directory, inputs_lib.INPUTS_FILE), inputs,
+                   indent=None)
+  if prepared.song_stems:
+    _write_song_ids(os.path.join(directory, SONG_IDS_FILE), prepared)
+
+
 def _write_song_ids(path: str, prepared) -> None:
   """song_id -> the id its audio is named by (an MPD track URI's id), for
   every song the dataset holds."""
@@ -373,11 +394,24 @@ def _write_song_ids(path: str, prepared) -> None:
     f.writelines(f"{song},{prepared.song_stems[song]}\n" for song in songs)
 
 
-def _manual_dir(dl_manager) -> str:
+# How TFDS names a missing or empty manual dir (its message then runs on
+# with MANUAL_DOWNLOAD_INSTRUCTIONS over many lines).
+_TFDS_NO_MANUAL_DIR = re.compile(
+    r"Manual directory (.+?) does not exist or is empty")
+
+
+def _manual_dir(dl_manager, config: ContextualTagsConfig) -> str:
+  """The manual dir TFDS was given, absolute (inputs.json records it); a
+  missing or empty one is a one-line error naming what belongs there and
+  how to pass it."""
   try:
-    return os.fspath(dl_manager.manual_dir)
+    return os.path.abspath(os.fspath(dl_manager.manual_dir))
   except AssertionError as error:
+    found = _TFDS_NO_MANUAL_DIR.search(str(error))
+    where = found.group(1) if found else "DIR"
+    named = f"manual dir {where}" if found else "the manual dir"
     raise errors.DatasetError(
-        f"{error}".splitlines()[0] + " Pass it with --manual_dir (build) or"
-        " --config.manual_dir (runs); see contextual_tags' README."
-    ) from None
+        f"{named} is missing or empty; contextual_tags/{config.name} reads"
+        f" there {expected_files(config, where)}; pass the directory with"
+        " --manual_dir (tfds build, python -m launch.build_dataset) or"
+        " --config.manual_dir (runs)") from None
