@@ -21,8 +21,3 @@ class DatasetError(UserError, ValueError):
 class CheckpointError(UserError, FileNotFoundError):
   """A trained model's checkpoint that is missing or cannot be restored."""
 
-
-class Terminated(BaseException):
-  """SIGTERM, raised in the main thread by the launchers' handler
-  (launch.cli) as Ctrl-C raises KeyboardInterrupt: a BaseException, so that
-  no `except Exception` swallows it, and cleanup (`finally`) still runs."""

@@ -18,11 +18,16 @@ its manual dir holds what it was built from (inputs.json): otherwise it is
 refused, naming what changed, until --force_rebuild.
 """
 
+from ctxtag import interrupts
+
+# Ahead of the imports below, which take seconds: a Ctrl-C during them is one
+# line too, and a worker process that imports this module leaves it to the
+# launcher (see interrupts.before_imports).
+interrupts.before_imports(__name__)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import os
 import time
-
-# First: a Ctrl-C during the imports below is one line (launch.cli).
-from launch import cli  # pylint: disable=g-bad-import-order
 
 from absl import app
 from absl import flags
@@ -32,6 +37,7 @@ from ctxtag import distributed
 from ctxtag.sources import assemble
 from ctxtag import datasets
 from tfds_builders import contextual_tags
+from launch import cli
 
 _DATASET = flags.DEFINE_string(
     "dataset", "contextual_tags/simulated",
@@ -86,6 +92,8 @@ _BEAM = flags.DEFINE_bool(
 _BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
     "beam_pipeline_options", "",
     "Comma-separated Beam pipeline options (without --), for --beam.")
+
+flags.adopt_module_key_flags(cli)  # --debug, several hosts: in --helpshort
 
 
 def _disk_bytes(path: str) -> int:

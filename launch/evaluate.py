@@ -27,10 +27,15 @@ hosts that trained it (--coordinator_address, --num_processes, --process_id):
 all predict, process 0 evaluates and writes.
 """
 
-import os
+from ctxtag import interrupts
 
-# First: a Ctrl-C during the imports below is one line (launch.cli).
-from launch import cli  # pylint: disable=g-bad-import-order
+# Ahead of the imports below, which take seconds: a Ctrl-C during them is one
+# line too, and a worker process that imports this module leaves it to the
+# launcher (see interrupts.before_imports).
+interrupts.before_imports(__name__)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import os
 
 from absl import app
 from absl import flags
@@ -41,6 +46,7 @@ from ctxtag import locks
 from ctxtag import report
 from ctxtag import study
 from ctxtag import run
+from launch import cli
 from launch import statistics_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's directory.")
@@ -83,7 +89,9 @@ _PRINT_REPORT = flags.DEFINE_bool(
     "print_report", False,
     "Print the whole report.md before the summary.")
 
-flags.adopt_module_key_flags(statistics_flags)  # shown by --helpshort
+# Shown by --helpshort: the bootstrap's, --debug, several hosts.
+flags.adopt_module_key_flags(statistics_flags)
+flags.adopt_module_key_flags(cli)
 
 _CSV_FLAGS = (_GROUNDTRUTH, _AUDIO, _USER, _USER_ONLY, _ORACLE,
               _VALIDATION_GROUNDTRUTH, _VALIDATION_AUDIO, _TRAIN_GROUNDTRUTH,

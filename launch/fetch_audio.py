@@ -14,15 +14,21 @@ command to retry them) or the API cannot be reached; 130 when interrupted
 See docs/fetch_audio.md.
 """
 
-import os
+from ctxtag import interrupts
 
-# First: a Ctrl-C during the imports below is one line (launch.cli).
-from launch import cli  # pylint: disable=g-bad-import-order
+# Ahead of the imports below, which take seconds: a Ctrl-C during them is one
+# line too, and a worker process that imports this module leaves it to the
+# launcher (see interrupts.before_imports).
+interrupts.before_imports(__name__)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import os
 
 from absl import app
 from absl import flags
 
 from ctxtag.sources import previews
+from launch import cli
 
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None, "The release's directory: its CSVs are read, the"
@@ -41,10 +47,13 @@ _RETRIES = flags.DEFINE_integer(
     "retries", 5, "Tries after the first, with exponential backoff, of a"
     " track whose request failed transiently.", lower_bound=0)
 
+flags.adopt_module_key_flags(cli)  # --debug, several hosts: in --helpshort
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # Ctrl-C and SIGTERM end in launch.cli (one line, exit 130 or 143);
+  # Ctrl-C and SIGTERM end in cli.run (one line, exit 130 or 143);
   # fetch_previews removes its temporary files on the way out.
   report = previews.fetch_previews(
       _MANUAL_DIR.value, _SONG_IDS.value, api_url=_API_URL.value,

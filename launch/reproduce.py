@@ -1,6 +1,6 @@
 r"""Reproduces the paper's study end to end.
 
-  python -m launch.reproduce --workdir=DIR [--config=launch/configs/default.py]
+  python -m launch.reproduce --workdir=DIR [--config=ctxtag/configs/default.py]
       [--bootstrap_resamples=1000 --bootstrap_seed=0 --confidence=0.95]
       [--print_report]
 
@@ -16,10 +16,15 @@ On several hosts, run the same command on each, adding
 --coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 """
 
-import os
+from ctxtag import interrupts
 
-# First: a Ctrl-C during the imports below is one line (launch.cli).
-from launch import cli  # pylint: disable=g-bad-import-order
+# Ahead of the imports below, which take seconds: a Ctrl-C during them is one
+# line too, and a worker process that imports this module leaves it to the
+# launcher (see interrupts.before_imports).
+interrupts.before_imports(__name__)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import os
 
 from absl import app
 from absl import flags
@@ -28,11 +33,14 @@ from ctxtag import distributed
 from ctxtag import files
 from ctxtag import report
 from ctxtag import run
+from launch import cli
+from launch import config_flag
 from launch import statistics_flags
 
-_CONFIG = cli.define_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
-    "Run config.")
+_CONFIG = config_flag.define(
+    "config", config_flag.DEFAULT_FILE,
+    "Run config, a file of ctxtag/configs/ or one like them;"
+    " --config.KEY=VALUE overrides a key.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
 cli.refuse_empty("workdir")  # "" would be the current directory
@@ -40,7 +48,9 @@ _PRINT_REPORT = flags.DEFINE_bool(
     "print_report", False,
     "Print the whole report.md before the summary.")
 
-flags.adopt_module_key_flags(statistics_flags)  # shown by --helpshort
+# Shown by --helpshort: the bootstrap's, --debug, several hosts.
+flags.adopt_module_key_flags(statistics_flags)
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv):

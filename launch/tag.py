@@ -15,12 +15,17 @@ run's workdir holds what tagging needs. Started on several processes
 writes.
 """
 
+from ctxtag import interrupts
+
+# Ahead of the imports below, which take seconds: a Ctrl-C during them is one
+# line too, and a worker process that imports this module leaves it to the
+# launcher (see interrupts.before_imports).
+interrupts.before_imports(__name__)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import json
 import os
 import sys
-
-# First: a Ctrl-C during the imports below is one line (launch.cli).
-from launch import cli  # pylint: disable=g-bad-import-order
 
 from absl import app
 from absl import flags
@@ -29,6 +34,7 @@ from ctxtag import distributed
 from ctxtag import files
 from ctxtag import inference
 from ctxtag import run
+from launch import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run.",
                                required=True)
@@ -49,6 +55,8 @@ _OUTPUT = flags.DEFINE_string("output", None,
                               "Where to write the JSON (default: stdout).")
 _WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1,
                                 "Processes decoding audio.", lower_bound=1)
+
+flags.adopt_module_key_flags(cli)  # --debug, several hosts: in --helpshort
 
 
 def main(argv):

@@ -1,7 +1,7 @@
 r"""Trains one model of a run.
 
   python -m launch.train --workdir=DIR --model=audio_user \
-      [--config=launch/configs/default.py]
+      [--config=ctxtag/configs/default.py]
 
 Builds the dataset if missing; a rerun on the same workdir resumes, and a
 second run on a workdir in use ends at once naming the first. On
@@ -9,10 +9,15 @@ several hosts, run the same command on each, adding
 --coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 """
 
-import os
+from ctxtag import interrupts
 
-# First: a Ctrl-C during the imports below is one line (launch.cli).
-from launch import cli  # pylint: disable=g-bad-import-order
+# Ahead of the imports below, which take seconds: a Ctrl-C during them is one
+# line too, and a worker process that imports this module leaves it to the
+# launcher (see interrupts.before_imports).
+interrupts.before_imports(__name__)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import os
 
 from absl import app
 from absl import flags
@@ -23,15 +28,20 @@ from ctxtag import locks
 from ctxtag import models
 from ctxtag import train
 from ctxtag import run
+from launch import cli
+from launch import config_flag
 
-_CONFIG = cli.define_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
-    "Run config.")
+_CONFIG = config_flag.define(
+    "config", config_flag.DEFAULT_FILE,
+    "Run config, a file of ctxtag/configs/ or one like them;"
+    " --config.KEY=VALUE overrides a key.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
 cli.refuse_empty("workdir")  # "" would be the current directory
 _MODEL = flags.DEFINE_enum("model", None, list(models.OUTPUTS),
                            "Model to train.", required=True)
+
+flags.adopt_module_key_flags(cli)  # --debug, several hosts: in --helpshort
 
 
 def main(argv):

@@ -3,6 +3,7 @@ error, a traceback for a bug, nothing written by a refused command."""
 
 import errno
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from ctxtag.sources import options
 from ctxtag.sources import simulated
 from ctxtag.sources import zenodo
 from launch import cli
+from launch import config_flag
 from tests.fault_helpers import (GOOD_ROW, HEADER, REPO, TRACK_HEADER,
     launch_module, stderr_lines, write_table)
 
@@ -115,6 +117,40 @@ def test_every_launcher_runs_through_cli():
     assert "cli.run(main)" in text and "app.run(main)" not in text, name
 
 
+# What each launcher's --helpshort lists beyond its own flags.
+_KEY_FLAGS = {"coordinator_address", "num_processes", "process_id",
+              "distributed_timeout", "debug"}
+_RUN_FLAGS = {"config", "workdir"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher,more", [
+    ("build_dataset", set()), ("evaluate", set()), ("fetch_audio", set()),
+    ("reproduce", _RUN_FLAGS), ("sweep", _RUN_FLAGS), ("tag", set()),
+    ("train", _RUN_FLAGS)])
+def test_helpshort_lists_config_and_the_several_host_flags(launcher, more):
+  process = launch_module(f"launch.{launcher}", "--helpshort")
+  assert process.returncode == 1, process.stderr  # absl's status for help
+  sections = process.stdout.split("\n\n")
+  main_section = next(s for s in sections
+                      if s.startswith(os.path.join(REPO, "launch")))
+  listed = set(re.findall(r"^  --(?:\[no\])?(\w+)", main_section, re.M))
+  assert _KEY_FLAGS | more <= listed, sorted(listed)
+
+
+def test_the_config_flag_reads_the_command_line_as_absl_does():
+  read = config_flag._command_line  # pylint: disable=protected-access
+  assert read("config", ["prog", "--workdir=w"]) == (None, [])
+  assert read("config", ["prog", "--config=a.py:v", "--config.seed=1",
+                         "--noconfig.audio.deep", "--configs=x"]) == (
+                             "a.py:v", ["seed", "audio.deep"])
+  assert read("config", ["prog", "-config", "b.py", "--config.x", "2"]) == (
+      "b.py", ["x"])
+  assert read("config", ["prog", "--config=a.py", "--config=c.py"]) == (
+      "c.py", [])  # the last one wins
+  assert read("config", ["prog", "--", "--config=a.py"]) == (None, [])
+
+
 def test_cli_message_is_one_line_and_names_the_file():
   error = PermissionError(errno.EACCES, "Permission denied", "/x/results.json")
   assert cli.is_user_error(error)
@@ -189,14 +225,14 @@ def test_config_file_mistakes_are_one_line_and_exit_2(tmp_path, files_, args,
 def test_override_check_names_the_closest_keys():
   from ctxtag.configs import smoke  # pylint: disable=g-import-not-at-top
   config = smoke.get_config()
-  check = cli._check_override  # pylint: disable=protected-access
+  check = config_flag.check_override
   check("config", config, "audio.batch_size")
   check("config", config, "models")
-  with pytest.raises(cli.ConfigFileError,
+  with pytest.raises(config_flag.ConfigFileError,
                      match=r"--config.audio.learnig_rate: .* closest:"
                      r" audio.learning_rate"):
     check("config", config, "audio.learnig_rate")
-  with pytest.raises(cli.ConfigFileError, match=r"its keys: .*seed"):
+  with pytest.raises(config_flag.ConfigFileError, match=r"its keys: .*seed"):
     check("config", config, "zzzzzzzz")
 
 

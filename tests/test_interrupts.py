@@ -1,6 +1,7 @@
 """Ctrl-C (SIGINT) and SIGTERM end a launcher with one line and exit 130 or
-143, worker processes included; a rerun resumes. Each test starts a real
-process and signals its whole process group, as a terminal's Ctrl-C does."""
+143 (ctxtag.interrupts, installed by launch.cli.run), worker processes
+included; a rerun resumes. The slow tests start a real process and signal
+its whole process group, as a terminal's Ctrl-C does."""
 
 import os
 import shutil
@@ -13,12 +14,10 @@ import time
 
 import pytest
 
-from launch import cli
+from ctxtag import interrupts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = "interrupted; rerun the same command to resume"
-
-pytestmark = pytest.mark.slow
 
 
 def _restore_sigint():
@@ -86,6 +85,11 @@ def _train_command(data_dir: str, workdir: str) -> list[str]:
           f"--workdir={workdir}", "--model=audio"]
 
 
+def _lines_after(process: subprocess.Popen, signum: int) -> list[str]:
+  return [l for l in _signal_and_wait(process, signum).splitlines()
+          if l.strip()]
+
+
 def test_sigterm_and_sigint_mid_training_end_in_one_line_and_resume(
     small_dataset_path, tmp_path):
   data_dir = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -137,6 +141,7 @@ _STUCK_MAIN = textwrap.dedent("""\
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script,signum,status", [
     (_SWALLOWING_MAIN, signal.SIGINT, 130),
     (_STUCK_MAIN, signal.SIGTERM, 143),
@@ -149,7 +154,7 @@ def test_an_interruption_is_never_swallowed(script, signum, status):
   stderr = _signal_and_wait(process, signum)
   assert process.returncode == status, stderr
   assert [l for l in stderr.splitlines() if l.strip()] == [LINE]
-  grace = cli._STUCK_GRACE_S  # pylint: disable=protected-access
+  grace = interrupts.STUCK_GRACE_S
   assert time.time() - start < grace + 10
 
 
@@ -189,6 +194,7 @@ _POOL_MAIN = textwrap.dedent("""\
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130),
                                            (signal.SIGTERM, 143)])
 def test_worker_pools_leave_the_interruption_to_the_launcher(signum, status):
@@ -199,3 +205,169 @@ def test_worker_pools_leave_the_interruption_to_the_launcher(signum, status):
   stderr = _signal_and_wait(process, signum)
   assert process.returncode == status, stderr
   assert [l for l in stderr.splitlines() if l.strip()] == [LINE]
+
+
+# A spawned worker imports the launcher's module (as __mp_main__): from its
+# first line the terminal's Ctrl-C is the launcher's, not a traceback of its
+# own, even while it still imports.
+_SPAWNING_LAUNCHER = textwrap.dedent("""\
+    from ctxtag import interrupts
+    interrupts.before_imports(__name__)
+    import multiprocessing, time
+    from launch import cli
+    def work(x):
+      time.sleep(0.2)
+      return x
+    def main(argv):
+      with multiprocessing.get_context("spawn").Pool(2) as pool:
+        print("ready", flush=True)
+        for _ in pool.imap(work, range(10_000)):
+          pass
+    if __name__ == "__main__":
+      cli.run(main)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130),
+                                           (signal.SIGTERM, 143)])
+def test_spawned_workers_leave_the_interruption_to_the_launcher(
+    tmp_path, signum, status):
+  script = tmp_path / "launcher.py"
+  script.write_text(_SPAWNING_LAUNCHER)
+  process = _start([sys.executable, str(script)])
+  _Lines(process).wait_for("ready", process, seconds=120)
+  time.sleep(1.0)  # the workers are importing, or working
+  assert process.poll() is None
+  assert _lines_after(process, signum) == [LINE]
+  assert process.returncode == status
+
+
+_IMPORTING = textwrap.dedent("""\
+    from ctxtag import interrupts
+    interrupts.before_imports(__name__)
+    import time
+    print("importing", flush=True)
+    time.sleep(60)  # as jax, TFDS and scipy take seconds
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130),
+                                           (signal.SIGTERM, 143)])
+def test_a_signal_during_imports_is_one_line(signum, status):
+  process = _start([sys.executable, "-c", _IMPORTING])
+  _Lines(process).wait_for("importing", process, seconds=60)
+  start = time.time()
+  assert _lines_after(process, signum) == [LINE]
+  assert process.returncode == status
+  assert time.time() - start < 5  # at once: nothing to clean up yet
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_launchers_imports_is_one_line():
+  process = _start([sys.executable, "-m", "launch.evaluate",
+                    "--workdir=/nonexistent"])
+  time.sleep(1.0)  # its imports (jax, TFDS) take seconds
+  assert process.poll() is None
+  assert _lines_after(process, signal.SIGINT) == [LINE]
+  assert process.returncode == 130
+
+
+# Cleanup that hangs after the interruption: a second signal, or the unwind
+# grace, ends it.
+_HANGING_CLEANUP = textwrap.dedent("""\
+    import sys, time
+    from ctxtag import interrupts
+    handling = interrupts.install(unwind_grace_s=float(sys.argv[1]))
+    try:
+      try:
+        print("ready", flush=True)
+        time.sleep(60)
+      finally:
+        print("cleaning up", flush=True)
+        time.sleep(60)
+    except interrupts.INTERRUPTIONS as error:
+      handling.end(error)
+""")
+
+
+@pytest.mark.slow
+def test_a_second_signal_ends_at_once():
+  process = _start([sys.executable, "-c", _HANGING_CLEANUP, "60"])
+  lines = _Lines(process)
+  lines.wait_for("ready", process, seconds=60)
+  os.killpg(process.pid, signal.SIGINT)
+  lines.wait_for("cleaning up", process, seconds=10)
+  start = time.time()
+  assert _lines_after(process, signal.SIGTERM) == [LINE]
+  assert process.returncode == 130  # the first signal's status
+  assert time.time() - start < 5
+
+
+@pytest.mark.slow
+def test_cleanup_that_hangs_ends_after_the_unwind_grace():
+  process = _start([sys.executable, "-c", _HANGING_CLEANUP, "2"])
+  _Lines(process).wait_for("ready", process, seconds=60)
+  start = time.time()
+  assert _lines_after(process, signal.SIGTERM) == [LINE]
+  assert process.returncode == 143
+  assert 2 <= time.time() - start < 10
+
+
+# In this process, without installing anything.
+
+
+@pytest.mark.parametrize("error,first,status", [
+    (KeyboardInterrupt(), None, 130),
+    (interrupts.Terminated(), None, 143),
+    # Unwinding raised another one; the first signal decides.
+    (KeyboardInterrupt(), signal.SIGTERM, 143),
+])
+def test_end_prints_one_line_and_exits_with_the_first_signals_status(
+    capsys, error, first, status):
+  handling = interrupts.Interrupts()
+  handling.signum = first
+  with pytest.raises(SystemExit) as exit_:
+    handling.end(error)
+  assert exit_.value.code == status
+  assert capsys.readouterr().err == LINE + "\n"
+  assert handling.seen.is_set()  # the watcher no longer ends the process
+
+
+def test_an_interruption_that_was_swallowed_is_raised_again():
+  handling = interrupts.Interrupts()
+  handling.raise_if_interrupted()  # none yet: nothing happens
+  handling.signum = signal.SIGTERM
+  with pytest.raises(interrupts.Terminated):
+    handling.raise_if_interrupted()
+  handling.signum = signal.SIGINT
+  with pytest.raises(KeyboardInterrupt):
+    handling.raise_if_interrupted()
+
+
+@pytest.fixture
+def signal_state():
+  """This process's SIGINT and SIGTERM handlers and wakeup fd, restored
+  after the test."""
+  handlers = {s: signal.getsignal(s) for s in interrupts.EXIT_STATUS}
+  wakeup_fd = signal.set_wakeup_fd(-1)
+  signal.set_wakeup_fd(wakeup_fd)
+  yield handlers
+  for signum, handler in handlers.items():
+    signal.signal(signum, handler)
+  signal.set_wakeup_fd(wakeup_fd)
+
+
+def test_before_imports_changes_nothing_outside_a_program(signal_state):
+  interrupts.before_imports("launch.train")  # imported by a test, a script
+  assert {s: signal.getsignal(s)
+          for s in interrupts.EXIT_STATUS} == signal_state
+
+
+def test_a_spawned_worker_ignores_ctrl_c_and_ends_on_sigterm(signal_state):
+  del signal_state
+  interrupts.before_imports("__mp_main__")
+  assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+  assert signal.set_wakeup_fd(-1) == -1

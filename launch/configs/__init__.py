@@ -1,1 +1,2 @@
-"""Config files for --config; the configs themselves are in ctxtag/configs."""
+"""Thin --config files kept for older command lines
+(`--config=launch/configs/paper.py`); the configs are ctxtag/configs/."""

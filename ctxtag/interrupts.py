@@ -1,0 +1,217 @@
+"""Ctrl-C and SIGTERM for a command-line program: one line, the shell's exit
+status, and never a run that carries on.
+
+`install()` makes SIGINT raise KeyboardInterrupt and SIGTERM raise
+`Terminated` in the main thread, so that a run unwinds through its cleanup
+(`finally`, context managers); `Interrupts.end` then prints "interrupted;
+rerun the same command to resume" and exits 130 or 143 (128 + the signal's
+number). Resuming is safe after any stop: checkpoints survive even SIGKILL.
+
+Three ways an interruption could be lost are closed:
+- Python prints and drops an exception raised in a __del__, a weakref
+  callback or a garbage-collector callback (jax's gc callback swallowed one,
+  and an evaluation then went on and exited 0): the signal is delivered again
+  in the main thread until it lands in ordinary code;
+- a main thread in native code (a compile, a wait on other hosts) never runs
+  a Python handler: a thread that watches the signals' wakeup fd ends the
+  process after `stuck_grace_s`;
+- cleanup that hangs: the same thread ends the process `unwind_grace_s`
+  after the signal.
+A second signal while the first unwinds ends the process at once.
+
+Worker processes (audio decoding pools, grain's batch workers) leave
+interruptions to the launcher, which stops them: forked ones from the fork
+on, spawned ones from the moment they import the launcher's module
+(`before_imports`).
+"""
+
+import _thread
+import functools
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+MESSAGE = "interrupted; rerun the same command to resume"
+# The shell's convention: 128 + the signal's number.
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+STUCK_GRACE_S = 5.0
+# Cleanup, joining threads and the distributed runtime's shutdown.
+UNWIND_GRACE_S = 20.0
+
+
+class Terminated(BaseException):
+  """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt:
+  a BaseException, so that no `except Exception` swallows it, and cleanup
+  (`finally`) still runs."""
+
+
+INTERRUPTIONS = (KeyboardInterrupt, Terminated)
+
+
+def _error(signum: int) -> BaseException:
+  return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+def _exit_at_once(signum, frame):
+  del frame
+  os.write(2, f"{MESSAGE}\n".encode())
+  os._exit(EXIT_STATUS[signum])  # pylint: disable=protected-access
+
+
+def leave_to_parent() -> None:
+  """Makes this process a worker whose interruptions are its parent's: the
+  terminal's Ctrl-C, which reaches the whole process group, is ignored, and
+  SIGTERM (a pool's terminate) ends it quietly."""
+  try:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # An inherited wakeup fd would tell the parent's watcher of our signals.
+    signal.set_wakeup_fd(-1)
+  except ValueError:  # forked from a thread other than the main one
+    pass
+
+
+def before_imports(module_name: str) -> None:
+  """What a launcher calls first, with its `__name__`, ahead of its imports.
+
+  Those take seconds (jax, TFDS, scipy), and `install` comes only after
+  them. As the program (`__main__`), a signal until then ends the process at
+  once with the one line: there is nothing to clean up yet, and Python's
+  default would be a traceback from deep in an import. As a worker that
+  multiprocessing spawned, which imports the launcher's module as
+  `__mp_main__`, interruptions are the parent's from here on. Imported any
+  other way (a test, another launcher), it changes nothing.
+
+  Args:
+    module_name: the calling module's `__name__`.
+  """
+  if module_name == "__main__":
+    for signum in EXIT_STATUS:
+      # A background job of a shell ignores Ctrl-C at the terminal: so do we.
+      if signal.getsignal(signum) is not signal.SIG_IGN:
+        signal.signal(signum, _exit_at_once)
+  elif module_name == "__mp_main__":
+    leave_to_parent()
+
+
+class Interrupts:
+  """The interruption handling of this process, as `install` sets it up.
+
+  Attributes:
+    signum: the first interrupting signal, None before one.
+    seen: set once the main thread ran the handler of one (or ends anyway).
+  """
+
+  def __init__(self, stuck_grace_s: float = STUCK_GRACE_S,
+               unwind_grace_s: float = UNWIND_GRACE_S):
+    self.signum = None
+    self.seen = threading.Event()
+    self._pid = os.getpid()
+    self._grace_s = (stuck_grace_s, unwind_grace_s)
+    self._redelivering = False  # the next handler call is ours, not a user's
+    self._reported = False
+
+  def _on_signal(self, signum, frame):
+    del frame
+    if os.getpid() != self._pid:  # a child forked past Python's fork hooks
+      leave_to_parent()
+      if signum == signal.SIGTERM:
+        os.kill(os.getpid(), signum)
+      return
+    again = self.signum is not None and not self._redelivering
+    self.signum = self.signum or signum
+    self._redelivering = False
+    if again:
+      self._exit_now()  # asked twice: do not wait for cleanup
+    self.seen.set()
+    raise _error(self.signum)
+
+  def _on_unraisable(self, previous_hook, unraisable):
+    if (self.signum is not None and unraisable.exc_type is not None
+        and issubclass(unraisable.exc_type, INTERRUPTIONS)):
+      # Swallowed: again, shortly and from another thread, since raised at
+      # once it would land in this hook. Sooner or later it lands in
+      # ordinary code.
+      self._redelivering = True
+      threading.Timer(0.02, _thread.interrupt_main, (self.signum,)).start()
+      return
+    previous_hook(unraisable)
+
+  def _watch(self, read_fd: int) -> None:
+    """Ends the process when the main thread does not run the handler of a
+    signal that arrived (stuck in native code), or when unwinding after it
+    takes too long."""
+    signums = []
+    while not signums:
+      signums = [s for s in os.read(read_fd, 64) if s in EXIT_STATUS]
+    stuck_grace_s, unwind_grace_s = self._grace_s
+    if self.seen.wait(stuck_grace_s):
+      time.sleep(unwind_grace_s)
+    self.signum = self.signum or signums[0]
+    self._exit_now()
+
+  def _exit_now(self) -> None:
+    try:
+      if not self._reported:
+        os.write(2, f"{MESSAGE}\n".encode())
+    finally:
+      # pylint: disable-next=protected-access
+      os._exit(EXIT_STATUS.get(self.signum, 130))
+
+  def raise_if_interrupted(self) -> None:
+    """Raises the interruption if one arrived: for a caller about to report
+    success after something swallowed it."""
+    if self.signum is not None:
+      raise _error(self.signum)
+
+  def end(self, error: BaseException, show_traceback: bool = False) -> None:
+    """Ends the process as interrupted by `error`, the KeyboardInterrupt or
+    Terminated that unwound the run: the one line, and 130 or 143.
+
+    Args:
+      error: the interruption.
+      show_traceback: print its traceback before the line.
+    """
+    if self.signum is None:
+      self.signum = (signal.SIGTERM if isinstance(error, Terminated)
+                     else signal.SIGINT)
+    self.seen.set()
+    if show_traceback:
+      traceback.print_exception(error)
+    print(MESSAGE, file=sys.stderr, flush=True)
+    self._reported = True
+    sys.exit(EXIT_STATUS[self.signum])
+
+
+def install(stuck_grace_s: float = STUCK_GRACE_S,
+            unwind_grace_s: float = UNWIND_GRACE_S) -> Interrupts:
+  """Routes SIGINT and SIGTERM of this process as the module docstring says.
+
+  Call it once, from the main thread of the program, before its work.
+
+  Args:
+    stuck_grace_s: how long a main thread that does not run Python may take
+      to notice a signal before the process ends.
+    unwind_grace_s: how long the unwinding after a signal may take.
+
+  Returns:
+    The handling, whose `end` finishes an interrupted run.
+  """
+  # pylint: disable=protected-access
+  handling = Interrupts(stuck_grace_s, unwind_grace_s)
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)
+  for signum in EXIT_STATUS:
+    # A background job of a shell ignores Ctrl-C at the terminal: so do we.
+    if signal.getsignal(signum) is not signal.SIG_IGN:
+      signal.signal(signum, handling._on_signal)
+  signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+  sys.unraisablehook = functools.partial(handling._on_unraisable,
+                                         sys.unraisablehook)
+  os.register_at_fork(after_in_child=leave_to_parent)
+  threading.Thread(target=handling._watch, args=(read_fd,),
+                   name="ctxtag-interrupts", daemon=True).start()
+  return handling
