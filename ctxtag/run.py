@@ -315,8 +315,9 @@ def _prepare_run(config: ml_collections.ConfigDict, workdir: str) -> str:
 def keep_reading(dataset_path: str) -> None:
   """Holds the dataset's reader lock until the process ends: a forced
   rebuild (which needs it alone) is refused while a run reads the data,
-  instead of deleting it under the run."""
-  if os.path.isdir(dataset_path):
+  instead of deleting it under the run. Process 0 holds it for a run on
+  several: the others write nothing but their checkpoint parts."""
+  if os.path.isdir(dataset_path) and distributed.is_main():
     locks.keep(os.path.dirname(dataset_path), locks.BUILD_LOCK,
                locks.BUILD_RULE, shared=True)
 

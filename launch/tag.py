@@ -96,6 +96,11 @@ def main(argv):
           f" ({len(output['errors'])} errors{skipped}) -> {_OUTPUT.value}")
   else:
     print(text)
+  if not output["results"]:
+    # The JSON says what failed; the exit status says nothing was tagged.
+    cli.fail(f"no file could be tagged ({len(output['errors'])} errors,"
+             f" {len(output['skipped'])} skipped: see the JSON)",
+             cli.ERROR_EXIT)
 
 
 if __name__ == "__main__":

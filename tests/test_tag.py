@@ -243,3 +243,19 @@ def test_a_truncated_users_file_is_one_line(smoke_run, tmp_path):
     f.truncate(os.path.getsize(path) // 2)
   with pytest.raises(errors.DatasetError, match=r"users.npz: damaged"):
     inference.load_users(workdir)
+
+
+def test_tagging_nothing_exits_non_zero_with_the_json(smoke_run, tmp_path):
+  music = tmp_path / "broken"
+  music.mkdir()
+  (music / "x.mp3").write_bytes(b"no audio here" * 50)
+  out = tmp_path / "out.json"
+  done = subprocess.run(
+      [sys.executable, "-m", "launch.tag", f"--workdir={smoke_run}",
+       f"--audio={music}", f"--output={out}"], capture_output=True,
+      text=True, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines()[-1] == (
+      "error: no file could be tagged (1 errors, 0 skipped: see the JSON)")
+  written = json.load(open(out))
+  assert written["results"] == [] and len(written["errors"]) == 1
