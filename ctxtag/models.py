@@ -609,7 +609,7 @@ MODELS: dict[str, Model] = {model.name: model for model in (
           compared_with=("audio",)),
     Model("oracle", "oracle (true distribution)", "single_label", "pairs",
           None, "oracle_sg", "SG, oracle (true distribution)",
-          "oracle, true distribution (SG)", ("k--", "0.4")),
+          "oracle, true distribution (SG)", ("--", "k")),
     # The paper's concatenation beside the late fusion in one run (config
     # variant ctxtag/configs/fusions.py), compared on the same users.
     Model("audio_user_concat", "audio + user (concatenation)",

@@ -8,7 +8,6 @@ never a new results.json beside an old report.md.
 """
 
 import contextlib
-import io
 import json
 import os
 
@@ -22,6 +21,7 @@ from ctxtag import evaluation
 from ctxtag import files
 from ctxtag import labels
 from ctxtag import models
+from ctxtag import render
 from ctxtag.evaluation import ranking
 
 # The paper's test-set figures (docs/paper.md); ranges are given as their
@@ -104,26 +104,9 @@ FUSION_WEIGHT_NAMES = {"audio": "audio a", "user": "user b",
                        "typical_user": "typical user c"}
 
 
-def _cell(value) -> str:
-  return "" if value is None or np.isnan(value) else f"{value:.3f}"
-
-
 def _cell_ci(values: dict, metric: str) -> str:
   """"0.291 [0.280, 0.302]": the value and its interval, where it has one."""
-  cell = _cell(values.get(metric))
-  low, high = values.get(f"{metric}_ci") or (None, None)
-  if cell and low is not None and high is not None and not (
-      np.isnan(low) or np.isnan(high)):
-    cell += f" [{low:.3f}, {high:.3f}]"
-  return cell
-
-
-def _p_value(value) -> str:
-  if value is None or np.isnan(value):
-    return ""
-  if value == 0:  # below the smallest float scipy can return
-    return "< 1e-300"
-  return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+  return render.cell(values.get(metric), values.get(f"{metric}_ci"))
 
 
 def protocol_table(results: dict) -> list[str]:
@@ -137,7 +120,7 @@ def protocol_table(results: dict) -> list[str]:
     paper = PAPER_PROTOCOLS.get(key, {})
     lines.append(f"| {title} | " + " | ".join(
         [_cell_ci(ours, m) for m in evaluation.METRICS]
-        + [_cell(paper.get(m)) for m in evaluation.METRICS]) + " |")
+        + [render.cell(paper.get(m)) for m in evaluation.METRICS]) + " |")
   return lines
 
 
@@ -151,7 +134,7 @@ def satisfaction_table(results: dict) -> list[str]:
     paper = PAPER_SATISFACTION.get(key, {})
     lines.append(f"| {title} | " + " | ".join(
         [_cell_ci(ours, m) for m in metrics]
-        + [_cell(paper.get(m)) for m in metrics]) + " |")
+        + [render.cell(paper.get(m)) for m in metrics]) + " |")
   return lines
 
 
@@ -198,7 +181,7 @@ def comparison_table(results: dict) -> list[str]:
       lines.append(
           f"| {model_name(a)} - {model_name(b)} | {metric} | "
           + _cell_ci({"d": entry["difference"], "d_ci": entry["ci"]}, "d")
-          + f" | {_p_value(entry['p_value'])} |")
+          + f" | {render.p_value_text(entry['p_value'])} |")
   return lines
 
 
@@ -209,7 +192,7 @@ def thresholds_table(results: dict) -> list[str]:
            "|---|" + "---|" * len(keys)]
   for label in labels.LABELS:
     lines.append(f"| {label} | " + " | ".join(
-        _cell(results[k]["thresholds"][label]) for k in keys) + " |")
+        render.cell(results[k]["thresholds"][label]) for k in keys) + " |")
   return lines
 
 
@@ -221,9 +204,9 @@ def ceiling_table(ceiling: dict) -> list[str]:
   for group, metrics in ceiling["baseline"].items():
     for metric, baseline in metrics.items():
       lines.append(
-          f"| {group} {metric} | {_cell(baseline)} |"
-          f" {_cell(ceiling['oracle'][group][metric])} | " + " | ".join(
-              _cell(ceiling["share"][m][group][metric]) for m in names)
+          f"| {group} {metric} | {render.cell(baseline)} |"
+          f" {render.cell(ceiling['oracle'][group][metric])} | " + " | ".join(
+              render.cell(ceiling["share"][m][group][metric]) for m in names)
           + " |")
   return lines
 
@@ -288,7 +271,7 @@ def per_context_table(protocol: dict, counts: dict | None = None,
   for label in labels.LABELS:
     row = protocol["per_label"][label]
     line = f"| {label} | " + " | ".join(
-        _cell(row[m]) for m in evaluation.METRICS) + " |"
+        render.cell(row[m]) for m in evaluation.METRICS) + " |"
     if counts is not None:
       count = counts[label]
       line += f" {count:,}{' (none: counted 0)' if count == 0 else ''} |"
@@ -382,17 +365,9 @@ def _heights(values) -> np.ndarray:
   return np.array([np.nan if v is None else v for v in values], np.float64)
 
 
-def _png(figure, tight: bool = True) -> bytes:
-  buffer = io.BytesIO()
-  if tight:
-    figure.tight_layout()
-  figure.savefig(buffer, format="png", dpi=100)
-  return buffer.getvalue()
-
-
 def plot_training_curves(training: dict[str, dict]) -> bytes:
   """training_curves.png (`training_curves_figure`)."""
-  return _png(training_curves_figure(training), tight=False)
+  return render.figure_png(training_curves_figure(training), tight=False)
 
 
 def training_curves_figure(training: dict[str, dict]):
@@ -436,7 +411,7 @@ def training_curves_figure(training: dict[str, dict]):
 
 def plot_per_context(results: dict) -> bytes:
   """per_context.png (`per_context_figure`)."""
-  return _png(per_context_figure(results), tight=False)
+  return render.figure_png(per_context_figure(results), tight=False)
 
 
 def per_context_figure(results: dict):
@@ -481,8 +456,7 @@ def _error_bars(values: dict, metrics, heights) -> np.ndarray | None:
   """(2, metrics) distances from each bar to its interval's ends."""
   if not all(values.get(f"{m}_ci") for m in metrics):
     return None
-  ends = np.array([_heights(values[f"{m}_ci"]) for m in metrics]).T
-  return np.nan_to_num(np.abs(ends - heights))
+  return render.error_bars(heights, [values[f"{m}_ci"] for m in metrics])
 
 
 def plot_satisfaction(results: dict) -> bytes:
@@ -515,7 +489,7 @@ def plot_retrieval(results: dict) -> bytes:
   figure.suptitle("Retrieval: evaluated tracks ranked per user and context")
   figure.subplots_adjust(left=0.05, right=0.98, bottom=0.15, top=0.82,
                          wspace=0.35)
-  return _png(figure, tight=False)
+  return render.figure_png(figure, tight=False)
 
 
 def _model_bars(results: dict, kind: str, metrics, title: str) -> bytes:
@@ -538,7 +512,7 @@ def _model_bars(results: dict, kind: str, metrics, title: str) -> bytes:
   axis.set(title=title, ylim=(0, 1))
   axis.legend()
   figure.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.9)
-  return _png(figure, tight=False)
+  return render.figure_png(figure, tight=False)
 
 
 # The paper's rows in plot_paper_comparison: protocol key, short name.
@@ -564,12 +538,12 @@ def _paired_bars(axis, groups: list[str], ours: list[dict], paper: list[dict],
                   yerr=np.abs(ends[has].T - heights[has]), fmt="none",
                   ecolor="black", capsize=2, linewidth=1)
   # Upright labels would overlap their neighbours' at this width.
-  axis.bar_label(bars, [_cell(h) for h in heights], fontsize=7, padding=3,
-                 rotation=90)
+  axis.bar_label(bars, [render.cell(h) for h in heights], fontsize=7,
+                 padding=3, rotation=90)
   paper_heights = _heights([values.get(metric) for values in paper])
   bars = axis.bar(positions + 0.21, paper_heights, 0.4, color="tab:grey",
                   label="paper (Ibrahim et al., ISMIR 2020)")
-  axis.bar_label(bars, [_cell(h) for h in paper_heights], fontsize=7,
+  axis.bar_label(bars, [render.cell(h) for h in paper_heights], fontsize=7,
                  padding=3, rotation=90)
   axis.set_xticks(positions, groups, fontsize=8)
   axis.set(ylim=(0, 1.2), title=METRIC_NAMES[metric])
@@ -577,7 +551,7 @@ def _paired_bars(axis, groups: list[str], ours: list[dict], paper: list[dict],
 
 def plot_paper_comparison(results: dict) -> bytes:
   """paper_comparison.png (`paper_comparison_figure`)."""
-  return _png(paper_comparison_figure(results), tight=False)
+  return render.figure_png(paper_comparison_figure(results), tight=False)
 
 
 def paper_comparison_figure(results: dict):
@@ -754,7 +728,7 @@ def summary_text(results: dict, heading: str, paths: list[str]) -> str:
   lines = [heading, f"{title:<{width + 26}}paper"]
   for key, name in _named(satisfaction):
     cell = _cell_ci(satisfaction[key], "f1")
-    paper = _cell(PAPER_SATISFACTION.get(key, {}).get("f1"))
+    paper = render.cell(PAPER_SATISFACTION.get(key, {}).get("f1"))
     lines.append(f"  {name:<{width}}{cell:<24}{paper}".rstrip())
   comparisons = [k for k in QUESTION_COMPARISONS
                  if k in results.get("comparisons", {})]
@@ -766,12 +740,13 @@ def summary_text(results: dict, heading: str, paths: list[str]) -> str:
       entry = results["comparisons"][key]["f1"]
       compared = f"{model_name(a)} vs {model_name(b)}"
       lines.append(f"  {compared:<27}{_signed_interval(entry):<24}"
-                   f"p {_p_value(entry['p_value'])}")
+                   f"p {render.p_value_text(entry['p_value'])}")
   if "mo_mg" in results:
     truth = results.get("mo_mg_truth", "test")
-    lines.append(f"MO-MG F1 {_cell(results['mo_mg']['average']['f1'])}"
-                 f" (paper {_cell(PAPER_PROTOCOLS['mo_mg']['f1'])}), ground"
-                 f" truth: {truth} ({MO_MG_TRUTH_SHORT[truth]})")
+    ours = render.cell(results["mo_mg"]["average"]["f1"])
+    paper = render.cell(PAPER_PROTOCOLS["mo_mg"]["f1"])
+    lines.append(f"MO-MG F1 {ours} (paper {paper}), ground truth: {truth}"
+                 f" ({MO_MG_TRUTH_SHORT[truth]})")
   weights = results.get("fusion_weights")
   if weights:
     lines.append("late fusion weights: " + ", ".join(
@@ -785,7 +760,3 @@ def summary_text(results: dict, heading: str, paths: list[str]) -> str:
   lines += [f"       {p}" for p in others[1:]]
   return "\n".join(lines) + "\n"
 
-
-# Until the sweep reads the model table itself: its view of it.
-MODEL_NAMES = {name: models.MODELS[name].display
-               for name in ("audio", "audio_user", "user", "oracle")}

@@ -75,8 +75,3 @@ def evaluate_csvs(files: inputs_lib.CsvFiles,
     evaluators.save_per_user(per_user_path, filled)
   return results
 
-
-# Until the sweep reads the model table itself: its view of it.
-MODELS = tuple(name for name in __import__("ctxtag.models").models.MODELS
-               if name != "audio_user_concat")
-COMPARISONS = tuple(__import__("ctxtag.models").models.comparisons(MODELS))

@@ -2,7 +2,7 @@ r"""Sweeps: the reproduction across settings, simulated worlds and seeds.
 
   python -m launch.sweep --workdir=W [--config=ctxtag/configs/default.py] \
       [--influences=0,0.25,0.5,0.75,1] [--vary=KEY=V1,V2,...]... \
-      [--split_strategy=cold_user]
+      [--split_strategy=cold_user] [--shard=K/N | --collect]
 
 Runs launch.reproduce once per point of the grid (ctxtag.sweep): the
 Cartesian product of the axes, --influences first, then each --vary in the
@@ -20,6 +20,10 @@ users, seeds won). A rerun reuses finished runs and resumes an interrupted
 one from its checkpoints. `--split_strategy=cold_user` (or cold_track) makes
 it the cold-start study: `--influences=0.6 --split_strategy=cold_user`.
   python -m launch.sweep --workdir=W --influences=0.5 --vary=seed=0,1,2,3,4
+With --shard=K/N (K from 1 to N) it runs only the K-th of N shares of the
+points and writes no sweep.json, sweep.md or sweep.png: N such commands (a
+job array) cover the grid, and --collect, given the same workdir and grid,
+then writes them, or names the points still unfinished (docs/sweep.md).
 On several hosts, run the same command on each, adding
 --coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
 """
@@ -63,6 +67,16 @@ _SPLIT_STRATEGY = flags.DEFINE_enum(
     [*splits.STRATEGIES, "given"],
     "Split of every run (default: the config's split_strategy);"
     " cold_user/cold_track for the cold-start study.")
+_SHARD = flags.DEFINE_string(
+    "shard", None,
+    "K/N: run only the K-th (1..N) of N shares of the grid's points (a task"
+    " of a job array: --shard=$SLURM_ARRAY_TASK_ID/N); writes no sweep.json"
+    " (see --collect).")
+_COLLECT = flags.DEFINE_bool(
+    "collect", False,
+    "Run nothing: write sweep.json, sweep.md and sweep.png from the"
+    " finished points of the grid (after its shards), or name those"
+    " missing.")
 
 # Shown by --helpshort: --config and --workdir (launch.reproduce's), --debug,
 # several hosts.
@@ -92,6 +106,23 @@ def _check_vary(texts: list[str]) -> bool:
   return True
 
 
+@flags.validator("shard")
+def _check_shard(text: str | None) -> bool:
+  if text is not None:
+    try:
+      sweep.parse_shard(text)
+    except errors.ConfigError as error:
+      raise flags.ValidationError(str(error)) from None
+  return True
+
+
+flags.register_multi_flags_validator(
+    ["shard", "collect"], lambda values: not (values["shard"] and
+                                              values["collect"]),
+    message="--shard runs a share of the points and --collect runs none;"
+    " give one")
+
+
 def _note(line: str) -> None:
   """Progress goes to stderr; stdout holds the sweep's table."""
   print(line, file=sys.stderr, flush=True)
@@ -101,12 +132,22 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   main_process = distributed.is_main()
-  influences = (None if _INFLUENCES.value is None
-                else sweep.parse_influences(_INFLUENCES.value))
-  result = sweep.run(_CONFIG.value, _WORKDIR.value, influences,
-                     _SPLIT_STRATEGY.value,
-                     log=_note if main_process else lambda line: None,
-                     vary=_VARY.value)
+  log = _note if main_process else lambda line: None
+  vary = list(_VARY.value)
+  if _INFLUENCES.value is not None:
+    vary.insert(0, (sweep.INFLUENCE_KEY,
+                    sweep.parse_influences(_INFLUENCES.value)))
+  config, workdir, split = (_CONFIG.value, _WORKDIR.value,
+                            _SPLIT_STRATEGY.value)
+  axes = sweep.make_axes(config, vary, split)
+  if _SHARD.value is not None:
+    sweep.run_points(config, workdir, axes, split, log,
+                     sweep.parse_shard(_SHARD.value))
+    return
+  if _COLLECT.value:
+    result = sweep.collect(config, workdir, axes, split)
+  else:
+    result = sweep.run(config, workdir, axes, split, log)
   if main_process:
     print(sweep.table_text(result))
 

@@ -15,6 +15,7 @@ from ctxtag import labels
 from ctxtag import models
 from ctxtag import report
 from ctxtag import run
+from ctxtag import sweep
 from ctxtag.configs import default
 from ctxtag.configs import smoke
 from ctxtag.evaluation import evaluators
@@ -112,6 +113,31 @@ def test_a_registered_model_and_evaluator_go_everywhere(registered,
        for name in results["satisfaction"] if name != "oracle"})
   assert "pooled audio + user" in [axis.get_title() for axis in
                                    training.axes]
+
+
+@pytest.mark.slow
+def test_a_registered_model_is_in_a_sweeps_groups_and_plots(registered,
+                                                            tmp_path):
+  config = pooled_config()
+  config.models = ("user", "pooled")  # no conv stack: a quick grid
+  axes = sweep.make_axes(config, ["pooled.hidden=8,16", "seed=0,1"])
+  result = sweep.run(config, str(tmp_path / "sweep"), axes, log=lambda _: 0)
+  assert len(result["runs"]) == 4 and len(result["groups"]) == 2
+  for group in result["groups"]:
+    assert "pooled" in group["models"]
+    assert "pooled_vs_user" in group["comparisons"] or (
+        "user_vs_pooled" in group["comparisons"])
+    per_seed = group["models"]["pooled"]["satisfaction_f1"]["per_seed"]
+    hidden = group["settings"]["pooled.hidden"]
+    runs = [r for r in result["runs"]
+            if r["settings"]["pooled.hidden"] == hidden]
+    assert per_seed == [r["satisfaction"]["pooled"]["f1"] for r in runs]
+  with open(tmp_path / "sweep" / "sweep.md") as f:
+    text = f.read()
+  assert "| pooled audio + user |" in text
+  assert (tmp_path / "sweep" / "sweep.png").read_bytes().startswith(
+      b"\x89PNG")
+  assert sweep.model_lookups.style("pooled") == POOLED.style
 
 
 def test_a_section_for_an_unknown_model_is_refused(registered):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ctxtag import errors
+from ctxtag import models
 from ctxtag import run
 from ctxtag import run_config
 from ctxtag import study
@@ -18,6 +19,9 @@ from ctxtag import tables
 from ctxtag.configs import default
 from ctxtag.configs import smoke
 from ctxtag.evaluation import bootstrap
+
+# The default run's models, in the model table's order.
+_MODELS = ("audio", "audio_user", "user", "oracle")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,8 +54,15 @@ def test_bad_influences_are_refused(text, message):
     sweep.parse_influences(text)
 
 
+def _influence_axes(config, influences):
+  """The axes of --influences: world.user_influence alone."""
+  return sweep.make_axes(config, [(sweep.INFLUENCE_KEY, influences)])
+
+
 def test_influence_names():
-  assert [sweep.run_name(x) for x in (0.0, 0.25, 1.0, 0.6)] == [
+  (axis,) = _influence_axes(default.get_config(), (0.0, 0.25, 1.0, 0.6))
+  assert (axis.label, axis.header) == ("influence", "user_influence")
+  assert [axis.name(x) for x in axis.values] == [
       "influence_0", "influence_0.25", "influence_1", "influence_0.6"]
   assert sweep.number_text(1e-50) == "1e-50"  # no digit stripped from it
   assert float(sweep.number_text(0.1 + 0.2)) == 0.1 + 0.2
@@ -61,13 +72,15 @@ def test_run_config_keeps_options_and_sets_the_influence_and_split():
   config = default.get_config()
   config.dataset_options = "seed=3, embedding_noise=0.5"
   config.lock()
-  changed = sweep.config_at(config, 0.25, "cold_user")
+  changed = sweep.point_config(config, {sweep.INFLUENCE_KEY: 0.25},
+                               "cold_user")
   assert changed.dataset_options == (
       "seed=3,embedding_noise=0.5,user_influence=0.25")
   assert changed.split_strategy == "cold_user"
   assert config.dataset_options == "seed=3, embedding_noise=0.5"  # a copy
   assert config.split_strategy == ""
-  assert sweep.config_at(config, 1.0).split_strategy == ""  # the config's
+  assert sweep.point_config(
+      config, {sweep.INFLUENCE_KEY: 1.0}).split_strategy == ""  # config's
   run_config.validate(changed, declared=default.get_config())
 
 
@@ -75,11 +88,11 @@ def test_run_config_refuses_a_set_influence_and_real_data():
   config = default.get_config()
   config.dataset_options = "seed=3, user_influence = 0.2"
   with pytest.raises(errors.ConfigError, match="sets user_influence"):
-    sweep.config_at(config, 0.5)
+    sweep.point_config(config, {sweep.INFLUENCE_KEY: 0.5})
   config = default.get_config()
   config.dataset = "contextual_tags/zenodo"
   with pytest.raises(errors.ConfigError, match="needs the simulated world"):
-    sweep.config_at(config, 0.5)
+    sweep.point_config(config, {sweep.INFLUENCE_KEY: 0.5})
 
 
 def _fake_results(f1: dict, seed: int = 0) -> dict:
@@ -95,7 +108,7 @@ def _fake_results(f1: dict, seed: int = 0) -> dict:
         "f1_ci": [value - 0.01, value + 0.02], "users": 500}
     results["ranking"][model] = {"hit@1": 0.1, "mrr": value + 0.2,
                                  "mrr_ci": [value + 0.19, value + 0.23]}
-  for a, b in study.COMPARISONS:
+  for a, b in models.comparisons(_MODELS):
     if a in f1 and b in f1:
       results["comparisons"][f"{a}_vs_{b}"] = {
           metric: {"difference": results[kind][a][metric]
@@ -107,22 +120,37 @@ def _fake_results(f1: dict, seed: int = 0) -> dict:
   return results
 
 
+def _collect_influences(results_by_influence: dict, dataset: str,
+                        dataset_options: str = "",
+                        split_strategy: str = "") -> dict:
+  """sweep.json's dict of an influence sweep from {influence: results}."""
+  axis = sweep.Axis(sweep.INFLUENCE_KEY, tuple(sorted(results_by_influence)),
+                    "influence")
+  return sweep.collect_points(
+      [axis], {axis.name(x): ({sweep.INFLUENCE_KEY: x}, results)
+               for x, results in results_by_influence.items()},
+      dataset, dataset_options, split_strategy)
+
+
 def test_collect_copies_each_run_in_influence_order():
   runs = {1.0: _fake_results({"audio": 0.17, "audio_user": 0.35,
                               "user": 0.33, "oracle": 0.4}),
           0.0: _fake_results({"audio": 0.30, "audio_user": 0.29,
                               "user": 0.11, "oracle": 0.36}, seed=1)}
-  result = sweep.collect(runs, "contextual_tags/simulated", "seed=3",
-                         "cold_track")
+  result = _collect_influences(runs, "contextual_tags/simulated", "seed=3",
+                               "cold_track")
   assert [r["user_influence"] for r in result["runs"]] == [0.0, 1.0]
   assert result["confidence"] == 0.9
   assert (result["dataset_options"], result["split_strategy"]) == (
       "seed=3", "cold_track")
   for entry in result["runs"]:
     source = runs[entry["user_influence"]]
-    assert entry["workdir"] == sweep.run_name(entry["user_influence"])
+    assert entry["workdir"] == (
+        f"influence_{sweep.number_text(entry['user_influence'])}")
+    assert entry["settings"] == {
+        sweep.INFLUENCE_KEY: entry["user_influence"]}
     assert entry["users"] == 500
-    for model in study.MODELS:
+    for model in _MODELS:
       assert entry["satisfaction"][model] == {
           "f1": source["satisfaction"][model]["f1"],
           "f1_ci": source["satisfaction"][model]["f1_ci"]}
@@ -156,7 +184,8 @@ def test_collect_from_a_real_evaluation():
   results = study.evaluate(study.Inputs(
       truth, dict(pair_models, audio=audio),
       settings=bootstrap.Settings(resamples=200)))
-  entry = sweep.collect({0.5: results}, "contextual_tags/simulated")["runs"][0]
+  entry = _collect_influences({0.5: results},
+                              "contextual_tags/simulated")["runs"][0]
   satisfaction = results["satisfaction"]
   assert entry["satisfaction"]["audio_user"]["f1"] == satisfaction[
       "audio_user"]["f1"]
@@ -174,7 +203,7 @@ def _fabricated_sweep():
           1.0: _fake_results({"audio": 0.17, "audio_user": 0.35})}
   runs[0.0]["comparisons"]["audio_user_vs_audio"]["f1"] = {
       "difference": -0.0086, "ci": [-0.0201, 0.0033], "p_value": 6.3e-4}
-  return sweep.collect(runs, "contextual_tags/simulated")
+  return _collect_influences(runs, "contextual_tags/simulated")
 
 
 def test_table_text_cells():
@@ -201,8 +230,9 @@ def test_plot_and_outputs_are_written_together(tmp_path):
   assert saved["runs"][1]["satisfaction"]["audio"]["f1"] is None
   png = (tmp_path / "sweep.png").read_bytes()
   assert png.startswith(b"\x89PNG") and len(png) < 100_000
-  single = sweep.collect({0.6: _fake_results({"audio": 0.2, "user": 0.3})},
-                         "contextual_tags/simulated", "", "cold_user")
+  single = _collect_influences(
+      {0.6: _fake_results({"audio": 0.2, "user": 0.3})},
+      "contextual_tags/simulated", "", "cold_user")
   assert sweep.plot(single).startswith(b"\x89PNG")  # one influence: a point
   assert "split: cold_user" in sweep.table_text(single)
 
@@ -234,12 +264,15 @@ def test_run_skips_finished_influences_and_reruns_killed_ones(tmp_path,
   monkeypatch.setattr(run, "reproduce", stub)
   stub.stop_before_results.add("influence_0.5")
   with pytest.raises(KeyboardInterrupt):
-    sweep.run(config, workdir, (0.0, 0.5, 1.0), log=lines.append)
+    sweep.run(config, workdir, _influence_axes(config, (0.0, 0.5, 1.0)),
+              log=lines.append)
   assert stub.runs == ["influence_0", "influence_0.5"]
   assert not os.path.exists(tmp_path / "sweep.json")
 
   stub.stop_before_results.clear()
-  result = sweep.run(config, workdir, (0.0, 0.5, 1.0), log=lines.append)
+  result = sweep.run(config, workdir,
+                     _influence_axes(config, (0.0, 0.5, 1.0)),
+                     log=lines.append)
   assert stub.runs[2:] == ["influence_0.5", "influence_1"]
   assert any("influence_0 finished earlier" in line for line in lines)
   gains = [r["comparisons"]["audio_user_vs_audio"]["f1"]["difference"]
@@ -247,12 +280,14 @@ def test_run_skips_finished_influences_and_reruns_killed_ones(tmp_path,
   np.testing.assert_allclose(gains, [0.0, 0.5, 1.0])
   assert json.loads((tmp_path / "sweep.json").read_text()) == result
 
-  sweep.run(config, workdir, (1.0, 0.0), log=lines.append)
+  sweep.run(config, workdir, _influence_axes(config, (1.0, 0.0)),
+            log=lines.append)
   assert len(stub.runs) == 4  # everything reused
   with pytest.raises(errors.ConfigError,
                      match=r"influence_1/config.json: this finished run was"
                      " made with another config"):
-    sweep.run(config, workdir, (1.0,), split_strategy="cold_user")
+    sweep.run(config, workdir, _influence_axes(config, (1.0,)),
+              split_strategy="cold_user")
 
 
 def test_results_without_intervals_are_named(tmp_path):

@@ -20,6 +20,9 @@ from ctxtag.configs import default
 from ctxtag.configs import smoke
 from ctxtag.evaluation import bootstrap
 
+# The default run's models, in the model table's order.
+_MODELS = ("audio", "audio_user", "user", "oracle")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -46,10 +49,9 @@ def test_parse_vary_refuses(text, message):
 def test_axes_take_the_config_types_and_name_directories():
   config = default.get_config()
   axes = sweep.make_axes(config, [
-      "seed=3,1", "audio.learning_rate=1e-3,0.01", "audio_user.fusion=late",
+      (sweep.INFLUENCE_KEY, (0.5,)), "seed=3,1", "audio.learning_rate=1e-3,0.01", "audio_user.fusion=late",
       "audio.deep=true,0", "audio.conv_widths=(8,16),(4,4,4,4)",
-      "world.track_sharpness=2,4", "audio_user.audio_init='',audio"],
-                         influences=(0.5,))
+      "world.track_sharpness=2,4", "audio_user.audio_init='',audio"])
   assert [(a.key, a.values, a.label) for a in axes] == [
       ("world.user_influence", (0.5,), "influence"),
       ("seed", (3, 1), "seed"),
@@ -69,7 +71,7 @@ def test_axes_take_the_config_types_and_name_directories():
   clash = sweep.make_axes(config, [("seed", [0]), ("world.seed", [1]),
                                    ("audio.learning_rate", [0.1])])
   assert [a.label for a in clash] == ["seed", "world.seed", "learning_rate"]
-  # Only --influences, or nothing: today's influence sweep.
+  # Nothing: today's influence sweep.
   assert [a.label for a in sweep.make_axes(config)] == ["influence"]
   assert sweep.make_axes(config)[0].values == sweep.DEFAULT_INFLUENCES
   # --vary alone: no influence axis.
@@ -96,8 +98,9 @@ def test_axes_take_the_config_types_and_name_directories():
 ])
 def test_bad_axes_are_refused_in_one_line(vary, message):
   with pytest.raises(errors.ConfigError, match=message) as caught:
-    sweep.make_axes(default.get_config(), vary,
-                    influences=(0.5,) if "user_influence" in vary[0] else None)
+    influences = ([(sweep.INFLUENCE_KEY, (0.5,))]
+                  if "user_influence" in vary[0] else [])
+    sweep.make_axes(default.get_config(), influences + vary)
   assert "\n" not in str(caught.value)
 
 
@@ -135,8 +138,8 @@ def test_point_config_sets_keys_and_world_settings():
 
 def test_grid_is_the_product_in_axis_order_and_checks_every_point():
   config = smoke.get_config()
-  axes = sweep.make_axes(config, ["seed=0,1", "audio_user.fusion=late,concat"],
-                         influences=(1.0,))
+  axes = sweep.make_axes(config, [(sweep.INFLUENCE_KEY, (1.0,)), "seed=0,1",
+                                  "audio_user.fusion=late,concat"])
   points = sweep.grid(config, axes)
   assert [p.path for p in points] == [
       "influence_1/seed_0/fusion_late", "influence_1/seed_0/fusion_concat",
@@ -154,7 +157,7 @@ def test_grid_is_the_product_in_axis_order_and_checks_every_point():
 
 
 def test_comparison_pairs_cover_every_pair_in_model_order():
-  assert sweep.comparison_pairs(study.MODELS) == [
+  assert sweep.comparison_pairs(_MODELS) == [
       ("audio_user", "audio"), ("user", "audio"), ("oracle", "audio"),
       ("audio_user", "user"), ("oracle", "audio_user"), ("oracle", "user")]
   assert sweep.comparison_pairs(["user", "audio"]) == [("user", "audio")]
@@ -230,9 +233,11 @@ def test_seed_groups_end_to_end(tmp_path, monkeypatch):
   vary = ["seed=2,0,1", "audio_user.fusion=late,concat"]
   stub.kill.add("fusion_concat")  # the first seed's second run, killed
   with pytest.raises(KeyboardInterrupt):
-    sweep.run(config, workdir, vary=vary, log=lines.append)
+    sweep.run(config, workdir, sweep.make_axes(config, vary),
+              log=lines.append)
   stub.kill.clear()
-  result = sweep.run(config, workdir, vary=vary, log=lines.append)
+  result = sweep.run(config, workdir, sweep.make_axes(config, vary),
+                     log=lines.append)
   assert len(stub.runs) == 2 + 5  # nothing but the killed run run twice
   assert [os.path.relpath(p, workdir) for p in stub.runs[:3]] == [
       "seed_2/fusion_late", "seed_2/fusion_concat", "seed_2/fusion_concat"]
@@ -259,7 +264,7 @@ def test_seed_groups_end_to_end(tmp_path, monkeypatch):
     fusion = group["settings"]["audio_user.fusion"]
     runs = [_results(tmp_path / f"seed_{s}" / f"fusion_{fusion}")
             for s in group["seeds"]]
-    assert list(group["models"]) == list(study.MODELS)
+    assert list(group["models"]) == list(_MODELS)
     for model, values in group["models"].items():
       for name, (kind, metric) in sweep.GROUP_METRICS.items():
         per_seed = [r[kind][model][metric] for r in runs]
@@ -296,7 +301,8 @@ def test_seed_groups_end_to_end(tmp_path, monkeypatch):
   row = groups[1]["models"]["audio_user"]
   assert (f"| audio + user | {row['satisfaction_f1']['mean']:.3f} ["
           f"{row['satisfaction_f1']['ci'][0]:.3f}, ") in text
-  assert "| oracle - audio | " in text and " | 3 / 3 |" in text
+  assert "| oracle (true distribution) - audio | " in text
+  assert " | 3 / 3 |" in text
   assert "`<workdir>/seed_<value>/fusion_<value>/`" in text
   assert (tmp_path / "sweep.png").read_bytes().startswith(b"\x89PNG")
   print(text)  # the example of the report: pytest -s
@@ -306,7 +312,9 @@ def test_one_seed_gives_the_runs_own_intervals(tmp_path, monkeypatch):
   """With shared users and one seed, the two-level interval is the run's
   one-level bootstrap of results.json, draw for draw."""
   monkeypatch.setattr(run, "reproduce", _Stub())
-  result = sweep.run(smoke.get_config(), str(tmp_path), vary=["seed=4"])
+  config = smoke.get_config()
+  result = sweep.run(config, str(tmp_path),
+                     sweep.make_axes(config, ["seed=4"]))
   saved = _results(tmp_path / "seed_4")
   group = result["groups"][0]
   assert group["settings"] == {} and group["seeds"] == [4]
@@ -324,8 +332,10 @@ def test_one_seed_gives_the_runs_own_intervals(tmp_path, monkeypatch):
 
 def test_a_resplit_draws_users_within_each_seed(tmp_path, monkeypatch):
   monkeypatch.setattr(run, "reproduce", _Stub())
-  result = sweep.run(smoke.get_config(), str(tmp_path), (0.0, 1.0),
-                     split_strategy="cold_user", vary=["seed=0,1"])
+  config = smoke.get_config()
+  axes = sweep.make_axes(config, [(sweep.INFLUENCE_KEY, (0.0, 1.0)),
+                                  "seed=0,1"], split_strategy="cold_user")
+  result = sweep.run(config, str(tmp_path), axes, split_strategy="cold_user")
   assert [r["workdir"] for r in result["runs"]] == [
       "influence_0/seed_0", "influence_0/seed_1", "influence_1/seed_0",
       "influence_1/seed_1"]
@@ -343,22 +353,22 @@ def test_a_resplit_draws_users_within_each_seed(tmp_path, monkeypatch):
 def test_changed_or_missing_tables_are_named(tmp_path, monkeypatch):
   monkeypatch.setattr(run, "reproduce", _Stub())
   config, workdir = smoke.get_config(), str(tmp_path)
-  sweep.run(config, workdir, vary=["seed=0,1"])
+  sweep.run(config, workdir, sweep.make_axes(config, ["seed=0,1"]))
   table = tmp_path / "seed_1" / "predictions" / "test_user.csv"
   rows = table.read_text().splitlines()
   rows[1:] = rows[1:][::-1]  # the same rows, another order: still consistent
   table.write_text("\n".join(rows) + "\n")
-  sweep.run(config, workdir, vary=["seed=0,1"])
+  sweep.run(config, workdir, sweep.make_axes(config, ["seed=0,1"]))
   song, user, _ = _world(sweep.point_config(config, {"seed": 1}))
   tables.write(str(table), song, np.full((len(song), 10), 0.1), user)
   with pytest.raises(errors.UserError, match=r"test_user.csv: gives user's"
                      r" satisfaction f1 .* the tables changed after the"
                      r" evaluation; re-evaluate"):
-    sweep.run(config, workdir, vary=["seed=0,1"])
+    sweep.run(config, workdir, sweep.make_axes(config, ["seed=0,1"]))
   table.unlink()
   with pytest.raises(errors.UserError, match=r"test_user.csv: missing; the"
                      " sweep's seed groups need"):
-    sweep.run(config, workdir, vary=["seed=0,1"])
+    sweep.run(config, workdir, sweep.make_axes(config, ["seed=0,1"]))
 
 
 def test_per_user_values_give_the_evaluations_means(tmp_path):
@@ -367,7 +377,7 @@ def test_per_user_values_give_the_evaluations_means(tmp_path):
   results = _results(tmp_path)
   ids, values = sweep.per_user_values(str(tmp_path), results)
   assert list(ids) == sorted(set(_world(config)[1]))
-  assert list(values) == list(study.MODELS)
+  assert list(values) == list(_MODELS)
   for model, per_user in values.items():
     assert per_user.shape == (len(ids), 2)
     assert per_user[:, 0].mean() == pytest.approx(
@@ -425,4 +435,4 @@ def test_launcher_groups_real_runs_over_seeds(tmp_path):
   oracle = group["models"]["oracle"]["ranking_mrr"]["per_seed"]
   assert oracle[0] == oracle[1]
   assert "### All runs" in done.stdout
-  assert "| oracle - user only |" in done.stdout
+  assert "| oracle (true distribution) - user only |" in done.stdout

@@ -13,6 +13,7 @@ from ctxtag import evaluation
 from ctxtag import files
 from ctxtag import input_pipeline
 from ctxtag import labels
+from ctxtag import render
 from ctxtag import report
 from ctxtag import run
 from ctxtag import study
@@ -328,7 +329,7 @@ def test_report_cells_intervals_and_p_values():
   assert report._cell_ci(values, "f1") == "0.291 [0.280, 0.302]"
   assert report._cell_ci(values, "auc") == ""  # undefined: an empty cell
   assert report._cell_ci(values, "recall") == "0.500"  # no interval
-  assert [report._p_value(p) for p in (0.0271, 6.3e-4, 0.0, None)] == [
+  assert [render.p_value_text(p) for p in (0.0271, 6.3e-4, 0.0, None)] == [
       "0.027", "6.3e-04", "< 1e-300", ""]
   # Error bars: the distances from each bar down and up to its interval.
   bars = report._error_bars(values, ["f1"], np.array([0.2914]))
