@@ -236,6 +236,7 @@ class Steps:
         audio features once per track (the model entry's `track_features`).
     """
     self.per_track_features = per_track_features
+    self.weights_C = np.asarray(weights_C, np.float32)
     # Grouped by process: each process's devices then hold the contiguous
     # share of every batch that the input pipeline gives that process.
     self.mesh = Mesh(np.asarray(sorted(

@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import sys
+import time
 
 import jax
 import ml_collections
@@ -31,6 +32,7 @@ from ctxtag import device_data
 from ctxtag import distributed
 from ctxtag import errors
 from ctxtag import files
+from ctxtag import fusion_fit
 from ctxtag import host_pipeline
 from ctxtag import input_pipeline
 from ctxtag import loop as loop_lib
@@ -77,42 +79,122 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   with checkpoints_lib.Checkpoints(
       os.path.join(model_dir, "checkpoints"), cleanup=True,
       model=models.describe(name, config[name])) as checkpoints:
-    state, loop = _starting_states(name, config, workdir, checkpoints, state,
-                                   per_epoch, train.mel_shape[0])
-    state = steps.place(state)
-    step = int(state.step)
-    if step == 0 and distributed.is_main():
-      # The first dispatch compiles: say so before a slow first line.
-      print(f"[{name}] training up to {model_config.max_epochs} epochs of"
-            f" {per_epoch} steps; compiling the first steps...",
-            file=sys.stderr, flush=True)
-    feed, validation_tables = _feed_and_tables(
-        name, config, steps, fitted_on, validation, step)
-    with progress_lib.Progress(
-        name, model_dir, per_epoch * model_config.max_epochs, per_epoch,
-        model_config.batch_size, step) as progress:
-      runner = loop_lib.EpochRunner(
-          feed, dropout_rng, dispatch_size(name, model_config),
-          config.log_every_steps, progress=progress, checkpoints=checkpoints,
-          checkpoint_clock=loop_lib.CheckpointClock(
-              model_config.checkpoint_every_steps,
-              model_config.checkpoint_every_seconds, step),
-          loop=loop, name=name)
-      stopped_early = loop_lib.train_epochs(
-          runner, state, step, per_epoch=per_epoch,
-          max_epochs=model_config.max_epochs, patience=model_config.patience,
-          validate=functools.partial(
-              steps_lib.validation_loss, steps, split=validation, kind=kind,
-              batch_size=config.eval_batch_size, tables=validation_tables))
-
-  summary = {"model": name, "epochs": loop.epoch,
-             "best_epoch": loop.best_epoch, "best_step": loop.best_step,
-             "best_validation_loss": loop.best_validation_loss,
-             "stopped_early": stopped_early, "steps_per_epoch": per_epoch,
-             "history": loop.history}
+    if frozen_late_fusion(name, model_config):
+      summary = _fit_fusion_weights(name, config, steps, state, checkpoints,
+                                    validation, workdir, train.mel_shape[0])
+    else:
+      summary = _train_epochs(name, config, steps, state, checkpoints,
+                              (fitted_on, validation), workdir, per_epoch,
+                              train.mel_shape[0], dropout_rng)
+  summary = {"model": name, **summary}
   if distributed.is_main():
     files.write_text(summary_path, json.dumps(summary, indent=2))
   return summary
+
+
+def _train_epochs(name: str, config: ml_collections.ConfigDict,
+                  steps: steps_lib.Steps, state: steps_lib.TrainState,
+                  checkpoints: checkpoints_lib.Checkpoints, splits: tuple,
+                  workdir: str, per_epoch: int, frames: int,
+                  dropout_rng: jax.Array) -> dict:
+  """Model `name`'s epochs of steps on `splits` (fitted on, validation),
+  resumed from its latest checkpoint; returns the summary's fields."""
+  model_config, kind = config[name], models.BATCH_KINDS[name]
+  fitted_on, validation = splits
+  model_dir = os.path.join(workdir, name)
+  state, loop = _starting_states(name, config, workdir, checkpoints, state,
+                                 per_epoch, frames)
+  state = steps.place(state)
+  step = int(state.step)
+  if step == 0 and distributed.is_main():
+    # The first dispatch compiles: say so before a slow first line.
+    print(f"[{name}] training up to {model_config.max_epochs} epochs of"
+          f" {per_epoch} steps; compiling the first steps...",
+          file=sys.stderr, flush=True)
+  feed, validation_tables = _feed_and_tables(
+      name, config, steps, fitted_on, validation, step)
+  with progress_lib.Progress(
+      name, model_dir, per_epoch * model_config.max_epochs, per_epoch,
+      model_config.batch_size, step) as progress:
+    runner = loop_lib.EpochRunner(
+        feed, dropout_rng, dispatch_size(name, model_config),
+        config.log_every_steps, progress=progress, checkpoints=checkpoints,
+        checkpoint_clock=loop_lib.CheckpointClock(
+            model_config.checkpoint_every_steps,
+            model_config.checkpoint_every_seconds, step),
+        loop=loop, name=name)
+    stopped_early = loop_lib.train_epochs(
+        runner, state, step, per_epoch=per_epoch,
+        max_epochs=model_config.max_epochs, patience=model_config.patience,
+        validate=functools.partial(
+            steps_lib.validation_loss, steps, split=validation, kind=kind,
+            batch_size=config.eval_batch_size, tables=validation_tables))
+  return {"epochs": loop.epoch, "best_epoch": loop.best_epoch,
+          "best_step": loop.best_step,
+          "best_validation_loss": loop.best_validation_loss,
+          "stopped_early": stopped_early, "steps_per_epoch": per_epoch,
+          "history": loop.history}
+
+
+def frozen_late_fusion(name: str,
+                       model_config: ml_collections.ConfigDict) -> bool:
+  """Whether model `name` is the late fusion with frozen experts: trained
+  on the validation split (`split_fitted_on`), by an exact fit of its
+  three weights instead of epochs of steps, its loss being convex in them
+  (ctxtag.fusion_fit)."""
+  module = models.create_model(name, model_config)
+  return (isinstance(module, models.LateFusionTagger)
+          and module.freeze_experts)
+
+
+def _fit_fusion_weights(name: str, config: ml_collections.ConfigDict,
+                        steps: steps_lib.Steps, state: steps_lib.TrainState,
+                        checkpoints: checkpoints_lib.Checkpoints,
+                        validation: input_pipeline.Split, workdir: str,
+                        frames: int) -> dict:
+  """The frozen late fusion's weights by Newton's method on the experts'
+  terms over the validation pairs (`split_fitted_on`), saved as the one
+  checkpoint (step 1, best and latest); returns the summary's fields.
+
+  Deterministic and seconds long: a fit stopped before its summary is done
+  again, its partial saves discarded.
+  """
+  checkpoints.discard_after(0)
+  state = steps.place(transfer.with_trained_parts(state, name, config,
+                                                  workdir, frames))
+  start_time = time.perf_counter()
+  terms = fusion_fit.expert_terms(steps, state, validation,
+                                  config.eval_batch_size)
+  experts_seconds = time.perf_counter() - start_time
+  start = [float(state.params[w]) for w in fusion_fit.WEIGHTS]
+  fit = fusion_fit.newton_fit(terms, validation.label_P, steps.weights_C,
+                              start)
+  state = steps.place(fusion_fit.with_weights(state, fit.weights).replace(
+      step=1))
+  validation_loss = steps_lib.validation_loss(
+      steps, state, validation, models.BATCH_KINDS[name],
+      config.eval_batch_size)
+  loop_lib.check_finite(name, checkpoints, validation_loss, 1, "validation")
+  loop = loop_lib.LoopState()
+  loop.end_epoch(1, fit.loss, validation_loss)
+  checkpoints.save("best", state, loop)
+  checkpoints.save("latest", state, loop)
+  if distributed.is_main():
+    print(f"[{name}] frozen experts: fitted the fusion's three weights"
+          f" exactly (Newton, {fit.iterations} iterations, largest gradient"
+          f" {fit.gradient_norm:.1e}, {fit.seconds:.2f} s after the experts'"
+          f" pass of {experts_seconds:.1f} s): validation loss"
+          f" {validation_loss:.4f}; no epochs, so no early stop",
+          file=sys.stderr, flush=True)
+  return {"epochs": 1, "best_epoch": 1, "best_step": 1,
+          "best_validation_loss": validation_loss, "stopped_early": False,
+          "steps_per_epoch": 1, "history": loop.history,
+          "fit": {"method": "newton", "weights": dict(zip(
+              fusion_fit.WEIGHTS, fit.weights)), "loss": fit.loss,
+                  "iterations": fit.iterations,
+                  "gradient_norm": fit.gradient_norm,
+                  "experts_seconds": experts_seconds,
+                  "fit_seconds": fit.seconds}}
 
 
 def _check_batch_sizes(name: str, config: ml_collections.ConfigDict) -> None:
@@ -269,11 +351,11 @@ def split_fitted_on(name: str, model_config: ml_collections.ConfigDict,
   Its weights stack two trained models, so they are fitted on pairs neither
   has seen: on its own training pairs each expert is overconfident, and
   weights fitted there trust it where it knows nothing new
-  (docs/training.md). The validation loss still picks the best state and
-  stops early: with frozen experts it is convex in the few weights, so that
-  only selects the best iterate of the fit. The test split stays unseen;
-  the class weights stay the training split's, as in the validation loss.
+  (docs/training.md). The loss is then convex in the few weights, which
+  are fitted exactly (`frozen_late_fusion`): nothing is left for a
+  validation loss to select or stop. The test split stays unseen; the
+  class weights stay the training split's, as in the validation loss.
   """
-  if model_config.fusion == "late" and model_config.freeze_experts:
+  if frozen_late_fusion(name, model_config):
     return validation
   return train

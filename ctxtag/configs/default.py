@@ -64,8 +64,9 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # tagger and a user-only tagger; see ctxtag.models.LateFusionTagger).
   config.fusion = "concat"
   # fusion "late": keep both experts as audio_init and user_init gave them
-  # (the trained models); only their three weights train, on the validation
-  # split (pairs the experts never saw), which also stops.
+  # (the trained models); only their three weights are fitted, exactly, on
+  # the validation split (pairs the experts never saw): the optimiser,
+  # epoch and stopping settings then do not apply (ctxtag.fusion_fit).
   config.freeze_experts = False
   config.update(overrides)
   return config
@@ -138,14 +139,12 @@ def get_config() -> ml_collections.ConfigDict:
   # the audio model passes over the 2,000 training tracks per epoch, with a
   # learning rate halved every 2 epochs; the user-only model
   # (15,000 pairs, batch 128) is best after an epoch or two; the audio +
-  # user model trains only the three weights of its product of the trained
-  # audio and user-only models, on the validation split's 4,500 pairs, which
-  # neither model has seen (ctxtag.train.split_fitted_on), a pass an epoch.
+  # user model fits only the three weights of its product of the trained
+  # audio and user-only models, exactly, on the validation split's 4,500
+  # pairs, which neither model has seen (ctxtag.train.split_fitted_on).
   config.audio = model_config(learning_rate=0.003, decay_rate=0.5,
                               decay_steps=124, max_epochs=8, patience=2)
-  config.audio_user = model_config(learning_rate=0.005, max_epochs=8,
-                                   patience=2,
-                                   audio_init="audio", user_init="user",
+  config.audio_user = model_config(audio_init="audio", user_init="user",
                                    fusion="late", freeze_experts=True)
   config.user = model_config(batch_size=128, max_epochs=6, patience=2)
   return config
