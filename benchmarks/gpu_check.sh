@@ -10,7 +10,8 @@
 #   python -m launch.build_dataset --data_dir=DIR --sim=excerpt_seconds=30 \
 #     --sim=num_tracks=260 --sim=train_tracks=180 --sim=validation_tracks=40 \
 #     --sim=test_tracks=40 --sim=num_users=3000
-# In order: the paper model's step against PyTorch (float32, bfloat16; batch
+# In order: the paper step's model-FLOP utilisation (XLA's FLOP count) with
+# a jax.profiler trace under $OUT/profile; the paper model's step against PyTorch (float32, bfloat16; batch
 # 32, 256); the loop against its step at the paper config (float32,
 # bfloat16); two bfloat16 paper epochs of the audio model with timestamps;
 # the default reproduction by stage; the loop at the default config.
@@ -25,6 +26,11 @@ paper_path=$(dirname "$(find "$paper_data" -name dataset_info.json | head -1)")
 
 step device
 { nvidia-smi -L; python3 -c 'import jax; print(jax.__version__, jax.devices())'; nproc; } > "$out/device.txt" 2>&1
+
+step "step utilisation (MFU, profile)"
+timeout 240 python3 -m benchmarks.step_utilisation --batch_sizes=256,1024 \
+  --precisions=float32,bfloat16 --steps=50 --profile_dir="$out/profile" \
+  > "$out/step_utilisation.txt" 2>&1
 
 step versus_pytorch
 timeout 300 python3 -m benchmarks.versus_pytorch --batch_sizes=32,256 \
