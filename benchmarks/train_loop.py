@@ -91,7 +91,7 @@ def _measure(name, config, split):
                                 model_config.device_data_budget_mb):
     feeds[f"loop (device data, {dispatch} steps/call)"] = train.ResidentFeed(
         steps, device_data.place_tables(split, kind, steps.replicated), split,
-        kind, size, config.seed, 0)
+        kind, size, config.seed, 0, dispatch)
 
   def epoch_of(feed):
     runner = loop_lib.EpochRunner(feed, rng, dispatch, config.log_every_steps)

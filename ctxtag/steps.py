@@ -147,14 +147,19 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *,
 
 
 def train_steps_indexed(state: TrainState, tables: dict,
-                        indices_KxB: jax.Array, rng: jax.Array, *, kind: str,
-                        weights_C: jax.Array, output: str):
-  """K optimiser steps on batches gathered from device-resident tables.
+                        indices_KxB: jax.Array, rng: jax.Array,
+                        count: jax.Array, *, kind: str, weights_C: jax.Array,
+                        output: str):
+  """The first `count` of K optimiser steps on batches gathered from
+  device-resident tables.
 
   One `lax.scan` over the steps: a single dispatch for K steps, and the
-  metrics of each step stacked along a leading K axis. K = 1 runs without a
-  loop: XLA:CPU gives convolutions inside a loop body none of its fast
-  kernels (its convolution canonicalisation only visits the entry
+  metrics of each step stacked along a leading K axis. Steps from `count` on
+  are padding, skipped (their metrics are zeros): an epoch's last dispatch,
+  shorter than the others, runs the same compiled program instead of a
+  second one (seconds of compilation for a small model on a CPU). K = 1
+  runs without a loop: XLA:CPU gives convolutions inside a loop body none of
+  its fast kernels (its convolution canonicalisation only visits the entry
   computation; 3-4x slower steps in python -m benchmarks.train_loop), so
   conv models on CPU run one step per dispatch.
   """
@@ -166,7 +171,19 @@ def train_steps_indexed(state: TrainState, tables: dict,
   if indices_KxB.shape[0] == 1:
     state, metrics = one_step(state, indices_KxB[0])
     return state, jax.tree.map(lambda value: value[None], metrics)
-  return jax.lax.scan(one_step, state, indices_KxB)
+  skipped = jax.tree.map(
+      lambda value: jnp.zeros(value.shape, value.dtype),
+      jax.eval_shape(one_step, state, indices_KxB[0])[1])
+
+  def step_or_skip(carry, indices_B):
+    state, position = carry
+    state, metrics = jax.lax.cond(
+        position < count, one_step, lambda state, _: (state, skipped),
+        state, indices_B)
+    return (state, position + 1), metrics
+
+  (state, _), metrics = jax.lax.scan(step_or_skip, (state, 0), indices_KxB)
+  return state, metrics
 
 
 def eval_step(state: TrainState, batch: dict, *, weights_C: jax.Array,
@@ -275,10 +292,11 @@ class Steps:
   def _jit_indexed_steps(self, kind: str, weights: jax.Array,
                          output: str) -> None:
     replicated, data = self.replicated, self.data
-    self.train_indexed = jax.jit(
+    self._train_indexed = jax.jit(
         functools.partial(train_steps_indexed, kind=kind, weights_C=weights,
                           output=output),
-        in_shardings=(replicated, replicated, self.data_steps, replicated),
+        in_shardings=(replicated, replicated, self.data_steps, replicated,
+                      replicated),
         out_shardings=(replicated, replicated), donate_argnums=0)
     self.eval_indexed = jax.jit(
         _gathered(self._fns["eval"], kind),
@@ -293,6 +311,15 @@ class Steps:
             state, {"mel": mel_NxTxF[tracks_B].astype(jnp.float32)}),
         in_shardings=(replicated, replicated, data),
         out_shardings=replicated)
+
+  def train_indexed(self, state: TrainState, tables: dict,
+                    indices_KxB: jax.Array, rng: jax.Array,
+                    count: int | None = None):
+    """`train_steps_indexed`, jitted: the first `count` (default: all) of
+    the K steps whose indices `indices_KxB` holds."""
+    count = indices_KxB.shape[0] if count is None else count
+    return self._train_indexed(state, tables, indices_KxB, rng,
+                               np.int32(count))
 
   def place(self, state: TrainState) -> TrainState:
     """The state replicated over the mesh, as the steps return it; placing

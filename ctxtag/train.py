@@ -275,7 +275,8 @@ def _feed_and_tables(name: str, config: ml_collections.ConfigDict,
                     model_config.host_prefetch)
   else:
     feed = ResidentFeed(steps, fitted_tables, fitted_on, kind,
-                        model_config.batch_size, config.seed, step)
+                        model_config.batch_size, config.seed, step,
+                        dispatch_size(name, model_config))
   return feed, validation_tables
 
 
@@ -318,18 +319,27 @@ class ResidentFeed:
 
   def __init__(self, steps: steps_lib.Steps, tables: dict,
                split: input_pipeline.Split, kind: str, batch_size: int,
-               seed: int, start_step: int):
+               seed: int, start_step: int, dispatch: int = 1):
     """Args are those of `HostFeed`, and `tables`: the split's, placed
-    (`device_data.place_tables`)."""
-    self.steps, self.tables = steps, tables
+    (`device_data.place_tables`); `dispatch`: the steps per dispatch, to
+    which shorter dispatches are padded."""
+    self.steps, self.tables, self.dispatch = steps, tables, dispatch
     self.indices = input_pipeline.train_indices(split, kind, batch_size, seed,
                                                 start_step)
 
   def run(self, state: steps_lib.TrainState, rng: jax.Array, count: int):
-    """`count` steps; returns the state and their metrics, stacked."""
-    local_KxB = np.stack([next(self.indices) for _ in range(count)])
+    """`count` steps; returns the state and their metrics, stacked.
+
+    Fewer steps than the dispatch size (an epoch's last dispatch) are padded
+    to it, so that one compiled program runs every dispatch.
+    """
+    rows = [next(self.indices) for _ in range(count)]
+    padded = max(count, self.dispatch)
+    local_KxB = np.stack(rows + [rows[-1]] * (padded - count))
     state, metrics_K = self.steps.train_indexed(
-        state, self.tables, self.steps.shard_indices(local_KxB), rng)
+        state, self.tables, self.steps.shard_indices(local_KxB), rng, count)
+    if padded > count:
+      metrics_K = jax.tree.map(lambda value: value[:count], metrics_K)
     return state, [metrics_K]
 
 

@@ -178,6 +178,32 @@ def test_device_resident_steps_equal_host_steps(small_dataset_path, name):
   assert int(state.step) == int(host_state.step) == 7
 
 
+def test_short_dispatches_are_padded_to_one_compiled_program(
+    small_dataset_path):
+  split = input_pipeline.load_split(small_dataset_path, "train")
+  config, steps, host_state = _small_state("user", split)
+  _, _, state = _small_state("user", split)
+  size, rng = config.user.batch_size, jax.random.PRNGKey(1)
+  host = train.HostFeed(steps, split, "users", size,
+                        seed=3, start_step=0)
+  device = train.ResidentFeed(
+      steps, device_data.place_tables(split, "users", steps.replicated),
+      split, "users", size, seed=3, start_step=0, dispatch=4)
+  host_losses, device_losses = [], []
+  for count in (3, 4, 1, 2):  # an epoch's end is a shorter dispatch
+    host_state, metrics = host.run(host_state, rng, count)
+    host_losses.extend(float(m["loss"]) for m in metrics)
+    state, (metrics,) = device.run(state, rng, count)
+    assert np.asarray(metrics["loss"]).shape == (count,)
+    device_losses.extend(np.asarray(metrics["loss"]).tolist())
+  np.testing.assert_allclose(device_losses, host_losses, rtol=STEP_RTOL)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=PARAM_RTOL,
+                                 atol=PARAM_ATOL),
+               jax.device_get(state.params), jax.device_get(host_state.params))
+  assert int(state.step) == int(host_state.step) == 10  # padding skipped
+  assert steps._train_indexed._cache_size() == 1  # pylint: disable=protected-access
+
+
 @pytest.mark.slow
 def test_host_batches_and_device_tables_train_the_same_model(
     small_dataset_path, tmp_path):
