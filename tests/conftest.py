@@ -1,10 +1,16 @@
 """Shared fixtures (a tiny built dataset, a smoke run, each made once per
-test session) and the `slow` marker's rule."""
+test session), the `slow` marker's rule, and the compilation cache."""
 
 import pytest
 
+from ctxtag import compilation_cache
 from ctxtag import datasets
 from ctxtag import run
+
+# Before any test compiles: the programs every test process compiles alike
+# (the smoke models' init and steps) are compiled once across processes and
+# sessions, as the launchers do (ctxtag.compilation_cache).
+compilation_cache.enable()
 
 
 @pytest.fixture(scope="session")
