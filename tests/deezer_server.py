@@ -10,7 +10,10 @@ in the last `window_seconds` (counting itself) is answered with error
 code 4, and counted in `quota_refusals`. The time of every API request is
 logged, so a test can measure the rate a client kept. Faults are injected
 per song id (`Fault`); an id with neither a preview nor a fault answers
-error 800, "no data".
+error 800, "no data". `silent_after` makes the API go silent (accept and
+never answer) after that many requests; `preview_base` points the preview
+URLs elsewhere (a `SilentServer`). `SilentServer` accepts connections and
+never answers.
 """
 
 import dataclasses
@@ -18,6 +21,7 @@ import http.server
 import io
 import json
 import re
+import socket
 import threading
 import time
 
@@ -31,12 +35,23 @@ HTTP_503 = "http_503"  # API answers HTTP 503
 HTTP_429 = "http_429"  # API answers HTTP 429
 SLOW = "slow"  # API answers after `slow_seconds`
 CUT = "cut"  # the preview's Content-Length exceeds the bytes sent
+HTML_PAGE = "html_page"  # the preview host answers an HTML page, text/html
+HTML_AS_AUDIO = "html_as_audio"  # an HTML page, labelled audio/mpeg
+ZEROS = "zeros"  # `zeros_bytes` of zeros as audio/mpeg, no Content-Length
+ZEROS_SIZED = "zeros_sized"  # the same, with its Content-Length
 # Permanent faults (`times` is ignored).
 NO_DATA = "no_data"  # API error 800
 NO_PREVIEW = "no_preview"  # "preview": ""
 NOT_READABLE = "not_readable"  # "readable": false (the preview URL is kept)
 HTTP_404 = "http_404"  # API answers HTTP 404
 PREVIEW_404 = "preview_404"  # the preview host answers HTTP 404
+
+_PREVIEW_FAULTS = (CUT, PREVIEW_404, HTML_PAGE, HTML_AS_AUDIO, ZEROS,
+                  ZEROS_SIZED)
+_TRANSIENT = (QUOTA, BUSY, HTTP_503, HTTP_429, SLOW, CUT, HTML_PAGE,
+              HTML_AS_AUDIO, ZEROS, ZEROS_SIZED)
+HTML = b"<!doctype html><html><body><h1>Sign in</h1></body></html>\n" * 40
+_ZERO_CHUNK = bytes(1 << 16)
 
 _ERRORS = {QUOTA: (4, "Exception", "Quota limit exceeded"),
            BUSY: (700, "Exception", "Service busy"),
@@ -75,10 +90,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     finally:
       self.server.fake.connection_closed()
 
-  def _send(self, status: int, body: bytes, content_type: str,
+  def _send(self, status: int, body: bytes, content_type: str | None,
             length: int | None = None) -> None:
     self.send_response(status)
-    self.send_header("Content-Type", content_type)
+    if content_type is not None:
+      self.send_header("Content-Type", content_type)
     self.send_header("Content-Length", str(len(body) if length is None
                                            else length))
     self.end_headers()
@@ -100,6 +116,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
   def _api(self, fake: "FakeDeezer", song_id: int) -> None:
     fault, over_quota = fake.log_api_request(song_id)
+    if (fake.silent_after is not None
+        and fake.api_requests() > fake.silent_after):
+      fake.stopping.wait()  # accepted, read, never answered
+      self.close_connection = True
+      return
     if over_quota:
       fault = QUOTA
     if fault == SLOW:
@@ -115,7 +136,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     else:
       self._json({"id": song_id, "readable": fault != NOT_READABLE,
                   "preview": "" if fault == NO_PREVIEW else
-                             f"{fake.url}/preview/{song_id}.mp3"})
+                             f"{fake.preview_base or fake.url}/preview/"
+                             f"{song_id}.mp3"})
 
   def _preview(self, fake: "FakeDeezer", song_id: int) -> None:
     fault = fake.log_preview_request(song_id)
@@ -127,8 +149,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self.close_connection = True  # the client sees the body end early
       self._send(200, body[:len(body) // 2], "audio/mpeg", length=len(body))
       return
+    if fault in (HTML_PAGE, HTML_AS_AUDIO):
+      self._send(200, HTML, "text/html; charset=utf-8" if fault == HTML_PAGE
+                 else "audio/mpeg")
+      return
+    if fault in (ZEROS, ZEROS_SIZED):
+      self._zeros(fake, song_id, sized=fault == ZEROS_SIZED)
+      return
     if fake.trickle_seconds <= 0:
-      self._send(200, body, "audio/mpeg")
+      self._send(200, body, fake.content_types.get(song_id, "audio/mpeg"))
       return
     self.send_response(200)
     self.send_header("Content-Type", "audio/mpeg")
@@ -139,6 +168,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self.wfile.write(chunk.tobytes())
       self.wfile.flush()
       time.sleep(fake.trickle_seconds / len(chunks))
+
+
+  def _zeros(self, fake: "FakeDeezer", song_id: int, sized: bool) -> None:
+    """Streams `fake.zeros_bytes` of zeros from one 64 KiB buffer (nothing
+    that size is ever allocated), counting what the client took."""
+    self.close_connection = True
+    self.send_response(200)
+    self.send_header("Content-Type", "audio/mpeg")
+    if sized:
+      self.send_header("Content-Length", str(fake.zeros_bytes))
+    self.end_headers()
+    left = fake.zeros_bytes
+    try:
+      while left > 0:
+        chunk = _ZERO_CHUNK[:min(left, len(_ZERO_CHUNK))]
+        self.wfile.write(chunk)
+        left -= len(chunk)
+        fake.count_sent(song_id, len(chunk))
+    except OSError:  # the client hung up: what the test wants to see
+      pass
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -155,7 +204,10 @@ class FakeDeezer:
   def __init__(self, previews: dict[int, bytes],
                faults: dict[int, Fault] | None = None,
                max_requests: int = 50, window_seconds: float = 5.0,
-               slow_seconds: float = 2.0, trickle_seconds: float = 0.0):
+               slow_seconds: float = 2.0, trickle_seconds: float = 0.0,
+               zeros_bytes: int = 300 << 20, silent_after: int | None = None,
+               preview_base: str | None = None,
+               content_types: dict[int, str | None] | None = None):
     """Args:
       previews: song id -> the bytes of its preview.
       faults: song id -> the fault its requests get.
@@ -163,6 +215,12 @@ class FakeDeezer:
       window_seconds: the quota's window.
       slow_seconds: how long a SLOW answer takes.
       trickle_seconds: each preview download takes this long (0: at once).
+      zeros_bytes: how many zeros a ZEROS fault streams.
+      silent_after: API requests answered; later ones are read and never
+        answered (None: all are answered).
+      preview_base: where the preview URLs point (default: this server).
+      content_types: song id -> its preview's Content-Type (None: no such
+        header); default audio/mpeg.
     """
     self.previews = dict(previews)
     self.faults = dict(faults or {})
@@ -171,6 +229,11 @@ class FakeDeezer:
     self.api_log: list[tuple[float, int]] = []  # (monotonic time, song id)
     self.preview_log: list[tuple[float, int]] = []
     self.quota_refusals = 0
+    self.zeros_bytes, self.silent_after = zeros_bytes, silent_after
+    self.preview_base = preview_base
+    self.content_types = dict(content_types or {})
+    self.sent_bytes: dict[int, int] = {}  # of ZEROS faults, per song id
+    self.stopping = threading.Event()
     self._lock = threading.Lock()
     self._connections = 0
     self._no_connections = threading.Condition(self._lock)
@@ -192,6 +255,7 @@ class FakeDeezer:
     return self
 
   def stop(self) -> None:
+    self.stopping.set()
     self._server.shutdown()
     self._server.server_close()
     self._thread.join()
@@ -225,7 +289,7 @@ class FakeDeezer:
     if fault is None:
       return None
     earlier = sum(1 for _, logged in log if logged == song_id)
-    transient = fault.kind in (QUOTA, BUSY, HTTP_503, HTTP_429, SLOW, CUT)
+    transient = fault.kind in _TRANSIENT
     if transient and earlier > fault.times:  # this request is in the log
       return None
     return fault.kind
@@ -241,13 +305,22 @@ class FakeDeezer:
       over_quota = recent > self.max_requests
       self.quota_refusals += over_quota
       fault = self._fault(song_id, self.api_log)
-      return (fault if fault not in (CUT, PREVIEW_404) else None), over_quota
+      return (fault if fault not in _PREVIEW_FAULTS else None), over_quota
 
   def log_preview_request(self, song_id: int) -> str | None:
     with self._lock:
       self.preview_log.append((time.monotonic(), song_id))
       fault = self._fault(song_id, self.preview_log)
-      return fault if fault in (CUT, PREVIEW_404) else None
+      return fault if fault in _PREVIEW_FAULTS else None
+
+  def count_sent(self, song_id: int, count: int) -> None:
+    with self._lock:
+      self.sent_bytes[song_id] = self.sent_bytes.get(song_id, 0) + count
+
+  def preview_requests(self, song_id: int) -> int:
+    """Preview downloads so far of `song_id`."""
+    with self._lock:
+      return sum(1 for _, s in self.preview_log if s == song_id)
 
   def api_requests(self, song_id: int | None = None) -> int:
     """API requests so far, of `song_id` or of all."""
@@ -266,3 +339,39 @@ class FakeDeezer:
         first += 1
       busiest = max(busiest, last - first + 1)
     return busiest
+
+
+class SilentServer:
+  """Accepts connections on 127.0.0.1 and never answers: a host that is up
+  but hangs. Start with `with SilentServer() as s`; `s.url`."""
+
+  def __init__(self):
+    self._socket = socket.socket()
+    self._socket.bind(("127.0.0.1", 0))
+    self._socket.listen(128)
+    self._socket.settimeout(0.05)
+    host, port = self._socket.getsockname()[:2]
+    self.url = f"http://{host}:{port}"
+    self._held: list[socket.socket] = []
+    self._stopping = threading.Event()
+    self._thread = threading.Thread(target=self._accept, daemon=True)
+    self.accepted = 0
+
+  def _accept(self) -> None:
+    while not self._stopping.is_set():
+      try:
+        connection, _ = self._socket.accept()
+      except OSError:  # the poll's time-out
+        continue
+      self._held.append(connection)  # kept open, never read or written
+      self.accepted += 1
+
+  def __enter__(self) -> "SilentServer":
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self._stopping.set()
+    self._thread.join()
+    for connection in [*self._held, self._socket]:
+      connection.close()

@@ -14,10 +14,17 @@ server never sees more than the limit in any window. The previews come from
 a CDN without that quota, so their downloads are not limited.
 
 A preview is written under a temporary name beside its final one and
-renamed once whole, so a killed fetch leaves only whole files; a rerun
-skips every track that has a file in any supported format, without asking
-the API, and fetches only the others. What became of each track is counted
-in MANUAL_DIR/fetch_report.json.
+renamed only once it is whole and checked: its content type, its size
+(refused beyond a bound far above what a 30 s preview can be, and when
+empty) and that it decodes, as the build decodes it, to a preview's length.
+So a killed fetch, an HTML page or a stream of zeros never leaves a file
+under a final name; a rerun skips every track that has a file in any
+supported format, without asking the API, and fetches only the others. What
+became of each track is counted in MANUAL_DIR/fetch_report.json.
+
+A fetch holds MANUAL_DIR/.fetch.lock (ctxtag.locks) while it runs: a second
+one into the same folder would delete the first one's temporary files at
+its start and spend the quota on the same ids.
 """
 
 import collections
@@ -30,12 +37,15 @@ import re
 import sys
 import threading
 import time
+from urllib import parse
 
 import requests
 from requests import adapters
 
+from ctxtag import audio
 from ctxtag import errors
 from ctxtag import files
+from ctxtag import locks
 from ctxtag.sources import csv_files
 from ctxtag.sources import mels
 from ctxtag.sources import zenodo
@@ -46,6 +56,13 @@ WINDOW_SECONDS = 5.0
 REPORT_FILE = "fetch_report.json"
 PREVIEW_EXTENSION = "mp3"
 EXAMPLES = 5  # ids listed under each reason of the report
+FETCH_LOCK = ".fetch.lock"
+FETCH_RULE = "one fetch at a time per manual dir"
+# A 30 s preview is about 0.5 MB of MP3; ten times that is no preview.
+MAX_PREVIEW_BYTES = 5_000_000
+# Deezer's previews are 30 s; one under a third of that was cut short.
+MIN_PREVIEW_SECONDS = 10.0
+TIMEOUT_SECONDS = 30.0
 
 # Why a track has no preview to fetch (not an error: the build counts these
 # tracks as audio_missing).
@@ -53,29 +70,53 @@ NO_SUCH_TRACK = "no_such_track"  # API error 800, "no data"
 NO_PREVIEW = "no_preview"  # the track's preview URL is ""
 NOT_READABLE = "not_readable"  # the track is not readable (e.g. withdrawn)
 
+# Why a downloaded preview was refused (failed, after the retries).
+PREVIEW_NOT_AUDIO = "preview_not_audio"  # a Content-Type of no audio
+PREVIEW_TOO_LARGE = "preview_too_large"  # beyond max_preview_bytes
+PREVIEW_EMPTY = "preview_empty"
+PREVIEW_UNDECODABLE = "preview_undecodable"
+PREVIEW_TOO_SHORT = "preview_too_short"  # under min_preview_seconds
+# Content types a preview may come with; none at all is left to the decode.
+_AUDIO_TYPES = re.compile(r"^(audio/[\w.+-]+|application/octet-stream)$")
+
+# A CSV row whose song_id is not a positive ASCII integer (counted, not
+# fetched).
+BAD_SONG_ID = "bad_song_id"
+
 # Deezer API error codes.
 _QUOTA_EXCEEDED = 4
 _SERVICE_BUSY = 700
 _NO_DATA = 800
 
-# Connection failures, before the API ever answered, that mean it cannot be
-# reached at all: more than one, so one lost packet does not end a run.
+# Requests in a row that got no answer at all (refused, timed out, cut
+# before the headers) before a host ever answered: it cannot be reached.
+# More than one, so one lost packet does not end a fetch.
 _UNREACHABLE_AFTER = 3
+# Once it has answered, per worker: every worker's track failing twice,
+# its retry included, is a host that stopped answering, not a slow request.
+_SILENT_AFTER_PER_WORKER = 2
 _MAX_BACKOFF_SECONDS = 60.0
 _CHUNK_BYTES = 1 << 16
 # How long an interrupted fetch waits for its workers to finish or delete
 # their temporary files, before deleting what is left itself.
 _STOP_GRACE_SECONDS = 2.0
-# files.atomic_open's temporary names of previews: ".<id>.mp3.<random>.tmp".
+# files.temporary_beside's names of previews: ".<id>.mp3.<random>.tmp".
 _TEMPORARY_NAME = re.compile(r"^\.-?\d+\.\w+\..+\.tmp$")
+_INT64_MAX = 2**63 - 1
+_ASCII_DIGITS = re.compile(r"^[0-9]+$")
 
 
 class FetchError(errors.UserError):
   """A fetch that cannot start, or that ended with tracks not fetched."""
 
 
-class ApiUnreachableError(FetchError):
-  """The API did not answer a single request."""
+class HostUnreachableError(FetchError):
+  """A host (the API, or the previews') answers nothing, or stopped
+  answering."""
+
+
+class ApiUnreachableError(HostUnreachableError):
+  """The API answers nothing, or stopped answering."""
 
 
 class Stopped(Exception):
@@ -181,42 +222,76 @@ def _why(error: Exception) -> str:
   return found.group(1).strip() if found else type(error).__name__
 
 
-class _Reachability:
-  """Whether the API ever answered; aborts after repeated connection
-  failures before the first answer."""
+def _base(url: str) -> str:
+  """scheme://host[:port] of `url`, to name a host."""
+  try:
+    parts = parse.urlsplit(url)
+  except ValueError:
+    return url
+  return f"{parts.scheme}://{parts.netloc}"
 
-  def __init__(self, api_url: str, abort):
-    self._api_url, self._abort = api_url, abort
+
+class _Reachability:
+  """Ends the fetch when a host answers nothing: after `_UNREACHABLE_AFTER`
+  requests in a row without an answer before its first answer, or
+  `silent_after` in a row at any later time (across all workers: an answer
+  to any of them starts the count again)."""
+
+  def __init__(self, what: str, hint: str, abort, silent_after: int,
+               error_type: type = HostUnreachableError):
+    """Args:
+      what: the host, as messages name it ("the API", "the preview host").
+      hint: what the user may check, ending the message.
+      abort: called with the error that ends the fetch.
+      silent_after: failures in a row, once it answered, that end it.
+      error_type: the error's class.
+    """
+    self._what, self._hint, self._abort = what, hint, abort
+    self._silent_after = max(silent_after, _UNREACHABLE_AFTER)
+    self._error_type = error_type
     self._lock = threading.Lock()
     self._answered = False
     self._failures = 0
 
   def answered(self) -> None:
-    self._answered = True
-
-  def connection_failed(self, error: Exception) -> None:
     with self._lock:
-      if self._answered:
-        return
+      self._answered = True
+      self._failures = 0
+
+  def failed(self, url: str, why: str) -> None:
+    """A request to `url` got no answer at all, for the reason `why`."""
+    with self._lock:
       self._failures += 1
-      if self._failures >= _UNREACHABLE_AFTER:
-        self._abort(ApiUnreachableError(
-            f"cannot reach the API at {self._api_url} ({_why(error)});"
-            " check the network, or --api_url"))
+      if not self._answered and self._failures >= _UNREACHABLE_AFTER:
+        error = self._error_type(
+            f"cannot reach {self._what} at {_base(url)} ({why}); check the"
+            f" network, or {self._hint}")
+      elif self._answered and self._failures >= self._silent_after:
+        error = self._error_type(
+            f"{self._what} at {_base(url)} stopped answering"
+            f" ({self._failures} requests in a row got no answer, the last:"
+            f" {why}); rerun the same command to resume once it answers")
+      else:
+        return
+    self._abort(error)
 
 
 class _Client:
   """The API requests and the preview downloads of one fetch."""
 
   def __init__(self, api_url: str, limiter: SlidingWindowLimiter,
-               timeout_seconds: float, reachability: _Reachability,
-               stop: threading.Event, pool_size: int):
+               timeout_seconds: float, api: _Reachability,
+               preview_host: _Reachability, stop: threading.Event,
+               pool_size: int, max_preview_bytes: int,
+               min_preview_seconds: float):
     self._api_url = api_url.rstrip("/")
     self._limiter = limiter
     self._timeout = timeout_seconds
-    self._reachability = reachability
+    self._api, self._preview_host = api, preview_host
     self._stop = stop
     self._pool_size = pool_size
+    self._max_bytes = max_preview_bytes
+    self._min_seconds = min_preview_seconds
     self._local = threading.local()
 
   def _session(self) -> requests.Session:
@@ -232,6 +307,11 @@ class _Client:
       self._local.session = session
     return session
 
+  def _no_answer(self, error: Exception) -> str:
+    if isinstance(error, requests.exceptions.Timeout):
+      return f"no answer within {self._timeout:g} s"
+    return _why(error)
+
   def preview_url(self, song_id: int) -> str:
     """The track's preview URL, from one API request.
 
@@ -239,19 +319,20 @@ class _Client:
       _Unavailable: the track has no preview.
       _Retry, _Failed: the request failed, transiently or not.
     """
+    url = f"{self._api_url}/track/{song_id}"
     try:
       with self._limiter.slot(self._stop):
-        response = self._session().get(f"{self._api_url}/track/{song_id}",
-                                       timeout=self._timeout)
+        response = self._session().get(url, timeout=self._timeout)
         body = response.content  # read within the slot: it is the request
-    except requests.exceptions.ReadTimeout:
-      raise _Retry("api_timeout") from None
-    except requests.exceptions.ConnectionError as error:
-      self._reachability.connection_failed(error)
-      raise _Retry("api_connection_error") from None
+    except (requests.exceptions.Timeout,
+            requests.exceptions.ConnectionError) as error:
+      self._api.failed(url, self._no_answer(error))
+      timed_out = isinstance(error, requests.exceptions.ReadTimeout)
+      raise _Retry("api_timeout" if timed_out else "api_connection_error"
+                   ) from None
     except requests.exceptions.RequestException:
       raise _Retry("api_connection_error") from None
-    self._reachability.answered()
+    self._api.answered()
     status = response.status_code
     if status == 429 or status >= 500:
       raise _Retry(f"api_http_{status}")
@@ -284,58 +365,119 @@ class _Client:
       raise _Retry("api_bad_answer")
     return preview
 
+  def _check_headers(self, response: requests.Response) -> None:
+    """Refuses, before any byte of the body, what cannot be a preview."""
+    content_type = response.headers.get("Content-Type")
+    if content_type is not None and not _AUDIO_TYPES.match(
+        content_type.partition(";")[0].strip().lower()):
+      raise _Retry(PREVIEW_NOT_AUDIO)
+    length = response.headers.get("Content-Length", "").strip()
+    if length.isdigit() and not response.headers.get("Content-Encoding"):
+      if int(length) > self._max_bytes:
+        raise _Retry(PREVIEW_TOO_LARGE)
+      if int(length) == 0:
+        raise _Retry(PREVIEW_EMPTY)
+
   def _receive(self, response: requests.Response, f) -> int:
-    """Writes the body into `f`; returns its length in bytes."""
+    """Writes the body into `f`, up to the size bound; returns its length
+    in bytes."""
     received = 0
     chunks = response.iter_content(_CHUNK_BYTES)
     while True:
-      # requests' errors are OSErrors, which atomic_open would take for
-      # the disk's: they become _Retry here, beside the read.
+      # requests' errors are OSErrors, which the caller would take for the
+      # disk's: they become _Retry here, beside the read.
       try:
         chunk = next(chunks, None)
-      except (requests.exceptions.ChunkedEncodingError,
-              requests.exceptions.ContentDecodingError,
-              requests.exceptions.ConnectionError):  # cut, or stalled
+      except requests.exceptions.RequestException:  # cut, or stalled
         raise _Retry("preview_incomplete") from None
       if chunk is None:
         return received
       if self._stop.is_set():
         raise Stopped()
-      f.write(chunk)
       received += len(chunk)
+      # Counted as decoded, so a small gzip body that inflates to gigabytes
+      # stops here too; the connection is dropped, not drained.
+      if received > self._max_bytes:
+        raise _Retry(PREVIEW_TOO_LARGE)
+      f.write(chunk)
+
+  def _check_audio(self, path: str) -> None:
+    """Refuses a file that does not decode, as the build decodes it, to at
+    least `min_preview_seconds` of audio."""
+    # Only what the check needs is decoded: the decode holds the process's
+    # stderr, so the workers take turns.
+    seconds = max(self._min_seconds, audio.MIN_EXCERPT_SECONDS)
+    try:
+      # The decoders' notes on a broken file ("Trying to resync...") are
+      # this check's business, not the terminal's.
+      with mels.captured_stderr():
+        samples = audio.read_excerpt(path, seconds)
+    except (audio.AudioError, RuntimeError, ValueError):
+      raise _Retry(PREVIEW_UNDECODABLE) from None
+    if samples.shape[0] < self._min_seconds * audio.SAMPLE_RATE:
+      raise _Retry(PREVIEW_TOO_SHORT)
 
   def download(self, url: str, path: str) -> None:
-    """Downloads `url` into `path`, which appears only once whole.
+    """Downloads `url` into `path`, which appears only once whole and
+    checked.
 
     Raises:
-      _Retry, _Failed: the download failed, transiently or not.
+      _Retry, _Failed: the download failed, or its file is no preview.
       Stopped: the fetch stopped meanwhile.
       files.WriteError: `path` cannot be written.
     """
     try:
-      with self._session().get(url, stream=True,
-                               timeout=self._timeout) as response:
-        status = response.status_code
-        if status == 429 or status >= 500:
-          raise _Retry(f"preview_http_{status}")
-        if status != 200:
-          raise _Failed(f"preview_http_{status}")
-        length = response.headers.get("Content-Length")
-        encoded = response.headers.get("Content-Encoding")
-        with files.atomic_open(path, "wb") as f:
-          received = self._receive(response, f)
-          # urllib3 raises on a short body too; this is in case it did not.
-          if (length is not None and not encoded and length.isdigit()
-              and received < int(length)):
-            raise _Retry("preview_incomplete")
-          if received == 0:
-            raise _Retry("preview_empty")
-    except requests.exceptions.ReadTimeout:
-      raise _Retry("preview_timeout") from None
-    except requests.exceptions.ConnectionError:
-      raise _Retry("preview_connection_error") from None
+      response = self._session().get(url, stream=True, timeout=self._timeout)
+    except (requests.exceptions.Timeout,
+            requests.exceptions.ConnectionError) as error:
+      self._preview_host.failed(url, self._no_answer(error))
+      timed_out = isinstance(error, requests.exceptions.ReadTimeout)
+      raise _Retry("preview_timeout" if timed_out
+                   else "preview_connection_error") from None
     except requests.exceptions.RequestException:
       raise _Failed("preview_bad_url") from None
+    self._preview_host.answered()
+    with response:
+      status = response.status_code
+      if status == 429 or status >= 500:
+        raise _Retry(f"preview_http_{status}")
+      if status != 200:
+        raise _Failed(f"preview_http_{status}")
+      self._check_headers(response)
+      self._write_checked(response, path)
+
+  def _write_checked(self, response: requests.Response, path: str) -> None:
+    """The body into a temporary file beside `path`, renamed to `path` once
+    whole and checked; deleted otherwise."""
+    try:
+      handle, temporary = files.temporary_beside(path)
+    except OSError as error:
+      raise files.WriteError(f"{path}: cannot write"
+                             f" ({error.strerror or error})") from error
+    try:
+      with os.fdopen(handle, "wb") as f:
+        received = self._receive(response, f)
+        length = response.headers.get("Content-Length")
+        # urllib3 raises on a short body too; this is in case it did not.
+        if (length is not None and not response.headers.get(
+            "Content-Encoding") and length.isdigit()
+            and received < int(length)):
+          raise _Retry("preview_incomplete")
+        if received == 0:
+          raise _Retry(PREVIEW_EMPTY)
+        f.flush()
+        os.fsync(f.fileno())
+      self._check_audio(temporary)
+      if self._stop.is_set():
+        raise Stopped()
+      os.replace(temporary, path)
+    except BaseException as error:
+      with contextlib.suppress(OSError):
+        os.remove(temporary)
+      if isinstance(error, OSError):  # the disk's: requests' are _Retry
+        raise files.WriteError(f"{path}: cannot write"
+                               f" ({error.strerror or error})") from error
+      raise
 
 
 class _Progress:
@@ -358,6 +500,38 @@ class _Progress:
           f" ETA {eta_text}", file=self.stream, flush=True)
 
 
+@contextlib.contextmanager
+def _terminal():
+  """A stream on what stderr is now, for progress lines: while a preview
+  is checked, file descriptor 2 is captured (the decoders' notes), and a
+  line written through it then would be lost in the capture."""
+  try:
+    sys.stderr.flush()
+    stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1,
+                       encoding="utf-8", errors="replace")
+  except (AttributeError, OSError, ValueError):  # no descriptor (captured)
+    yield sys.stderr
+    return
+  with stream:
+    yield stream
+
+
+def parse_song_id(text: str) -> int:
+  """A Deezer song id: a positive integer in ASCII digits, within int64.
+
+  Spaces and tabs around it are dropped (as the build reads CSV cells);
+  signs, exponents, underscores, decimals and other scripts' digits (which
+  Python's int() would take) are not ids.
+
+  Raises:
+    ValueError: `text` is not such an id.
+  """
+  digits = text.strip(" \t")
+  if not _ASCII_DIGITS.match(digits) or not 0 < int(digits) <= _INT64_MAX:
+    raise ValueError(f"{text!r} is not a song id (a positive integer)")
+  return int(digits)
+
+
 def read_song_ids(path: str) -> list[int]:
   """Song ids from a text file, one a line (blank lines skipped).
 
@@ -369,50 +543,58 @@ def read_song_ids(path: str) -> list[int]:
 
   Raises:
     FetchError: naming the file (and line) when it is missing or a line is
-      not an integer id.
+      not a song id (`parse_song_id`): the list is the user's own, so a
+      bad line is refused rather than skipped.
   """
   if not os.path.isfile(path):
     raise FetchError(f"{path}: no such file")
   ids = {}
-  with open(path, encoding="utf-8-sig") as f:
-    for line, text in enumerate(f, start=1):
-      if not text.strip():
-        continue
-      try:
-        ids[csv_files.parse_id(text)] = None
-      except ValueError:
-        raise FetchError(f"{path}: line {line}: {text.strip()!r} is not an"
-                         " integer song id") from None
+  try:
+    with open(path, encoding="utf-8-sig") as f:
+      for line, text in enumerate(f, start=1):
+        text = text.rstrip("\r\n")
+        if not text.strip():
+          continue
+        try:
+          ids[parse_song_id(text)] = None
+        except ValueError:
+          raise FetchError(f"{path}: line {line}: {text.strip()!r} is not a"
+                           " song id (a positive integer)") from None
+  except UnicodeDecodeError as error:
+    raise FetchError(f"{path}: a byte that is not UTF-8 ({error.reason});"
+                     " save the file as UTF-8") from None
   return list(ids)
 
 
-def release_song_ids(manual_dir: str) -> list[int]:
+def release_song_ids(manual_dir: str) -> tuple[list[int], dict]:
   """The song ids of the release's three split CSVs in `manual_dir`.
+
+  A row whose song_id is not a song id (`parse_song_id`) is a defect of
+  that row, as the build counts its defects: counted, not fetched.
 
   Args:
     manual_dir: holds train_set.csv, validation_set.csv and test_set.csv.
 
   Returns:
-    Every id once, in the order of first appearance (train, validation,
-    test).
+    (every id once, in the order of first appearance (train, validation,
+    test); the bad rows: {BAD_SONG_ID: {"count", "examples": ["file:line",
+    ...]}}, or {} when there are none).
 
   Raises:
     csv_files.CsvError: naming the file (and line) when a CSV is missing,
-      has no song_id column, or a song_id is not an integer.
+      is not UTF-8 or has no song_id column.
   """
-  ids = {}
+  ids, bad_rows = {}, {}
   for name in zenodo.SPLIT_FILES.values():
     path = os.path.join(manual_dir, name)
     with csv_files.open_csv(path) as (rows, header):
       [column] = csv_files.require_columns(path, header, ["song_id"])
       for line, row in rows:
-        text = row[column] if column < len(row) else ""
         try:
-          ids[csv_files.parse_id(text)] = None
+          ids[parse_song_id(row[column] if column < len(row) else "")] = None
         except ValueError:
-          raise csv_files.CsvError(f"{path}: line {line}: song_id {text!r}"
-                                   " is not an integer id") from None
-  return list(ids)
+          _add(bad_rows, BAD_SONG_ID, f"{name}:{line}")
+  return list(ids), bad_rows
 
 
 def _remove_temporary_files(audio_dir: str) -> None:
@@ -423,17 +605,17 @@ def _remove_temporary_files(audio_dir: str) -> None:
         os.remove(os.path.join(audio_dir, name))
 
 
-def _add(report_part: dict, reason: str, song_id: int) -> None:
+def _add(report_part: dict, reason: str, example) -> None:
   entry = report_part.setdefault(reason, {"count": 0, "examples": []})
   entry["count"] += 1
   if len(entry["examples"]) < EXAMPLES:
-    entry["examples"].append(song_id)
+    entry["examples"].append(example)
 
 
 def _report(song_ids: list[int], present: set[int],
-            outcomes: dict[int, tuple[str, str]]) -> dict:
+            outcomes: dict[int, tuple[str, str]], bad_rows: dict) -> dict:
   report = {"requested": len(song_ids), "present_before": 0, "downloaded": 0,
-            "unavailable": {}, "failed": {}}
+            "unavailable": {}, "failed": {}, "bad_rows": dict(bad_rows)}
   for song_id in song_ids:  # request order: the examples are the first ids
     if song_id in present:
       report["present_before"] += 1
@@ -443,25 +625,77 @@ def _report(song_ids: list[int], present: set[int],
       report["downloaded"] += 1
     else:
       _add(report[outcome], reason, song_id)
-  for part in ("unavailable", "failed"):
+  for part in ("unavailable", "failed", "bad_rows"):
     report[part] = dict(sorted(report[part].items()))
   return report
 
 
+def api_url_problem(url: str) -> str | None:
+  """What makes `url` unusable as the API's base URL, or None.
+
+  Refused: anything but http(s)://host[:port][/path] with a host, a port
+  from 1 to 65535 (IPv6 hosts in brackets), no query or fragment (the
+  requests append /track/<id>), and no spaces or control characters.
+  """
+  if not isinstance(url, str) or not url:
+    return "expected an http:// or https:// URL, got nothing"
+  if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+    return "a URL holds no spaces or control characters"
+  try:
+    parts = parse.urlsplit(url)
+  except ValueError as error:  # "Invalid IPv6 URL", a bracketed non-address
+    return (f"not a URL ({error}; an IPv6 host goes in brackets:"
+            " http://[::1]:80)")
+  if parts.scheme.lower() not in ("http", "https") or not url.lower(
+      ).startswith(f"{parts.scheme.lower()}://"):
+    return "expected an http:// or https:// URL"
+  host = parts.netloc.rpartition("@")[2]
+  if not parts.hostname:
+    if host.count(":") > 1 and not host.startswith("["):
+      return ("names no host (an IPv6 host goes in brackets:"
+              " http://[::1]:80)")
+    return "names no host"
+  try:
+    port = parts.port
+  except ValueError:
+    port = 0
+  if port == 0:
+    text = host.rpartition("]")[2] if host.startswith("[") else host
+    return f"port {text.partition(':')[2]!r} is not a number from 1 to 65535"
+  if parts.query or parts.fragment or url.endswith(("?", "#")):
+    return ("has a query or fragment, which the requests' /track/<id> would"
+            " fall into")
+  try:
+    requests.Request("GET", f"{url.rstrip('/')}/track/1").prepare()
+  except requests.exceptions.RequestException as error:
+    return f"not a URL requests can use ({error})"
+  return None
+
+
+def check_api_url(url: str) -> None:
+  """Raises FetchError naming --api_url when `url` is unusable."""
+  problem = api_url_problem(url)
+  if problem:
+    raise FetchError(f"--api_url={url}: {problem}")
+
+
 def _check_arguments(manual_dir, api_url, workers, max_requests_per_window,
-                     retries, window_seconds) -> None:
+                     retries, window_seconds, timeout_seconds,
+                     max_preview_bytes, min_preview_seconds) -> None:
   if not os.path.isdir(manual_dir):
     raise FetchError(f"{manual_dir}: no such directory (--manual_dir)")
-  if not re.match(r"^https?://[^/]", api_url):
-    raise FetchError(f"--api_url must be an http:// or https:// URL, got"
-                     f" {api_url!r}")
+  check_api_url(api_url)
   for name, value in (("workers", workers),
-                      ("max_requests_per_window", max_requests_per_window)):
+                      ("max_requests_per_window", max_requests_per_window),
+                      ("max_preview_bytes", max_preview_bytes)):
     if value < 1:
       raise FetchError(f"{name} must be >= 1, got {value}")
   if retries < 0 or not window_seconds > 0:
     raise FetchError(f"need retries >= 0 and window_seconds > 0, got"
                      f" {retries} and {window_seconds}")
+  if not timeout_seconds > 0 or not min_preview_seconds >= 0:
+    raise FetchError(f"need timeout_seconds > 0 and min_preview_seconds >="
+                     f" 0, got {timeout_seconds} and {min_preview_seconds}")
 
 
 def _fetch_track(client: "_Client", song_id: int, path: str, retries: int,
@@ -502,8 +736,11 @@ def fetch(manual_dir: str, song_ids: list[int], api_url: str = API_URL,
           workers: int = 8,
           max_requests_per_window: int = MAX_REQUESTS_PER_WINDOW,
           retries: int = 5, window_seconds: float = WINDOW_SECONDS,
-          timeout_seconds: float = 30.0, backoff_seconds: float = 1.0,
-          progress_seconds: float = 5.0, progress_stream=None) -> dict:
+          timeout_seconds: float = TIMEOUT_SECONDS,
+          backoff_seconds: float = 1.0, progress_seconds: float = 5.0,
+          progress_stream=None, max_preview_bytes: int = MAX_PREVIEW_BYTES,
+          min_preview_seconds: float = MIN_PREVIEW_SECONDS,
+          bad_rows: dict | None = None) -> dict:
   """Fetches the preview of every track that has no audio file yet.
 
   Args:
@@ -514,28 +751,56 @@ def fetch(manual_dir: str, song_ids: list[int], api_url: str = API_URL,
     max_requests_per_window: API requests allowed in any `window_seconds`.
     retries: tries after the first of a transient failure (quota exceeded,
       service busy, HTTP 429 and 5xx, time-outs, lost connections, cut
-      downloads), each after an exponential backoff with jitter.
+      downloads, a download that is no preview), each after an exponential
+      backoff with jitter.
     window_seconds: the API quota's window.
     timeout_seconds: how long to wait to connect, and between bytes.
     backoff_seconds: the first retry's backoff; it doubles each retry.
     progress_seconds: seconds between progress lines.
     progress_stream: where progress lines go (default: stderr).
+    max_preview_bytes: a larger download is refused (`PREVIEW_TOO_LARGE`),
+      read no further than this.
+    min_preview_seconds: a preview that decodes to less audio is refused
+      (`PREVIEW_TOO_SHORT`).
+    bad_rows: the CSV rows refused (`release_song_ids`), for the report.
 
   Returns:
     The report, also written to MANUAL_DIR/fetch_report.json:
     {"requested", "present_before", "downloaded", "unavailable": {reason:
-    {"count", "examples"}}, "failed": {reason: {"count", "examples"}}}.
+    {"count", "examples"}}, "failed": {reason: {"count", "examples"}},
+    "bad_rows": {reason: {"count", "examples"}}}.
 
   Raises:
     FetchError: a bad argument.
-    ApiUnreachableError: the API never answered.
+    locks.BusyError: another fetch into `manual_dir` is running.
+    HostUnreachableError: the API (ApiUnreachableError) or the preview host
+      answers nothing, or stopped answering; no report is written.
     files.WriteError: a preview or the report cannot be written.
     KeyboardInterrupt: interrupted; no partial file is left under a final
       name, and a rerun resumes.
   """
   _check_arguments(manual_dir, api_url, workers, max_requests_per_window,
-                   retries, window_seconds)
-  song_ids = list(dict.fromkeys(song_ids))
+                   retries, window_seconds, timeout_seconds,
+                   max_preview_bytes, min_preview_seconds)
+  with locks.held(manual_dir, FETCH_LOCK, FETCH_RULE), \
+      contextlib.ExitStack() as stack:
+    if progress_stream is None:
+      progress_stream = stack.enter_context(_terminal())
+    return _fetch_locked(
+        manual_dir, list(dict.fromkeys(song_ids)), bad_rows or {},
+        SlidingWindowLimiter(max_requests_per_window, window_seconds),
+        retries, backoff_seconds,
+        _Progress(0, progress_seconds, progress_stream),
+        dict(api_url=api_url, timeout_seconds=timeout_seconds,
+             pool_size=workers, max_preview_bytes=max_preview_bytes,
+             min_preview_seconds=min_preview_seconds), workers)
+
+
+def _fetch_locked(manual_dir: str, song_ids: list[int], bad_rows: dict,
+                  limiter: SlidingWindowLimiter, retries: int,
+                  backoff_seconds: float, progress: _Progress,
+                  client_options: dict, workers: int) -> dict:
+  """`fetch`, its arguments checked and its lock held."""
   audio_dir = os.path.join(manual_dir, mels.AUDIO_DIR)
   try:
     os.makedirs(audio_dir, exist_ok=True)
@@ -555,9 +820,14 @@ def fetch(manual_dir: str, song_ids: list[int], api_url: str = API_URL,
       aborted.append(error)
     stop.set()
 
-  limiter = SlidingWindowLimiter(max_requests_per_window, window_seconds)
-  client = _Client(api_url, limiter, timeout_seconds,
-                   _Reachability(api_url, abort), stop, pool_size=workers)
+  silent_after = _SILENT_AFTER_PER_WORKER * workers
+  client = _Client(
+      limiter=limiter, stop=stop,
+      api=_Reachability("the API", "--api_url", abort, silent_after,
+                        ApiUnreachableError),
+      preview_host=_Reachability("the preview host", "whether it is"
+                                 " blocked here", abort, silent_after),
+      **client_options)
   outcomes = {}
   outcomes_lock = threading.Lock()
   work = queue.SimpleQueue()
@@ -582,8 +852,7 @@ def fetch(manual_dir: str, song_ids: list[int], api_url: str = API_URL,
     except BaseException as error:  # pylint: disable=broad-except
       abort(error)  # a full disk, or a bug: the main thread raises it
 
-  progress = _Progress(len(to_fetch), progress_seconds,
-                       progress_stream or sys.stderr)
+  progress.total = len(to_fetch)
   threads = [threading.Thread(target=worker, name=f"fetch-{i}", daemon=True)
              for i in range(min(workers, len(to_fetch)))]
   try:
@@ -607,7 +876,7 @@ def fetch(manual_dir: str, song_ids: list[int], api_url: str = API_URL,
     raise aborted[0]
   if to_fetch:
     progress.update(len(outcomes), final=True)
-  report = _report(song_ids, present, outcomes)
+  report = _report(song_ids, present, outcomes, bad_rows)
   files.write_json(os.path.join(manual_dir, REPORT_FILE), report)
   return report
 
@@ -632,9 +901,11 @@ def fetch_previews(manual_dir: str, song_ids_file: str | None = None,
   """
   if not os.path.isdir(manual_dir):
     raise FetchError(f"{manual_dir}: no such directory (--manual_dir)")
-  song_ids = (read_song_ids(song_ids_file) if song_ids_file
-              else release_song_ids(manual_dir))
-  return fetch(manual_dir, song_ids, **options)
+  if song_ids_file:
+    song_ids, bad_rows = read_song_ids(song_ids_file), {}
+  else:
+    song_ids, bad_rows = release_song_ids(manual_dir)
+  return fetch(manual_dir, song_ids, bad_rows=bad_rows, **options)
 
 
 def summary(report: dict) -> str:
@@ -652,4 +923,10 @@ def summary(report: dict) -> str:
   text += f", {failed} failed"
   if failed:
     text += f" ({reasons(report['failed'])})"
+  bad_rows = report.get("bad_rows", {})
+  if bad_rows:
+    first = next(iter(bad_rows.values()))["examples"][0]
+    rows = sum(e["count"] for e in bad_rows.values())
+    text += (f"; {rows} CSV row(s) skipped ({reasons(bad_rows)}, first at"
+             f" {first})")
   return text
