@@ -2,6 +2,7 @@
 
 import os
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -141,3 +142,19 @@ def test_unknown_split_strategy_is_refused():
   with pytest.raises(ValueError, match="split_strategy must be one of"):
     contextual_tags.config_with_overrides(
         "simulated", {}, assemble.SplitSettings("by_mood"))
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_rendering_workers_give_the_same_mels_in_order(monkeypatch, workers):
+  from tfds_builders.contextual_tags import contextual_tags_dataset_builder as builder  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  world = simulation.World(simulation.SimulationConfig(
+      num_tracks=30, num_users=100, train_tracks=20, validation_tracks=5,
+      test_tracks=5, excerpt_seconds=1.0))
+  chunks = [[types.SimpleNamespace(song_id=song_id) for song_id in ids]
+            for ids in ([3, 1, 4], [1, 5], [9, 2, 6, 5], [3])]
+  monkeypatch.setattr(builder, "_render_workers", lambda count: workers)
+  rendered = list(builder._rendered(world, chunks))  # pylint: disable=protected-access
+  assert len(rendered) == len(chunks)
+  for chunk, mels in zip(chunks, rendered):
+    np.testing.assert_array_equal(
+        mels, world.mels([track.song_id for track in chunk]))

@@ -413,19 +413,20 @@ def _jax_started() -> bool:
     return True
 
 
-def worker_pool(workers: int):
+def worker_pool(workers: int, initializer=None, initargs=()):
   """A process pool for front-end work.
 
   Forked workers inherit the imported front end (librosa and scipy take
   seconds to import in a fresh process), but forking a process whose JAX
   runtime has started risks a deadlock; then the workers are spawned.
+  `initializer(*initargs)` runs in each worker first (multiprocessing.Pool's).
   """
   if sys.platform == "linux" and not _jax_started():
     context = multiprocessing.get_context("fork")
     audio.log_mel(np.zeros(audio.SAMPLE_RATE, np.float32), excerpt_seconds=1)
   else:
     context = multiprocessing.get_context("spawn")
-  return context.Pool(workers)
+  return context.Pool(workers, initializer, initargs)
 
 
 def extract_all(tasks: list[Task], front_end: FrontEnd, workers: int,

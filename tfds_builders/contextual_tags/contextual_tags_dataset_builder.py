@@ -301,10 +301,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                prepared.mel_dirs, report)
 
   def _simulated_examples(self, world: simulated.World, tracks):
-    for chunk in _chunks(tracks, _MEL_BATCH):
-      mels = world.mels([track.song_id for track in chunk])
+    chunks = list(_chunks(tracks, _MEL_BATCH))
+    for chunk, chunk_mels in zip(chunks, _rendered(world, chunks)):
       yield from (self._simulated_example(track, mel)
-                  for track, mel in zip(chunk, mels))
+                  for track, mel in zip(chunk, chunk_mels))
 
   @staticmethod
   def _simulated_example(track, mel):
@@ -335,6 +335,41 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
 # Simulated tracks whose mels are computed together (audio.log_mels).
 _MEL_BATCH = 64
+# Most processes that render a simulated build's chunks at once.
+_MAX_RENDER_WORKERS = 8
+# The world that rendering workers render (`_set_world`).
+_WORLD = None
+
+
+def _set_world(world) -> None:
+  global _WORLD
+  _WORLD = world
+
+
+def _world_mels(song_ids):
+  return _WORLD.mels(song_ids)
+
+
+def _render_workers(chunks: int) -> int:
+  try:
+    cpus = len(os.sched_getaffinity(0))
+  except (AttributeError, OSError, TypeError):  # not Linux; a mocked os
+    cpus = 1
+  return max(1, min(cpus, chunks, _MAX_RENDER_WORKERS))
+
+
+def _rendered(world: simulated.World, chunks: list):
+  """Each chunk's mels, in order, rendered by a worker process per core:
+  rendering and the mel front end are most of a simulated build, and each
+  track's waveform depends on its song id alone, so the data are the same
+  bytes whatever the number of workers."""
+  song_ids = [[track.song_id for track in chunk] for chunk in chunks]
+  workers = _render_workers(len(chunks))
+  if workers < 2:
+    yield from map(world.mels, song_ids)
+    return
+  with mels.worker_pool(workers, _set_world, (world,)) as pool:
+    yield from pool.imap(_world_mels, song_ids)
 
 
 def _chunks(items, size: int):
