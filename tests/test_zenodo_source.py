@@ -418,3 +418,33 @@ def test_npz_statuses_cached_before_the_float32_check_are_remade(tmp_path):
   assert mels.cached_status(task) is None
   assert mels.extract(task, zenodo.Options().front_end())["status"] == (
       mels.SPECTROGRAM_INVALID)
+
+
+@pytest.mark.parametrize("text", ["١٢", "１２", "-3", "+5", "1_000", "1e3",
+                                  "12.0", "0x1f", "", "1 2", str(2**63)])
+def test_ids_are_ascii_whole_numbers_by_one_rule(text):
+  with pytest.raises(ValueError):
+    csv_files.parse_id(text)
+  with pytest.raises(ValueError):
+    csv_files.parse_id(text, positive=True)
+
+
+def test_song_ids_are_positive_user_ids_may_be_zero():
+  assert csv_files.parse_id(" 12\t") == 12
+  assert csv_files.parse_id("007", positive=True) == 7
+  assert csv_files.parse_id("0") == 0
+  with pytest.raises(ValueError, match="not a song id"):
+    csv_files.parse_id("0", positive=True)
+
+
+def test_a_split_row_with_a_song_id_the_fetcher_skips_is_counted(tmp_path):
+  path = tmp_path / "train_set.csv"
+  contexts = ",".join(labels.LABELS)
+  one_hot = ",".join(["1"] + ["0"] * (labels.NUM_LABELS - 1))
+  path.write_text(f"song_id,user_id,{contexts}\n"
+                  f"5,7,{one_hot}\n١٢,7,{one_hot}\n0,7,{one_hot}\n"
+                  f"-3,7,{one_hot}\n6,0,{one_hot}\n", encoding="utf-8")
+  report = build_report.BuildReport()
+  pairs = zenodo.read_split(str(path), report)
+  assert sorted(pairs.song_id.tolist()) == [5, 6]
+  assert report.dropped[zenodo.ROW_UNPARSABLE]["pairs"] == 3

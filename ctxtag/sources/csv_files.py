@@ -8,6 +8,7 @@ not UTF-8, a missing file or a missing column is an error naming the file
 import contextlib
 import csv
 import os
+import re
 from collections.abc import Iterator
 
 from ctxtag import errors
@@ -19,11 +20,30 @@ class CsvError(errors.UserError, ValueError):
   """A CSV input that cannot be read as the layout requires."""
 
 
-def parse_id(text: str) -> int:
-  """An integer id within int64; ValueError otherwise."""
-  value = int(text.strip())
-  if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-    raise ValueError(f"id {text.strip()} is beyond the int64 range")
+_ASCII_DIGITS = re.compile(r"^[0-9]+$")
+
+
+def parse_id(text: str, positive: bool = False) -> int:
+  """An id: a whole number in ASCII digits within int64, spaces and tabs
+  around it dropped; with `positive`, above 0 (song ids), else at least 0.
+
+  Signs, exponents, underscores, decimals and other scripts' digits (which
+  Python's int() would take: "١٢" is 12 to it) are not ids. The release's
+  build and the preview fetcher read song ids by this one rule, so a row
+  the fetcher skips is one the build counts as defective.
+
+  Raises:
+    ValueError: `text` is not such an id.
+  """
+  digits = text.strip(" \t")
+  if not _ASCII_DIGITS.match(digits):
+    raise ValueError(f"{text!r} is not an id (a whole number in ASCII"
+                     " digits)")
+  value = int(digits)
+  if value > _INT64_MAX:
+    raise ValueError(f"id {digits} is beyond the int64 range")
+  if positive and value == 0:
+    raise ValueError(f"{text!r} is not a song id (a positive integer)")
   return value
 
 

@@ -102,8 +102,6 @@ _CHUNK_BYTES = 1 << 16
 _STOP_GRACE_SECONDS = 2.0
 # files.temporary_beside's names of previews: ".<id>.mp3.<random>.tmp".
 _TEMPORARY_NAME = re.compile(r"^\.-?\d+\.\w+\..+\.tmp$")
-_INT64_MAX = 2**63 - 1
-_ASCII_DIGITS = re.compile(r"^[0-9]+$")
 
 
 class FetchError(errors.UserError):
@@ -517,19 +515,13 @@ def _terminal():
 
 
 def parse_song_id(text: str) -> int:
-  """A Deezer song id: a positive integer in ASCII digits, within int64.
-
-  Spaces and tabs around it are dropped (as the build reads CSV cells);
-  signs, exponents, underscores, decimals and other scripts' digits (which
-  Python's int() would take) are not ids.
+  """A Deezer song id: a positive integer in ASCII digits, within int64,
+  spaces and tabs around it dropped (csv_files.parse_id, the build's rule).
 
   Raises:
     ValueError: `text` is not such an id.
   """
-  digits = text.strip(" \t")
-  if not _ASCII_DIGITS.match(digits) or not 0 < int(digits) <= _INT64_MAX:
-    raise ValueError(f"{text!r} is not a song id (a positive integer)")
-  return int(digits)
+  return csv_files.parse_id(text, positive=True)
 
 
 def read_song_ids(path: str) -> list[int]:

@@ -88,7 +88,8 @@ def read_split(path: str, report: build_report.BuildReport
       where = f"{path} line {line}"
       try:
         values = [row[i] for i in columns]
-        song_id, user_id = (csv_files.parse_id(v) for v in values[:2])
+        song_id = csv_files.parse_id(values[0], positive=True)
+        user_id = csv_files.parse_id(values[1])
         label = _label_of(values[2:])
       except (ValueError, IndexError):
         report.drop(ROW_UNPARSABLE, where, "expected integer ids and 0/1"
