@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from ctxtag import distributed
 from ctxtag import errors
 from ctxtag import files
+from ctxtag import interrupts
 from ctxtag.loop import LoopState
 
 MODEL_FILE = "model.json"
@@ -46,6 +47,12 @@ class Checkpoints(files.ClosedOnExit):
 
   A context manager: leaving the block closes both managers; with an error
   in flight, an error of closing (a full disk) is dropped for it.
+
+  Ctrl-C or SIGTERM during a call into orbax that writes or waits (saving,
+  deleting, closing) is held until the call returns (`interrupts.deferred`):
+  stopped inside, orbax logs a traceback and can leave a save it started
+  neither finished nor abandoned cleanly. Leaving the block on the
+  interruption then waits for the save in flight, so it is committed.
   """
 
   KEEP = 2
@@ -96,41 +103,45 @@ class Checkpoints(files.ClosedOnExit):
       loop: the loop's bookkeeping at that step.
     """
     manager, step = self._manager(which), int(state.step)
-    with _disk_full_named(manager.directory, None):
-      manager.wait_until_finished()  # an earlier save's error comes here
-    with _disk_full_named(manager.directory, step):
-      if step in manager.all_steps():
-        manager.delete(step)
-      items = {"state": ocp.args.StandardSave(state),
-               "meta": ocp.args.JsonSave(loop.to_json())}
-      if self.model is not None:
-        items["model"] = ocp.args.JsonSave(self.model)
-      manager.save(step, args=ocp.args.Composite(**items), force=True)
+    with interrupts.deferred():
+      with _disk_full_named(manager.directory, None):
+        manager.wait_until_finished()  # an earlier save's error comes here
+      with _disk_full_named(manager.directory, step):
+        if step in manager.all_steps():
+          manager.delete(step)
+        items = {"state": ocp.args.StandardSave(state),
+                 "meta": ocp.args.JsonSave(loop.to_json())}
+        if self.model is not None:
+          items["model"] = ocp.args.JsonSave(self.model)
+        manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def wait(self) -> None:
     """Waits for pending saves of both managers."""
-    for manager in (self.latest, self.best):
-      with _disk_full_named(manager.directory, None):
-        manager.wait_until_finished()
+    with interrupts.deferred():
+      for manager in (self.latest, self.best):
+        with _disk_full_named(manager.directory, None):
+          manager.wait_until_finished()
 
   def close(self) -> None:
     """Waits for pending saves and closes both managers (both, even when
     the first fails)."""
-    try:
-      with _disk_full_named(self.latest.directory, None):
-        self.latest.close()
-    finally:
-      with _disk_full_named(self.best.directory, None):
-        self.best.close()
+    with interrupts.deferred():
+      try:
+        with _disk_full_named(self.latest.directory, None):
+          self.latest.close()
+      finally:
+        with _disk_full_named(self.best.directory, None):
+          self.best.close()
 
   def discard_after(self, step: int) -> None:
     """Deletes the checkpoints of both managers past `step`: ones a stopped
     run saved beyond the checkpoint it resumes from (the run saves them
     again, equal), and damaged ones."""
-    for manager in (self.latest, self.best):
-      for later in manager.all_steps():
-        if later > step:
-          manager.delete(later)
+    with interrupts.deferred():
+      for manager in (self.latest, self.best):
+        for later in manager.all_steps():
+          if later > step:
+            manager.delete(later)
 
   def describe(self) -> str:
     """What both managers hold, as a sentence: "Checkpoints kept: latest

@@ -19,6 +19,18 @@ Three ways an interruption could be lost are closed:
   after the signal.
 A second signal while the first unwinds ends the process at once.
 
+Two ways a signal could crash or litter the terminal are closed too:
+- a signal during a compile: jax's compile waits notice it and raise, but
+  XLA's own threads go on compiling, and jax's teardown at interpreter exit
+  destroys the devices they still use (a segmentation fault). An
+  interrupted program therefore ends with `os._exit` once its own cleanup
+  has run while unwinding, stdio and logs are flushed and child processes
+  are stopped (`Interrupts.end(..., teardown=False)`);
+- a signal inside a library's bookkeeping that must not stop halfway
+  (orbax starting or finishing a checkpoint save logs a traceback and leaves
+  its event loop half made): such code runs in `deferred()`, which holds the
+  interruption until the block is done.
+
 Worker processes (audio decoding pools, grain's batch workers) leave
 interruptions to the launcher, which stops them: forked ones from the fork
 on, spawned ones from the moment they import the launcher's module
@@ -26,7 +38,11 @@ on, spawned ones from the moment they import the launcher's module
 """
 
 import _thread
+import contextlib
 import functools
+import logging
+import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -40,6 +56,8 @@ EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 STUCK_GRACE_S = 5.0
 # Cleanup, joining threads and the distributed runtime's shutdown.
 UNWIND_GRACE_S = 20.0
+# How long each child process may take to end at an interrupted exit.
+CHILD_GRACE_S = 2.0
 
 
 class Terminated(BaseException):
@@ -113,6 +131,8 @@ class Interrupts:
     self._grace_s = (stuck_grace_s, unwind_grace_s)
     self._redelivering = False  # the next handler call is ours, not a user's
     self._reported = False
+    self._deferring = 0  # how many deferred() blocks the main thread is in
+    self._held = False  # a signal arrived in one, to raise at its end
 
   def _on_signal(self, signum, frame):
     del frame
@@ -127,7 +147,26 @@ class Interrupts:
     if again:
       self._exit_now()  # asked twice: do not wait for cleanup
     self.seen.set()
+    if self._deferring:
+      self._held = True
+      return
     raise _error(self.signum)
+
+  @contextlib.contextmanager
+  def deferred(self):
+    """See the module's `deferred`."""
+    if threading.current_thread() is not threading.main_thread():
+      yield  # signals are the main thread's alone
+      return
+    self._deferring += 1
+    try:
+      yield
+    finally:
+      self._deferring -= 1
+      if not self._deferring and self._held:
+        self._held = False
+        # pylint: disable-next=lost-exception
+        raise _error(self.signum)
 
   def _on_unraisable(self, previous_hook, unraisable):
     if (self.signum is not None and unraisable.exc_type is not None
@@ -167,13 +206,19 @@ class Interrupts:
     if self.signum is not None:
       raise _error(self.signum)
 
-  def end(self, error: BaseException, show_traceback: bool = False) -> None:
+  def end(self, error: BaseException, show_traceback: bool = False,
+          teardown: bool = True) -> None:
     """Ends the process as interrupted by `error`, the KeyboardInterrupt or
     Terminated that unwound the run: the one line, and 130 or 143.
 
     Args:
       error: the interruption.
       show_traceback: print its traceback before the line.
+      teardown: end through SystemExit, with Python's teardown at exit
+        (atexit functions, module cleanup); False ends with `os._exit`
+        once stdio and logs are flushed and child processes stopped, as a
+        program does (see the module docstring: a compile may still be
+        running in native threads).
     """
     if self.signum is None:
       self.signum = (signal.SIGTERM if isinstance(error, Terminated)
@@ -183,7 +228,53 @@ class Interrupts:
       traceback.print_exception(error)
     print(MESSAGE, file=sys.stderr, flush=True)
     self._reported = True
-    sys.exit(EXIT_STATUS[self.signum])
+    if teardown:
+      sys.exit(EXIT_STATUS[self.signum])
+    _leave(EXIT_STATUS[self.signum])
+
+
+def _leave(status: int) -> None:
+  """Ends the process with `status` and without Python's teardown, doing
+  what of it an interrupted program still needs."""
+  try:
+    # What multiprocessing does at exit: its finalizers (a pool's
+    # semaphores, else reported leaked by its resource tracker), daemonic
+    # children terminated, all joined. Its function is private: without
+    # it, the children are stopped here.
+    exit_function = getattr(multiprocessing.util, "_exit_function", None)
+    if exit_function is not None:
+      exit_function()
+    else:
+      children = multiprocessing.active_children()
+      for child in children:
+        child.terminate()
+      for child in children:
+        child.join(CHILD_GRACE_S)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+      with contextlib.suppress(Exception):  # closed, or a broken pipe
+        stream.flush()
+  finally:
+    os._exit(status)  # pylint: disable=protected-access
+
+
+# The handling `install` set up in this process, for `deferred`.
+_installed: Interrupts | None = None
+
+
+def deferred():
+  """A context manager that holds an interruption of the main thread until
+  its block ends, then raises it there: for code that must not stop
+  halfway (a checkpoint save's bookkeeping). A second signal still ends
+  the process at once, and a block that keeps running `unwind_grace_s`
+  after the signal is ended with the process. Without `install` (a
+  library, a test), it holds nothing.
+  """
+  handling = _installed
+  # pylint: disable-next=protected-access
+  if handling is None or os.getpid() != handling._pid:  # or a forked child
+    return contextlib.nullcontext()
+  return handling.deferred()
 
 
 def install(stuck_grace_s: float = STUCK_GRACE_S,
@@ -201,7 +292,8 @@ def install(stuck_grace_s: float = STUCK_GRACE_S,
     The handling, whose `end` finishes an interrupted run.
   """
   # pylint: disable=protected-access
-  handling = Interrupts(stuck_grace_s, unwind_grace_s)
+  global _installed
+  handling = _installed = Interrupts(stuck_grace_s, unwind_grace_s)
   read_fd, write_fd = os.pipe()
   os.set_blocking(write_fd, False)
   for signum in EXIT_STATUS:

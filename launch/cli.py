@@ -91,7 +91,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
     fail(f"{message(error)} (see --helpshort)", USAGE_EXIT)
 
 
-def _debug_requested() -> bool:
+def debug_requested() -> bool:
+  """Whether --debug is given (read from the command line before flags
+  are parsed)."""
   if flags.FLAGS.is_parsed():
     return _DEBUG.value
   return "--debug" in sys.argv
@@ -128,7 +130,7 @@ def _guarded(main, handling: interrupts.Interrupts, argv):
     _start_job()
     status = main(argv)
   except Exception as error:  # pylint: disable=broad-except
-    if not is_user_error(error) or _debug_requested():
+    if not is_user_error(error) or debug_requested():
       raise
     fail(message(error),
          USAGE_EXIT if isinstance(error, app.UsageError) else ERROR_EXIT)
@@ -145,4 +147,6 @@ def run(main) -> None:
     app.run(functools.partial(_guarded, main, handling),
             flags_parser=_parse_flags)
   except interrupts.INTERRUPTIONS as error:
-    handling.end(error, show_traceback=_debug_requested())
+    # The run's cleanup ran while unwinding; Python's teardown would race
+    # XLA threads still compiling (ctxtag.interrupts).
+    handling.end(error, show_traceback=debug_requested(), teardown=False)

@@ -1,9 +1,12 @@
 """Ctrl-C (SIGINT) and SIGTERM end a launcher with one line and exit 130 or
 143 (ctxtag.interrupts, installed by launch.cli.run), worker processes
-included; a rerun resumes. The slow tests start a real process and signal
-its whole process group, as a terminal's Ctrl-C does."""
+included, at any moment: during the first compile, a checkpoint save in
+flight; a rerun resumes. The subprocess tests start a real process and
+signal its whole process group, as a terminal's Ctrl-C does."""
 
+import collections
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,9 +49,12 @@ class _Lines:
     for line in pipe:
       self.lines.append(line)
 
-  def wait_for(self, text: str, process, seconds: float = 300) -> None:
+  def wait_for(self, text: str | tuple[str, ...], process,
+               seconds: float = 300) -> None:
+    """Waits for a line holding `text` (or one of several)."""
+    texts = (text,) if isinstance(text, str) else text
     deadline = time.time() + seconds
-    while not any(text in line for line in self.lines):
+    while not any(t in line for line in self.lines for t in texts):
       assert process.poll() is None, f"ended early: {''.join(self.lines)}"
       assert time.time() < deadline, f"no {text!r} in {seconds} s"
       time.sleep(0.02)
@@ -57,16 +63,20 @@ class _Lines:
 def _signal_and_wait(process: subprocess.Popen, signum: int,
                      lines: _Lines | None = None) -> str:
   """Signals the process's group; returns what it printed on stderr after
-  the signal, less progress lines already on their way (`[model] ...`)."""
+  the signal, less progress lines already on their way (`[model] ...`).
+  With `lines`, they hold all that the process printed on their stream."""
   reading_stderr = lines is not None and lines.stream == "stderr"
   before = len(lines.lines) if reading_stderr else 0
   os.killpg(process.pid, signum)
   try:
-    if reading_stderr:
+    if lines is not None:
       process.wait(timeout=60)
       lines.thread.join(timeout=60)
+    if reading_stderr:
       stderr = "".join(line for line in lines.lines[before:]
                        if not line.startswith("["))
+    elif lines is not None:
+      stderr = process.stderr.read()
     else:
       _, stderr = process.communicate(timeout=60)
   finally:
@@ -77,10 +87,13 @@ def _signal_and_wait(process: subprocess.Popen, signum: int,
 
 
 def _train_command(data_dir: str, workdir: str) -> list[str]:
+  # A checkpoint every step: a signal in training most likely lands while
+  # a save is in flight (orbax copies the state, then writes it in the
+  # background).
   return [sys.executable, "-m", "launch.train",
           "--config=ctxtag/configs/smoke.py", f"--config.data_dir={data_dir}",
           "--config.audio.steps_per_epoch=300",
-          "--config.audio.checkpoint_every_steps=50",
+          "--config.audio.checkpoint_every_steps=1",
           "--config.audio.checkpoint_every_seconds=0",
           f"--workdir={workdir}", "--model=audio"]
 
@@ -90,24 +103,156 @@ def _lines_after(process: subprocess.Popen, signum: int) -> list[str]:
           if l.strip()]
 
 
+def _committed_steps(workdir: str) -> list[int]:
+  """The steps of the audio model's latest checkpoints, once every entry of
+  latest/ and best/ is checked to be a committed step or orbax's temporary
+  directory of a save cut short (which no restore takes for a step)."""
+  for which in ("latest", "best"):
+    directory = os.path.join(workdir, "audio", "checkpoints", which)
+    entries = os.listdir(directory) if os.path.isdir(directory) else []
+    assert all(entry.isdigit() or ".orbax-checkpoint-tmp" in entry
+               for entry in entries), entries
+  directory = os.path.join(workdir, "audio", "checkpoints", "latest")
+  return sorted(int(entry) for entry in os.listdir(directory)
+                if entry.isdigit()) if os.path.isdir(directory) else []
+
+
+_RESUMED = re.compile(r"\[audio\] resuming (?:at step (\d+)|after epoch \d+"
+                      r" \(step (\d+)\))")
+
+
+def _assert_resumed_from_the_newest(lines: list[str], steps: list[int]):
+  """That a run which found the committed `steps` resumed from the newest
+  (if it got as far as saying so), without a damaged checkpoint."""
+  assert not any("cannot be restored" in line for line in lines), lines
+  resumed = [m for m in map(_RESUMED.search, lines) if m]
+  if resumed:
+    assert int(resumed[0][1] or resumed[0][2]) == steps[-1], (lines, steps)
+
+
+def _interrupt(command: list[str], workdir: str, signum: int,
+               anchor: str | tuple[str, ...] | None,
+               delay: float) -> list[str]:
+  """Runs `command`, signals it `delay` seconds after it printed `anchor`
+  on stderr (None: after it started), and asserts that it ended in the one
+  line and the signal's exit status, leaving only committed checkpoints;
+  returns the lines it had printed on stderr before the signal."""
+  steps = _committed_steps(workdir)
+  process = _start(command)
+  lines = _Lines(process, "stderr")
+  if anchor is not None:
+    lines.wait_for(anchor, process)
+  time.sleep(delay)
+  assert process.poll() is None, "".join(lines.lines)
+  printed = list(lines.lines)
+  stderr = _signal_and_wait(process, signum, lines)
+  assert process.returncode == interrupts.EXIT_STATUS[signum], (
+      anchor, delay, "".join(lines.lines))
+  assert [l for l in stderr.splitlines() if l.strip()] == [LINE], (
+      anchor, delay, "".join(lines.lines))
+  _committed_steps(workdir)
+  _assert_resumed_from_the_newest(lines.lines, steps)
+  return printed
+
+
+def _rerun_to_the_end(command: list[str], workdir: str) -> None:
+  steps = _committed_steps(workdir)
+  rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+  assert rerun.returncode == 0, rerun.stderr
+  assert "audio: best epoch" in rerun.stdout
+  assert os.path.exists(os.path.join(workdir, "audio", "summary.json"))
+  if steps:
+    assert _RESUMED.search(rerun.stderr), rerun.stderr
+  _assert_resumed_from_the_newest(rerun.stderr.splitlines(), steps)
+  # The saves that signals cut short are gone.
+  for which in ("latest", "best"):
+    directory = os.path.join(workdir, "audio", "checkpoints", which)
+    assert all(entry.isdigit() for entry in os.listdir(directory))
+
+
 def test_sigterm_and_sigint_mid_training_end_in_one_line_and_resume(
     small_dataset_path, tmp_path):
   data_dir = os.path.dirname(os.path.dirname(os.path.dirname(
       small_dataset_path)))
   workdir = str(tmp_path / "run")
-  for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
-    process = _start(_train_command(data_dir, workdir))
-    lines = _Lines(process, "stderr")
-    lines.wait_for("[audio] epoch 1 step", process)
-    stderr = _signal_and_wait(process, signum, lines)
-    assert process.returncode == status, stderr
-    assert [l for l in stderr.splitlines() if l.strip()] == [LINE]
+  command = _train_command(data_dir, workdir)
+  # Each run resumes the one before and is stopped between 0.1 and 1.5 s
+  # into its training, saves in flight or not.
+  for signum, delay in ((signal.SIGTERM, 0.1), (signal.SIGINT, 0.5),
+                        (signal.SIGTERM, 0.9), (signal.SIGINT, 1.5)):
+    _interrupt(command, workdir, signum, "[audio] epoch", delay)
     assert not os.path.exists(os.path.join(workdir, "audio", "summary.json"))
-  rerun = subprocess.run(_train_command(data_dir, workdir), cwd=REPO,
-                         capture_output=True, text=True, timeout=600)
-  assert rerun.returncode == 0, rerun.stderr
-  assert "audio: best epoch" in rerun.stdout
-  assert os.path.exists(os.path.join(workdir, "audio", "summary.json"))
+  _rerun_to_the_end(command, workdir)
+
+
+# Moments of a launcher's first seconds: during its imports and setup
+# (after its start), and through its first compile (after it says it
+# compiles, or that it resumes: a new process compiles again, for seconds
+# on a CPU), into its first steps and saves.
+_COMPILING = ("compiling the first steps", "[audio] resuming")
+_FIRST_SECONDS = ([(None, 1.5), (None, 3.0)]
+                  + [(_COMPILING, delay)
+                     for delay in (0.0, 0.5, 1.0, 2.0, 3.5, 5.0)])
+
+
+@pytest.mark.slow
+def test_signals_in_the_first_seconds_end_in_one_line_and_resume(
+    small_dataset_path, tmp_path):
+  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(
+      small_dataset_path)))
+  workdir = str(tmp_path / "run")
+  command = _train_command(data_dir, workdir)
+  landed = collections.Counter()
+  for anchor, delay in _FIRST_SECONDS:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+      printed = _interrupt(command, workdir, signum, anchor, delay)
+      stage = ("training" if any("[audio] epoch" in l for l in printed)
+               else "compiling" if any(t in l for l in printed
+                                       for t in _COMPILING)
+               else "starting")
+      landed[signum.name, anchor is not None, delay, stage] += 1
+  # Where the signals landed, for a reader of `pytest -s`.
+  print(sorted(landed.items()))
+  assert sum(n for (_, _, _, stage), n in landed.items()
+             if stage == "compiling") >= 4, landed
+  _rerun_to_the_end(command, workdir)
+
+
+# A main whose first jit compiles for seconds; the compile goes on in XLA's
+# threads after the signal interrupts the main thread's wait for it.
+_COMPILING_MAIN = textwrap.dedent("""\
+    from ctxtag import interrupts
+    interrupts.before_imports(__name__)
+    import jax
+    import jax.numpy as jnp
+    from launch import cli
+    def f(x):
+      for i in range(400):
+        x = jnp.sin(x @ x + i)
+      return x
+    def main(argv):
+      print("compiling", flush=True)
+      jax.jit(f)(jnp.ones((64, 64))).block_until_ready()
+      print("compiled", flush=True)
+    if __name__ == "__main__":
+      cli.run(main)
+""")
+
+
+@pytest.mark.parametrize("signum,delay", [(signal.SIGINT, 0.2),
+                                          (signal.SIGTERM, 1.0)])
+def test_a_signal_during_a_compile_is_one_line_not_a_crash(signum, delay):
+  # Before: the line, then "Fatal Python error: Segmentation fault" (jax's
+  # teardown at exit destroyed the devices under the running compile).
+  process = _start([sys.executable, "-c", _COMPILING_MAIN])
+  lines = _Lines(process)
+  lines.wait_for("compiling", process, seconds=120)
+  time.sleep(delay)
+  stderr = _signal_and_wait(process, signum, lines)
+  assert "compiled\n" not in lines.lines  # it was compiling
+  assert [l for l in stderr.splitlines() if l.strip()] == [LINE], stderr
+  assert process.returncode == interrupts.EXIT_STATUS[signum]
 
 
 # A main that spends its time in a garbage-collector callback, where Python
@@ -371,3 +516,25 @@ def test_a_spawned_worker_ignores_ctrl_c_and_ends_on_sigterm(signal_state):
   assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
   assert signal.set_wakeup_fd(-1) == -1
+
+
+def test_an_interruption_in_a_deferred_block_is_raised_at_its_end():
+  # pylint: disable=protected-access
+  handling = interrupts.Interrupts()
+  done = []
+  with pytest.raises(KeyboardInterrupt):
+    with handling.deferred():
+      with handling.deferred():  # nested: held to the outermost block's end
+        handling._on_signal(signal.SIGINT, None)  # as the signal would
+        done.append("inner")
+      done.append("outer")
+  assert done == ["inner", "outer"]
+  assert handling.seen.is_set()  # the watcher waits the unwind grace
+  with handling.deferred():  # nothing held any more
+    pass
+
+
+def test_deferred_holds_nothing_without_install():
+  with interrupts.deferred():
+    pass
+  assert interrupts._installed is None  # pylint: disable=protected-access

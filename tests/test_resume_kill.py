@@ -113,6 +113,12 @@ def test_sigkill_mid_epoch_resumes_to_byte_identical_results(
   assert victim.wait(timeout=60) == -signal.SIGKILL, (
       f"not killed: {_latest_steps(killed, 'audio')}")
   assert not os.path.exists(os.path.join(killed, "audio", "summary.json"))
+  # A save the kill cut short is only orbax's temporary directory, renamed
+  # to its step once complete: the rerun must resume from the newest step.
+  committed = _latest_steps(killed, "audio")
+  latest_dir = os.path.join(killed, "audio", "checkpoints", "latest")
+  assert all(entry.isdigit() or ".orbax-checkpoint-tmp" in entry
+             for entry in os.listdir(latest_dir)), os.listdir(latest_dir)
   assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stdout.read()
 
   rerun = subprocess.run(_train_command(data_dir, killed), cwd=REPO,
@@ -122,6 +128,7 @@ def test_sigkill_mid_epoch_resumes_to_byte_identical_results(
                       if "resuming" in line)
   done = int(resumed_line.split(", ")[1].split(" of ")[0])
   assert 0 < done < KILLED_EPOCH, resumed_line  # mid-epoch 2, not a boundary
+  assert f"resuming at step {committed[-1]}:" in resumed_line
   assert f"epoch 2, {done} of its {KILLED_EPOCH} steps done" in resumed_line
 
   config = smoke.get_config()
