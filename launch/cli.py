@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 from ml_collections.config_flags import config_flags
 
+from ctxtag import compilation_cache
 from ctxtag import distributed
 from ctxtag import errors
 from ctxtag import interrupts
@@ -143,6 +144,7 @@ def run(main) -> None:
   """Runs `main(argv)` as absl's app.run does, with one-line user errors
   and interruptions."""
   handling = interrupts.install()
+  compilation_cache.enable()  # before the first compilation
   try:
     app.run(functools.partial(_guarded, main, handling),
             flags_parser=_parse_flags)

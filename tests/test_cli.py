@@ -191,8 +191,9 @@ def test_excerpt_seconds_out_of_range_is_refused(source, value, message):
 @pytest.mark.slow
 @pytest.mark.parametrize("files_,args,line", [
     ({}, ["--config={tmp}/missing.py"],
-     "error: --config={tmp}/missing.py: no such file; expected a Python file"
-     " defining get_config(), such as ctxtag/configs/default.py"),
+     "error: --config={tmp}/missing.py: no such file; the shipped configs"
+     " are default, fusions, paper, smoke in {configs}: name one as"
+     " --config=ctxtag.configs.NAME from any directory, or by its path"),
     ({"broken.py": "def get_config(:\n"}, ["--config={tmp}/broken.py"],
      "error: --config={tmp}/broken.py, line 1: invalid syntax; expected a"
      " Python file defining get_config(), such as ctxtag/configs/default.py"),
@@ -206,8 +207,9 @@ def test_excerpt_seconds_out_of_range_is_refused(source, value, message):
      " audio.batchsize; closest: audio.batch_size, audio_user.batch_size,"
      " user.batch_size"),
     ({}, ["--config={tmp}/missing.py", "--config.seed=1"],
-     "error: --config={tmp}/missing.py: no such file; expected a Python file"
-     " defining get_config(), such as ctxtag/configs/default.py"),
+     "error: --config={tmp}/missing.py: no such file; the shipped configs"
+     " are default, fusions, paper, smoke in {configs}: name one as"
+     " --config=ctxtag.configs.NAME from any directory, or by its path"),
 ])
 def test_config_file_mistakes_are_one_line_and_exit_2(tmp_path, files_, args,
                                                        line):
@@ -218,7 +220,8 @@ def test_config_file_mistakes_are_one_line_and_exit_2(tmp_path, files_, args,
                           "--model=audio",
                           *[a.format(tmp=tmp_path) for a in args])
   assert process.returncode == 2
-  assert stderr_lines(process) == [line.format(tmp=tmp_path)]
+  assert stderr_lines(process) == [line.format(
+      tmp=tmp_path, configs=config_flag.CONFIGS_DIR)]
   assert not workdir.exists()
 
 

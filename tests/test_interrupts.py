@@ -29,9 +29,14 @@ def _restore_sigint():
   signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+# Signals must land while XLA really compiles: a program loaded from the
+# compilation cache would skip the moment these tests are about.
+_UNCACHED = dict(os.environ, CTXTAG_COMPILATION_CACHE="off")
+
+
 def _start(args: list[str]) -> subprocess.Popen:
   return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True,
+                          stderr=subprocess.PIPE, text=True, env=_UNCACHED,
                           start_new_session=True, preexec_fn=_restore_sigint)
 
 
