@@ -4,12 +4,25 @@ The parameters of the paper's front end live here and nowhere else: mono,
 22,050 Hz, mel power spectrogram with n_fft 1024, hop 1024, 96 bands
 (librosa defaults otherwise, centred frames), compressed as log(1 + 100 mel).
 A 30 s excerpt gives 646 frames x 96 bands.
+
+What the decoders say while a file is decoded (libmpg123 inside libsndfile
+writes "Note: Illegal Audio-MPEG-Header ... Trying to resync" to the C-level
+stderr, naming no file) and the warnings of numpy or librosa are the
+decoded file's notes, never the terminal's: every function here that reads
+a file captures them. Inside `captured_notes()` they go to its caller,
+which attributes them to the file (a build report, a tagging JSON); outside
+it, they come back as one `DecoderNotes` warning that names the file.
 """
 
 import contextlib
 import functools
 import math
 import os
+import stat
+import sys
+import tempfile
+import threading
+import warnings
 
 import librosa
 import numpy as np
@@ -31,6 +44,119 @@ class AudioError(errors.UserError, ValueError):
 
 class AudioTooShortError(AudioError):
   """Audio that ends before the excerpt does."""
+
+
+class NotAFileError(AudioError):
+  """A path that is no regular file: a dangling link, a directory, a FIFO."""
+
+
+class DecoderNotes(UserWarning):
+  """What a decoder said about a file decoded outside `captured_notes`."""
+
+
+# fd 2 is the process's, not a thread's: one capture at a time per process
+# (re-entrant: a capture inside a capture, in one thread, stacks).
+_CAPTURE_LOCK = threading.RLock()
+_capturing = threading.local()
+
+
+@contextlib.contextmanager
+def captured_notes():
+  """Captures what the block writes to file descriptor 2 (C libraries
+  included) and the Python warnings it raises.
+
+  Yields:
+    A list that holds one string, the captured text (warnings as
+    "RuntimeWarning: ..." lines), once the block ends.
+  """
+  captured = []
+  with _CAPTURE_LOCK, tempfile.TemporaryFile() as capture, \
+      warnings.catch_warnings(record=True) as raised:
+    warnings.simplefilter("always")
+    sys.stderr.flush()
+    try:
+      saved = os.dup(2)
+    except OSError:  # no fd 2 to redirect: nothing can reach a terminal
+      saved = None
+    if saved is not None:
+      os.dup2(capture.fileno(), 2)
+    depth = getattr(_capturing, "depth", 0)
+    _capturing.depth = depth + 1
+    try:
+      yield captured
+    finally:
+      _capturing.depth = depth
+      sys.stderr.flush()
+      if saved is not None:
+        os.dup2(saved, 2)
+        os.close(saved)
+      capture.seek(0)
+      text = capture.read().decode("utf-8", "replace")
+      lines = [f"{w.category.__name__}: {w.message}" for w in raised]
+      captured.append("\n".join([text.rstrip("\n")] * bool(text.strip())
+                                + lines))
+
+
+@contextlib.contextmanager
+def _noting(path):
+  """Runs a decode of `path` so that nothing it says reaches the terminal:
+  inside a caller's `captured_notes` it is that caller's; otherwise its
+  notes come back as a `DecoderNotes` warning naming the file (or, if it
+  fails, on the AudioError as `decoder_notes`)."""
+  if getattr(_capturing, "depth", 0):
+    yield
+    return
+  failed = None
+  with captured_notes() as notes:
+    try:
+      yield
+    except AudioError as error:
+      failed = error
+  text = notes[0].strip()
+  if failed is not None:
+    failed.decoder_notes = text
+    raise failed
+  if text:
+    lines = text.splitlines()
+    more = f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else ""
+    # Pointed at the first caller outside this module and contextlib.
+    level, frame = 1, sys._getframe()  # pylint: disable=protected-access
+    while frame is not None and frame.f_code.co_filename in _OWN_FILES:
+      level, frame = level + 1, frame.f_back
+    warnings.warn(f"{_name(path)}: the decoder noted: {lines[0]}{more}",
+                  DecoderNotes, stacklevel=level)
+
+
+_OWN_FILES = (__file__, contextlib.__file__)
+
+
+def _name(path) -> str:
+  """`path` for a message: a byte of a name that is not UTF-8 as "\\xNN",
+  so that printing the message never fails."""
+  return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def not_a_file(path: os.PathLike | str | bytes) -> str | None:
+  """Why `path` is no regular file to decode ("a symbolic link to 'x',
+  which does not exist", "a directory", "a FIFO", ...); None if it is one.
+  Links to regular files are regular files."""
+  try:
+    mode = os.stat(path).st_mode
+  except OSError as error:
+    if not isinstance(error, FileNotFoundError):  # a link loop, no access
+      return error.strerror or "cannot be read"
+    if os.path.islink(path):
+      return (f"a symbolic link to {_name(os.readlink(path))!r}, which does"
+              " not exist")
+    return "no such file"
+  if stat.S_ISREG(mode):
+    return None
+  for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                     (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                     (stat.S_ISSOCK, "a socket")):
+    if test(mode):
+      return kind
+  return "not a regular file"
 
 
 def num_frames(excerpt_seconds: float) -> int:
@@ -136,7 +262,15 @@ def _mel_of_excerpt(mono: np.ndarray, excerpt_seconds: float,
         f" excerpt's start, shorter than the {excerpt_seconds:g} s excerpt"
         f"{allowed} (the excerpt needs {needed_seconds:g} s of audio)")
   mono = np.pad(mono[:wanted], (0, missing))
-  return log_mels(mono[None])[0], missing / SAMPLE_RATE
+  # Finite samples far beyond full scale (a float WAV of 1e25) overflow the
+  # power spectrum: an error naming the file, never NaNs or inf stored.
+  with np.errstate(over="ignore", invalid="ignore"):
+    mel = log_mels(mono[None])[0]
+  if not np.all(np.isfinite(mel)):
+    raise AudioError(
+        f"{source}: samples up to {np.max(np.abs(mono)):.3g} (full scale is"
+        " 1) overflow the mel spectrogram")
+  return mel, missing / SAMPLE_RATE
 
 
 def log_mels(excerpts_BxS: np.ndarray) -> np.ndarray:
@@ -186,29 +320,54 @@ def load_audio(path: os.PathLike | str) -> tuple[np.ndarray, int]:
   Returns:
     (samples, sample_rate), samples as (num_samples, channels) float32.
   """
-  with _open(path) as f:
-    waveform = f.read(dtype="float32", always_2d=True)
-    sample_rate = f.samplerate
-  if waveform.shape[0] == 0:
-    raise AudioError(f"{path}: the file holds no audio samples")
-  return _finite(waveform, str(path)), sample_rate
+  with _noting(path):
+    with _open(path) as f:
+      waveform = f.read(dtype="float32", always_2d=True)
+      sample_rate = f.samplerate
+    if waveform.shape[0] == 0:
+      raise AudioError(f"{_name(path)}: the file holds no audio samples")
+    return _finite(waveform, _name(path)), sample_rate
+
+
+# What libsndfile answers for a regular file it cannot decode, when its
+# own words mislead: mpg123 calls a damaged MP3 "not a regular file
+# (possibly a pipe?)".
+_NOT_AUDIO = ("not a WAV, FLAC, OGG, Opus or MP3 file that libsndfile can"
+              " read, or a damaged one")
+
+
+def _why_not_decoded(error: Exception) -> str:
+  text = getattr(error, "error_string", None) or str(error)
+  if "possibly a pipe" in text or "Format not recognised" in text:
+    return _NOT_AUDIO
+  return text.strip().removeprefix("Error : ").rstrip(".")
 
 
 @contextlib.contextmanager
 def _open(path: os.PathLike | str):
-  if not os.path.exists(path):
-    raise AudioError(f"{path}: no such file")
-  if os.path.isfile(path) and os.path.getsize(path) == 0:
+  name = _name(path)
+  why = not_a_file(path)
+  if why is not None:
+    raise (AudioError if why == "no such file" else NotAFileError)(
+        f"{name}: {why}")
+  try:
+    with open(path, "rb") as f:
+      empty = not f.read(1)
+  except OSError as error:
+    raise AudioError(f"{name}: cannot be read ({error.strerror})") from None
+  if empty:
     # libsndfile calls an empty file "not a regular file (possibly a pipe?)"
-    raise AudioError(f"{path}: the file is empty")
+    raise AudioError(f"{name}: the file is empty")
   try:
     f = soundfile.SoundFile(os.fspath(path))
   except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
-    raise AudioError(f"{path}: cannot decode audio ({error})") from error
+    raise AudioError(f"{name}: cannot decode audio"
+                     f" ({_why_not_decoded(error)})") from error
   try:
     yield f
   except (soundfile.LibsndfileError, RuntimeError) as error:
-    raise AudioError(f"{path}: cannot decode audio ({error})") from error
+    raise AudioError(f"{name}: cannot decode audio"
+                     f" ({_why_not_decoded(error)})") from error
   finally:
     f.close()
 
@@ -232,6 +391,12 @@ def read_excerpt(path: os.PathLike | str, excerpt_seconds: float,
     float32 samples, at most the excerpt plus the margin long; fewer when
     the file ends sooner.
   """
+  with _noting(path):
+    return _read_excerpt(path, excerpt_seconds, offset_seconds)
+
+
+def _read_excerpt(path, excerpt_seconds: float,
+                  offset_seconds: float) -> np.ndarray:
   start_22k = _offset_samples(offset_seconds)
   with _open(path) as f:
     rate = f.samplerate
@@ -245,8 +410,8 @@ def read_excerpt(path: os.PathLike | str, excerpt_seconds: float,
     waveform = f.read(frames=max(stop - first, 0), dtype="float32",
                       always_2d=True)
   if waveform.shape[0] == 0 and first == 0:
-    raise AudioError(f"{path}: the file holds no audio samples")
-  mono = to_mono_22k(_finite(waveform, str(path)), rate)
+    raise AudioError(f"{_name(path)}: the file holds no audio samples")
+  mono = to_mono_22k(_finite(waveform, _name(path)), rate)
   skip = start_22k - first * SAMPLE_RATE // rate
   return mono[skip:]
 
@@ -281,6 +446,7 @@ def excerpt_from_file(
     (log-mel of shape (num_frames(excerpt_seconds), N_MELS), seconds of
     padding).
   """
-  mono = read_excerpt(path, excerpt_seconds, offset_seconds)
-  return _mel_of_excerpt(mono, excerpt_seconds, max_padding_seconds,
-                         str(path), excerpt_seconds + offset_seconds)
+  with _noting(path):
+    mono = _read_excerpt(path, excerpt_seconds, offset_seconds)
+    return _mel_of_excerpt(mono, excerpt_seconds, max_padding_seconds,
+                           _name(path), excerpt_seconds + offset_seconds)

@@ -121,7 +121,7 @@ def _padded_vectors(vectors: _Vectors, mels_: np.ndarray,
 def _decode(path: str, card: inference.Card):
   """(path, mel or None, reason or None, message, decoder notes): the
   decoder's notes go to the index's report, not onto the terminal."""
-  with mels.captured_stderr() as notes:
+  with audio.captured_notes() as notes:
     try:
       mel, _ = audio.excerpt_from_file(
           path, card.excerpt_seconds, card.offset_seconds,

@@ -76,6 +76,22 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None,
     errors.DatasetError: the dataset is damaged, or was built from inputs
       other than its manual dir holds now.
   """
+  return build_or_reuse(dataset, data_dir, manual_dir, options, strict,
+                        workers, beam_options, split, force_rebuild)[0]
+
+
+def build_or_reuse(
+    dataset: str, data_dir: str, manual_dir: str | None = None,
+    options: str = "", strict: bool = False, workers: int | None = None,
+    beam_options=None,
+    split: assemble.SplitSettings = assemble.SplitSettings(),
+    force_rebuild: bool = False) -> tuple[str, bool]:
+  """`build`, saying also whether this call built the dataset.
+
+  Returns:
+    (the dataset's versioned directory, True if this call built it; False
+    if it found it built, checked it and reused it).
+  """
   name, _, config_name = dataset.partition("/")
   if name != "contextual_tags" or not config_name:
     raise errors.ConfigError(f"--dataset must be contextual_tags/<config>,"
@@ -138,9 +154,10 @@ class _BuildArgs:
   new_dirs: list[str]
 
 
-def _build_locked(args: _BuildArgs, exclusive: bool) -> str:
+def _build_locked(args: _BuildArgs, exclusive: bool) -> tuple[str, bool]:
   """`build`'s work, under the dataset's build lock (`exclusive`: alone,
-  so it may delete and write; else beside other readers, reading only)."""
+  so it may delete and write; else beside other readers, reading only):
+  (path, whether it built)."""
   dataset, data_dir, manual_dir, config, path = (
       args.dataset, args.data_dir, args.manual_dir, args.config, args.path)
   rebuild = (f"rebuild it with `python -m launch.build_dataset"
@@ -156,7 +173,8 @@ def _build_locked(args: _BuildArgs, exclusive: bool) -> str:
   if args.reads_manual_dir:
     reads_from = manual_dir or os.path.join(data_dir, "downloads", "manual")
   fingerprint = None
-  if os.path.exists(path):  # TFDS would read it back and trust it
+  reused = os.path.exists(path)
+  if reused:  # TFDS would read it back and trust it
     dataset_check.check(path, rebuild=rebuild)
     if reads_from:
       _note_one_folder_build(path, reads_from)
@@ -200,7 +218,7 @@ def _build_locked(args: _BuildArgs, exclusive: bool) -> str:
     raise
   if os.fspath(builder.data_path) != path:
     raise AssertionError(f"TFDS built {builder.data_path}, not {path}")
-  return path
+  return path, not reused
 
 
 def _check_inputs(path: str, current: dict, rebuild: str) -> None:

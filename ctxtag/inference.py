@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import json
 import os
-import stat
 import sys
 import time
 import zipfile
@@ -178,15 +177,7 @@ class Tagger:
 
 def _kind(path: str) -> str:
   """What a path that is not a regular file is, for the skip's reason."""
-  try:
-    mode = os.stat(path).st_mode
-  except OSError as error:
-    return error.strerror or "unreadable"
-  for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
-                     (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
-    if test(mode):
-      return name
-  return "not a regular file"
+  return audio.not_a_file(path) or "not a regular file"
 
 
 def find_audio(path: str) -> tuple[list[str], list[dict]]:
@@ -235,7 +226,7 @@ def _mel_or_error(path: str, card: Card):
   source = path if printable(path) == path else os.fsencode(path)
   # A decoder's notes (mpg123's "Trying to resync...") go with the file's
   # entry in the JSON, not raw onto the terminal.
-  with mels.captured_stderr() as notes:
+  with audio.captured_notes() as notes:
     try:
       mel, _ = audio.excerpt_from_file(source, card.excerpt_seconds,
                                        card.offset_seconds,
@@ -408,4 +399,11 @@ def _tag(workdir, config, paths, card, name, embedding, note, user_id, top_k,
       flush()
   if pending:
     flush()
+  noted = sum("decoder_notes" in entry
+              for entry in output["results"] + output["errors"])
+  if noted:
+    output["notes"].append(
+        f"the decoder wrote notes on {noted} file(s) (such as mpg123's"
+        " \"Trying to resync...\" on a damaged MP3): see each file's"
+        " \"decoder_notes\"")
   return output

@@ -9,13 +9,16 @@ Prints what it builds and from where, then what was built: tracks, pairs
 and users per split, context shares, users per track and distinct contexts
 per track; for real data also the build report (what was kept, what was
 dropped and why, how many tracks came from audio/ and from spectrograms/,
-decoder notes by file; a cold split's guarantee). Started on several
-processes (--num_processes), process 0 builds and the others wait for it.
+decoder notes by file, tracks with several audio files; a cold split's
+guarantee). Started on several processes (--num_processes), process 0
+builds and the others wait for it.
 
-A second build of the same dataset into the same data dir ends at once,
-naming the process that builds it. A real-data dataset is reused only while
-its manual dir holds what it was built from (inputs.json): otherwise it is
-refused, naming what changed, until --force_rebuild.
+A dataset already built is reused, and says so ("reused DIR, built
+earlier ..."). A second build of the same dataset into the same data dir
+ends at once, naming the process that builds it. A real-data dataset is
+reused only while its manual dir holds what it was built from
+(inputs.json): otherwise it is refused, naming what changed, until
+--force_rebuild.
 """
 
 from ctxtag import interrupts
@@ -136,16 +139,20 @@ def main(argv):
 
 def _build(start: float, beam_options, split) -> None:
   """Builds (and verifies) the dataset and prints what was built."""
-  path = datasets.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
-                      ",".join(_OPTION.value + _SIM.value), _STRICT.value,
-                      _WORKERS.value, beam_options, split,
-                      _FORCE_REBUILD.value)
+  path, built = datasets.build_or_reuse(
+      _DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value,
+      ",".join(_OPTION.value + _SIM.value), _STRICT.value, _WORKERS.value,
+      beam_options, split, _FORCE_REBUILD.value)
   if _VERIFY.value:
     dataset_check.check(path, full=True,
                         rebuild="rebuild it with --force_rebuild")
     print(f"verified: every record of {path} reads")
-  print(f"built {path} in {time.time() - start:.1f} s,"
-        f" {_disk_bytes(path) / 1e6:.1f} MB on disk")
+  size = f"{_disk_bytes(path) / 1e6:.1f} MB on disk"
+  if built:
+    print(f"built {path} in {time.time() - start:.1f} s, {size}")
+  else:
+    print(f"reused {path}, built earlier ({size}; --force_rebuild builds"
+          " it anew)")
   print(datasets.summary_text(path))
   report = datasets.build_report_text(path)
   if report:

@@ -85,10 +85,13 @@ def main(argv):
     return
   reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(
       report["skipped_by_reason"].items()))
+  noted = len(report.get("decoder_notes") or [])
   print(f"indexed {report['indexed']} tracks into {output}"
         + (f"; skipped {report['skipped']} ({reasons}: see"
            f" {os.path.join(output, catalog.REPORT_FILE)})"
-           if report["skipped"] else ""))
+           if report["skipped"] else "")
+        + (f"; the decoder wrote notes on {noted} indexed file(s) (see"
+           f" {os.path.join(output, catalog.REPORT_FILE)})" if noted else ""))
 
 
 if __name__ == "__main__":

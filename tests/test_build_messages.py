@@ -5,6 +5,7 @@ guarantee."""
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -150,3 +151,28 @@ def test_a_full_disk_while_writing_is_one_error_naming_the_dataset(
   assert "\n" not in message
   parent = tmp_path / "data" / "contextual_tags" / "simulated_small"
   assert not [p for p in parent.glob("*") if not p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_a_dataset_found_built_is_reused_and_says_so(tmp_path):
+  data = tmp_path / "data"
+  path = os.path.join(str(data), "contextual_tags", "simulated_small",
+                      "2.0.0")
+  flags = ("--dataset=contextual_tags/simulated_small", f"--data_dir={data}")
+  first = _build_command(*flags)
+  assert first.returncode == 0, first.stderr
+  assert first.stdout.startswith(f"built {path} in ")
+  again = _build_command(*flags)
+  assert again.returncode == 0, again.stderr
+  line = again.stdout.splitlines()[0]
+  assert re.fullmatch(re.escape(f"reused {path}, built earlier (") + r"[\d.]+"
+                      r" MB on disk; --force_rebuild builds it anew\)", line)
+  assert "building" not in again.stderr
+  assert not re.search(r"^built ", again.stdout, re.M)
+  forced = _build_command(*flags, "--force_rebuild")
+  assert forced.returncode == 0, forced.stderr
+  assert forced.stdout.startswith(f"built {path} in ")
+  assert datasets.build_or_reuse("contextual_tags/simulated_small",
+                                 str(data)) == (path, False)
+  assert datasets.build_or_reuse("contextual_tags/simulated_small",
+                                 str(tmp_path / "other"))[1] is True

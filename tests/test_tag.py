@@ -259,3 +259,92 @@ def test_tagging_nothing_exits_non_zero_with_the_json(smoke_run, tmp_path):
       "error: no file could be tagged (1 errors, 0 skipped: see the JSON)")
   written = json.load(open(out))
   assert written["results"] == [] and len(written["errors"]) == 1
+
+
+def _damaged_music(directory) -> dict[str, str]:
+  """A damaged MP3 that still decodes (mpg123 resyncs, noting it on fd 2),
+  bytes that are no audio, a good WAV and a dangling link."""
+  from tests import zenodo_fixture  # pylint: disable=g-import-not-at-top
+  os.makedirs(directory, exist_ok=True)
+  paths = {name: os.path.join(directory, name)
+           for name in ("damaged.mp3", "garbage.mp3", "good.wav")}
+  # (this seed's damage leaves 3.4 s decodable)
+  zenodo_fixture.corrupt_mp3(paths["damaged.mp3"], 5, 4.0)
+  with open(paths["garbage.mp3"], "wb") as f:
+    f.write(b"garbage" * 500)
+  zenodo_fixture.write_audio_file(paths["good.wav"], 5, 2.0)
+  os.symlink("/nonexistent/x.wav", os.path.join(directory, "link.wav"))
+  return paths
+
+
+def _assert_clean(terminal: str) -> None:
+  # mpg123's notes start "Note: "; Python's warnings name their category.
+  for noise in ("Illegal Audio-MPEG-Header", "Note: ", "possibly a pipe",
+                "Warning:", "Traceback"):
+    assert noise not in terminal, terminal
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_decoder_notes_go_to_each_file_s_entry_from_every_launcher(
+    smoke_run, tmp_path, workers):
+  paths = _damaged_music(str(tmp_path / "music"))
+  assert inference.load_card(smoke_run).excerpt_seconds <= 3.0
+  out = tmp_path / "tags.json"
+  done = subprocess.run(
+      [sys.executable, "-m", "launch.tag", f"--workdir={smoke_run}",
+       f"--audio={tmp_path / 'music'}", f"--output={out}",
+       f"--workers={workers}"], capture_output=True, text=True, cwd=tmp_path,
+      timeout=300)
+  assert done.returncode == 0, done.stderr
+  _assert_clean(done.stdout + done.stderr)
+  with open(out) as f:
+    tags = json.load(f)
+  damaged, = [r for r in tags["results"] if r["file"] == paths["damaged.mp3"]]
+  assert "Trying to resync" in damaged["decoder_notes"]
+  good, = [r for r in tags["results"] if r["file"] == paths["good.wav"]]
+  assert "decoder_notes" not in good
+  garbage, = tags["errors"]
+  assert garbage["error"] == (
+      f"{paths['garbage.mp3']}: cannot decode audio (not a WAV, FLAC, OGG,"
+      " Opus or MP3 file that libsndfile can read, or a damaged one)")
+  assert "resync" in garbage["decoder_notes"]
+  assert tags["skipped"] == [{
+      "file": str(tmp_path / "music" / "link.wav"),
+      "reason": "a symbolic link to '/nonexistent/x.wav', which does not"
+                " exist"}]
+  note = ("the decoder wrote notes on 2 file(s) (such as mpg123's \"Trying"
+          " to resync...\" on a damaged MP3): see each file's"
+          " \"decoder_notes\"")
+  assert note in tags["notes"]
+  assert f"note: {note}" in done.stderr
+  index = tmp_path / "index"
+  done = subprocess.run(
+      [sys.executable, "-m", "launch.index", f"--workdir={smoke_run}",
+       f"--audio={tmp_path / 'music'}", f"--output={index}",
+       f"--workers={workers}"], capture_output=True, text=True, cwd=tmp_path,
+      timeout=300)
+  assert done.returncode == 0, done.stderr
+  _assert_clean(done.stdout + done.stderr)
+  assert "the decoder wrote notes on 1 indexed file(s)" in done.stdout
+  with open(index / "report.json") as f:
+    report = json.load(f)
+  assert [e["file"] for e in report["decoder_notes"]] == ["damaged.mp3"]
+  skipped = {e["file"]: e for e in report["skipped_files"]}
+  assert skipped["garbage.mp3"]["reason"] == "undecodable"
+  assert "resync" in skipped["garbage.mp3"]["decoder_notes"]
+  assert "link.wav" in str(skipped)
+
+
+@pytest.mark.slow
+def test_the_python_api_keeps_decoder_notes_off_the_terminal(
+    smoke_run, tmp_path, capfd):
+  import ctxtag  # pylint: disable=g-import-not-at-top
+  paths = _damaged_music(str(tmp_path / "music"))
+  run_ = ctxtag.open_run(smoke_run)
+  tags = run_.tag(str(tmp_path / "music"))
+  mel = run_.mel(paths["damaged.mp3"])
+  assert mel.shape[1] == audio.N_MELS
+  out, err = capfd.readouterr()
+  _assert_clean(out + err)
+  assert any("decoder_notes" in r for r in tags["results"])

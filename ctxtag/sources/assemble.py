@@ -234,7 +234,8 @@ def drop_tracks_without_mels(
   input is missing or defective, with their pairs.
 
   Each track is read from its audio file if it has one, else from its npz
-  (as `settings.audio` allows); the report counts how many came from each.
+  (as `settings.audio` allows); the report counts how many came from each,
+  and lists the tracks with several audio files (which one was read).
 
   Args:
     splits: split (or any group) -> pairs.
@@ -257,8 +258,12 @@ def drop_tracks_without_mels(
   """
   cache_dir_of_kind = {kind: settings.cache_dir(cache_root, kind)
                        for kind in mels.KINDS}
-  tasks = mel_tasks(splits, mels.index_inputs(manual_dir, settings),
-                    cache_dir_of_kind, stem_of_song)
+  inputs, ignored = mels.index_inputs(manual_dir, settings)
+  tasks = mel_tasks(splits, inputs, cache_dir_of_kind, stem_of_song)
+  for task in tasks:
+    stem = stem_of_song(task.song_id) if stem_of_song else str(task.song_id)
+    if task.kind == "audio" and stem in ignored:
+      report.several_files(task.song_id, task.path, ignored[stem])
   front_end = settings.front_end()
   mels.check_front_end(front_end, tasks)
   statuses = mels.extract_all(tasks, front_end, workers, beam_options)

@@ -13,14 +13,19 @@ or song id.
    "sources": {"audio": n, "spectrograms": n},
    "decoder_notes": {"tracks": n, "examples": [{"song_id", "file",
                                                 "status", "notes"}]},
+   "several_audio_files": {"tracks": n, "examples": [{"song_id", "used",
+                                                      "ignored": [...]}]},
    "split_guarantee": "cold_user split: 0 of ... test users are in train"}
 
 "sources" counts the tracks read from audio/ and from spectrograms/ (a
 track with neither is counted as dropped, audio_missing); some of them may
 then be dropped as unreadable. "decoder_notes" counts the tracks whose
 decoder wrote to stderr while decoding them (kept or not: "status" says),
-with the notes of the first few. "split_guarantee" is there for cold splits
-only.
+with the notes of the first few. "several_audio_files" counts the tracks
+with more than one file in audio/ (123.flac and 123.mp3): one is read, the
+others are not, and which is which is listed for the first few; it is a
+note, not a drop (the track is read from the file used, and --strict does
+not stop on it). "split_guarantee" is there for cold splits only.
 """
 
 import collections
@@ -45,7 +50,22 @@ class BuildReport:
     self.padded = 0
     self.sources = {"audio": 0, "spectrograms": 0}
     self.decoder_notes = {"tracks": 0, "examples": []}
+    self.several_audio_files = {"tracks": 0, "examples": []}
     self.split_guarantee = ""
+
+  def several_files(self, song_id: int, used: str,
+                    ignored: list[str]) -> None:
+    """Counts one track with several audio files.
+
+    Args:
+      song_id: the track.
+      used: the file it is read from.
+      ignored: its other files, not read.
+    """
+    self.several_audio_files["tracks"] += 1
+    if len(self.several_audio_files["examples"]) < MAX_EXAMPLES:
+      self.several_audio_files["examples"].append(
+          {"song_id": song_id, "used": used, "ignored": list(ignored)})
 
   def count_source(self, kind: str) -> None:
     """Counts one track read from `kind` ("audio" or "spectrograms")."""
@@ -103,7 +123,8 @@ class BuildReport:
   def to_json(self) -> dict:
     report = {"splits": self.splits, "dropped": dict(self.dropped),
               "padded": self.padded, "sources": dict(self.sources),
-              "decoder_notes": self.decoder_notes}
+              "decoder_notes": self.decoder_notes,
+              "several_audio_files": self.several_audio_files}
     if self.split_guarantee:
       report["split_guarantee"] = self.split_guarantee
     return report
@@ -136,6 +157,13 @@ def format_report(report: dict) -> str:
               else f"dropped: {example['status']}")
       lines.append(f"    song {example['song_id']} ({example['file']},"
                    f" {fate}): {text[0]}{more}")
+  several = report.get("several_audio_files") or {"tracks": 0}
+  if several["tracks"]:
+    lines.append(f"  several audio files for {several['tracks']} track(s);"
+                 " each is read from one, the others are ignored:")
+    for example in several["examples"][:3]:
+      lines.append(f"    song {example['song_id']}: used {example['used']},"
+                   f" ignored {', '.join(example['ignored'])}")
   if report.get("split_guarantee"):
     lines.append(f"  {report['split_guarantee']}")
   return "\n".join(lines)

@@ -8,7 +8,12 @@ where the stem is the song id (or, for playlist exports, the track's id).
 Each track is read from its audio file if it has one, else from its npz
 (both folders are optional, and a release may mix them); a track with
 neither is `audio_missing`. `--option=audio=files|spectrograms` reads one
-folder only.
+folder only. A track with several audio files (123.flac and 123.mp3) is
+read from the first regular file in the order of AUDIO_EXTENSIONS; the
+others are listed in the build report. An entry that is no regular file (a
+dangling link, a directory, a FIFO) is `audio_not_a_file`; an npz whose
+arr_0 is not real floating point (bool, integers, complex, objects) is
+`spectrogram_wrong_dtype`.
 
 Each track's log-mel goes to a cache directory as `<song_id>.npy` (float16),
 with `<song_id>.json` saying what became of it (kept, padded, or why not)
@@ -21,13 +26,12 @@ process keeps only these small statuses, never the mels, so memory stays
 flat however many tracks there are.
 
 What the decoders (libsndfile, mpg123) write to the process's stderr while
-a file is decoded ("Illegal Audio-MPEG-Header ... Trying to resync") is
-captured at the file-descriptor level and kept in that track's status as
-`decoder_notes`, so the build report names the file instead of the
-terminal showing notes that name none.
+a file is decoded ("Illegal Audio-MPEG-Header ... Trying to resync"), and
+numpy's or librosa's warnings, are captured (`audio.captured_notes`) and
+kept in that track's status as `decoder_notes`, so the build report names
+the file instead of the terminal showing notes that name none.
 """
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -35,8 +39,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
-import threading
 import time
 
 import numpy as np
@@ -61,13 +63,16 @@ MAX_NOTE_CHARS = 2000
 AUDIO_MISSING = "audio_missing"
 AUDIO_UNREADABLE = "audio_unreadable"
 AUDIO_TOO_SHORT = "audio_too_short"
+AUDIO_NOT_A_FILE = "audio_not_a_file"
+SPECTROGRAM_WRONG_DTYPE = "spectrogram_wrong_dtype"
 SPECTROGRAM_WRONG_SHAPE = "spectrogram_wrong_shape"
 SPECTROGRAM_INVALID = "spectrogram_invalid"
 OK = "ok"
 # The checks an npz's mel passed; cached statuses of npz files made under
 # fewer checks are made again (an npz is read in milliseconds). 2: values
-# beyond float32 are spectrogram_invalid (they were kept as inf).
-NPZ_CHECKS = 2
+# beyond float32 are spectrogram_invalid (they were kept as inf). 3: only
+# real floating point is mel power (bool, complex, integers were kept).
+NPZ_CHECKS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,27 +134,35 @@ class AudioSettings:
     return os.path.join(cache_root, f"{kind}-{self.front_end().fingerprint()}")
 
 
+def audio_candidates(manual_dir: str) -> dict[str, list[str]]:
+  """Stem -> every audio file of audio/ named for it, the one a build uses
+  first: regular files (links to them included) before anything else (a
+  dangling link, a directory), then in the order of AUDIO_EXTENSIONS; {} if
+  the folder is absent."""
+  directory = os.path.join(manual_dir, AUDIO_DIR)
+  if not os.path.isdir(directory):
+    return {}
+  found = {}
+  for name in sorted(os.listdir(directory)):
+    stem, _, extension = name.rpartition(".")
+    if extension.lower() not in AUDIO_EXTENSIONS or not stem:
+      continue
+    found.setdefault(stem, []).append(os.path.join(directory, name))
+  for paths in found.values():
+    if len(paths) > 1:  # a stat each only where there is a choice
+      paths.sort(key=lambda path: (
+          not os.path.isfile(path),
+          AUDIO_EXTENSIONS.index(path.rpartition(".")[2].lower()), path))
+  return found
+
+
 def index_files(manual_dir: str, kind: str) -> dict[str, str]:
-  """Stem -> path of every usable input file of `kind`, scanned once; {} if
-  its folder is absent."""
+  """Stem -> path of every input file of `kind`, scanned once (for audio,
+  the file a build uses, see `audio_candidates`); {} if its folder is
+  absent."""
   if kind == "audio":
-    directory = os.path.join(manual_dir, AUDIO_DIR)
-    if not os.path.isdir(directory):
-      return {}
-    found = {}
-    for name in sorted(os.listdir(directory)):
-      stem, _, extension = name.rpartition(".")
-      extension = extension.lower()
-      if extension not in AUDIO_EXTENSIONS or not stem:
-        continue
-      path = os.path.join(directory, name)
-      if stem in found:
-        previous = found[stem].rpartition(".")[2].lower()
-        if (AUDIO_EXTENSIONS.index(previous)
-            <= AUDIO_EXTENSIONS.index(extension)):
-          continue
-      found[stem] = path
-    return found
+    return {stem: paths[0]
+            for stem, paths in audio_candidates(manual_dir).items()}
   directory = os.path.join(manual_dir, SPECTROGRAM_DIR)
   if not os.path.isdir(directory):
     return {}
@@ -165,9 +178,14 @@ def _expected_inputs(manual_dir: str) -> str:
 
 
 def index_inputs(manual_dir: str, settings: AudioSettings
-                 ) -> dict[str, tuple[str, str]]:
-  """Stem -> (path, kind) of each track's input: its audio file if it has
-  one, else its npz (as `settings.audio` allows).
+                 ) -> tuple[dict[str, tuple[str, str]], dict[str, list[str]]]:
+  """Each track's input: its audio file if it has one, else its npz (as
+  `settings.audio` allows).
+
+  Returns:
+    stem -> (path, kind) of the input read, and stem -> the other audio
+    files of audio/ named for that stem, which are not read (123.mp3 beside
+    the 123.flac that is), for the build report.
 
   Raises:
     DatasetError: none of the folders read is in `manual_dir`.
@@ -186,11 +204,17 @@ def index_inputs(manual_dir: str, settings: AudioSettings
     raise errors.DatasetError(
         f"{manual_dir}: neither {AUDIO_DIR}/ nor {SPECTROGRAM_DIR}/ is here;"
         f" put each track's input there as {_expected_inputs(manual_dir)}")
-  found = {}
+  found, ignored = {}, {}
   for kind in reversed(present):  # the preferred kind is written last
-    found.update((stem, (path, kind))
-                 for stem, path in index_files(manual_dir, kind).items())
-  return found
+    if kind == "audio":
+      for stem, paths in audio_candidates(manual_dir).items():
+        found[stem] = (paths[0], kind)
+        if len(paths) > 1:
+          ignored[stem] = paths[1:]
+    else:
+      found.update((stem, (path, kind))
+                   for stem, path in index_files(manual_dir, kind).items())
+  return found, ignored
 
 
 def check_front_end(front_end: "FrontEnd", tasks: list["Task"]) -> None:
@@ -266,11 +290,34 @@ def cached_status(task: Task) -> dict | None:
 
 
 def _mel_of_npz(path: str, front_end: FrontEnd) -> np.ndarray:
+  """The log-mel of an npz's mel power, checked in this order: readable,
+  real floating point, the excerpt's shape, finite values >= 0 that
+  float32 holds."""
   try:
     with np.load(path) as npz:
       power = npz["arr_0"]
-  except Exception as error:  # zip, pickle and key errors of any kind
+  except ValueError as error:
+    if "Object arrays" in str(error):
+      # Loading objects would run the pickle's code: their dtype is enough.
+      raise _Defect(SPECTROGRAM_WRONG_DTYPE, "arr_0 holds Python objects"
+                    " (dtype object), not loaded; a mel power spectrogram is"
+                    " real floating point") from None
+    # np.load takes what is neither zip nor .npy for a pickle.
+    message = ("not an .npz archive" if "pickled" in str(error)
+               else str(error))
+    raise _Defect(AUDIO_UNREADABLE, f"cannot read arr_0 ({message})") from None
+  except (AttributeError, TypeError):  # np.load gave an array, not an npz
+    raise _Defect(AUDIO_UNREADABLE, "cannot read arr_0 (an .npy array, not"
+                  " an .npz archive)") from None
+  except Exception as error:  # zip, key and OS errors of any kind
     raise _Defect(AUDIO_UNREADABLE, f"cannot read arr_0 ({error})") from None
+  # Integers are refused too: no mel front end writes integer power, and
+  # integer codes (8-bit image levels, quantised dB) would be read as power
+  # without a word.
+  if power.dtype.kind != "f":
+    raise _Defect(SPECTROGRAM_WRONG_DTYPE,
+                  f"arr_0 holds {power.dtype} values; a mel power spectrogram"
+                  " is real floating point (float16, float32 or float64)")
   expected = (1, front_end.frames, audio.N_MELS)
   if power.shape != expected:
     raise _Defect(SPECTROGRAM_WRONG_SHAPE,
@@ -297,28 +344,8 @@ class _Defect(Exception):
     self.reason = reason
 
 
-# fd 2 is the process's, not a thread's: one capture at a time per process.
-_STDERR_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def captured_stderr():
-  """Sends what is written to file descriptor 2 (by C libraries too) into a
-  temporary file while the block runs; yields a list that holds the text
-  once the block ends."""
-  captured = []
-  with _STDERR_LOCK, tempfile.TemporaryFile() as capture:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(capture.fileno(), 2)
-    try:
-      yield captured
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      capture.seek(0)
-      captured.append(capture.read().decode("utf-8", "replace"))
+# The one capture every decode path uses (ctxtag.audio's), by its old name.
+captured_stderr = audio.captured_notes
 
 
 def _decoded(task: Task, front_end: FrontEnd) -> tuple[np.ndarray, float]:
@@ -328,6 +355,8 @@ def _decoded(task: Task, front_end: FrontEnd) -> tuple[np.ndarray, float]:
         front_end.max_padding_seconds)
   except audio.AudioTooShortError as error:
     raise _Defect(AUDIO_TOO_SHORT, str(error)) from None
+  except audio.NotAFileError as error:
+    raise _Defect(AUDIO_NOT_A_FILE, str(error)) from None
   except audio.AudioError as error:
     raise _Defect(AUDIO_UNREADABLE, str(error)) from None
 
@@ -345,20 +374,31 @@ def extract(task: Task, front_end: FrontEnd) -> dict:
             "message": f"no {AUDIO_DIR}/<id>.<ext> nor"
                        f" {SPECTROGRAM_DIR}/mels<id>.npz",
             "padded_seconds": 0.0}
+  why = audio.not_a_file(task.path)
+  if why is None:
+    try:
+      identity = _identity(task.path)
+    except OSError as error:  # gone since it was listed
+      why = error.strerror or "cannot be read"
+  if why is not None:
+    # Not cached: there is nothing to recognise it by, and it costs a stat.
+    return {"song_id": task.song_id, "status": AUDIO_NOT_A_FILE,
+            "message": why, "padded_seconds": 0.0,
+            "source": task.kind,
+            "file": {"path": os.path.abspath(task.path)}}
   cached = cached_status(task)
   if cached is not None:
     return cached
   status = {"song_id": task.song_id, "status": OK, "message": "",
-            "padded_seconds": 0.0, "source": task.kind,
-            "file": _identity(task.path)}
+            "padded_seconds": 0.0, "source": task.kind, "file": identity}
   if task.kind == "spectrograms":
     status["npz_checks"] = NPZ_CHECKS
   notes = []
   try:
-    if task.kind == "spectrograms":
-      mel, padded = _mel_of_npz(task.path, front_end), 0.0
-    else:
-      with captured_stderr() as notes:
+    with audio.captured_notes() as notes:
+      if task.kind == "spectrograms":
+        mel, padded = _mel_of_npz(task.path, front_end), 0.0
+      else:
         mel, padded = _decoded(task, front_end)
     with files.atomic_open(_entry(task.cache_dir, task.song_id, "npy"),
                            "wb") as f:
