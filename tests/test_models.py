@@ -245,6 +245,9 @@ def _variables_and_grads(model, batch, variables):
   return logits, grads
 
 
+# Compiling two conv stacks and their gradients takes 5-15 s a case on a
+# 2-core CPU: with the full suite, not the fast loop.
+@pytest.mark.slow
 @pytest.mark.parametrize("frames", [45, 64])  # odd sizes pad their pools
 def test_cpu_fast_path_equals_the_straightforward_model(frames):
   config = default.get_config().audio_user
@@ -311,6 +314,7 @@ def test_fast_max_pool_routes_ties_like_xla():
   np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow  # two conv stacks' gradients compiled, as above
 def test_bfloat16_compute_keeps_float32_parameters_and_stays_close():
   config = default.get_config().audio_user
   config.update(conv_widths=(4, 8, 8, 16), hidden=16, dropout_rate=0.0,
