@@ -94,10 +94,12 @@ def _signal_and_wait(process: subprocess.Popen, signum: int,
 def _train_command(data_dir: str, workdir: str) -> list[str]:
   # A checkpoint every step: a signal in training most likely lands while
   # a save is in flight (orbax copies the state, then writes it in the
-  # background).
+  # background). One epoch: the signalled runs get seconds into it, and
+  # the rerun that completes it saves at each of its remaining steps.
   return [sys.executable, "-m", "launch.train",
           "--config=ctxtag/configs/smoke.py", f"--config.data_dir={data_dir}",
           "--config.audio.steps_per_epoch=300",
+          "--config.audio.max_epochs=1",
           "--config.audio.checkpoint_every_steps=1",
           "--config.audio.checkpoint_every_seconds=0",
           f"--workdir={workdir}", "--model=audio"]
