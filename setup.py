@@ -2,6 +2,10 @@
 
 import setuptools
 
+# The tests compare a Beam build with a plain one; pytest-xdist runs the
+# fast loop on every core (README).
+_TEST = ["pytest", "pytest-xdist", "scikit-learn", "apache-beam>=2.77"]
+
 setuptools.setup(
     name="ctxtag",
     version="0.1.0",
@@ -33,14 +37,10 @@ setuptools.setup(
     extras_require={
         # Builds on Apache Beam (DirectRunner here; Dataflow, Flink, Spark).
         "beam": ["apache-beam>=2.77"],
-        # The tests compare a Beam build with a plain one; pytest-xdist runs
-        # the fast loop on every core (README).
-        "test": ["pytest", "pytest-xdist", "scikit-learn",
-                 "apache-beam>=2.77"],
+        "test": _TEST,
         # TensorFlow's side of TFDS, never needed at run time: tfds.load and
         # as_dataset (tf.data), the tfds CLI (build, convert_format; the CLI
         # imports mlcroissant) and TFDS's DatasetBuilderTestCase (with dill).
-        "tfds-test": ["pytest", "pytest-xdist", "scikit-learn",
-                      "apache-beam>=2.77", "tensorflow", "dill", "mlcroissant"],
+        "tfds-test": _TEST + ["tensorflow", "dill", "mlcroissant"],
     },
 )
