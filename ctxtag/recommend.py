@@ -81,17 +81,20 @@ class LateFusionScorer:
                           train=False)
 
   def scores(self, embeddings_QxE: np.ndarray, contexts_Q) -> np.ndarray:
+    return self.grouped_scores(*_grouped(embeddings_QxE), contexts_Q)
+
+  def grouped_scores(self, users_UxE: np.ndarray, inverse_Q: np.ndarray,
+                     contexts_Q) -> np.ndarray:
+    """`scores` of the queries whose embeddings are users_UxE[inverse_Q]."""
     # A user's queries (several contexts) share one denominator.
-    users, inverse = np.unique(np.asarray(embeddings_QxE, np.float32),
-                               axis=0, return_inverse=True)
-    inverse = inverse.ravel()
+    users = np.asarray(users_UxE, np.float32)
     terms = np.concatenate([  # one compiled shape
         np.asarray(self._user_terms(self._state, _padded(
             users[start:start + _USER_CHUNK], _USER_CHUNK)), np.float64)
         for start in range(0, len(users), _USER_CHUNK)])[:len(users)]
     v_UxC = np.exp(terms - terms.max(axis=1, keepdims=True)).astype(
         np.float32)
-    contexts_Q = np.asarray(contexts_Q)
+    contexts_Q, inverse = np.asarray(contexts_Q), np.asarray(inverse_Q)
     denominator_UxT = v_UxC @ self._exp_CxT
     numerator_QxT = self._exp_CxT[contexts_Q] * v_UxC[inverse, contexts_Q,
                                                       None]
@@ -117,14 +120,19 @@ class PairScorer:
     return jax.nn.softmax(logits)
 
   def scores(self, embeddings_QxE: np.ndarray, contexts_Q) -> np.ndarray:
+    return self.grouped_scores(*_grouped(embeddings_QxE), contexts_Q)
+
+  def grouped_scores(self, users_UxE: np.ndarray, inverse_Q: np.ndarray,
+                     contexts_Q) -> np.ndarray:
+    """`scores` of the queries whose embeddings are users_UxE[inverse_Q]."""
     # Queries of one user (several contexts) share one pass over the index.
-    users, inverse = np.unique(np.asarray(embeddings_QxE, np.float32),
-                               axis=0, return_inverse=True)
-    contexts_Q = np.asarray(contexts_Q)
+    contexts_Q, inverse = np.asarray(contexts_Q), np.asarray(inverse_Q)
     found = np.empty((len(contexts_Q), len(self._features)), np.float32)
-    for u, embedding in enumerate(users):
-      rows = np.flatnonzero(inverse.ravel() == u)
-      found[rows] = self._user_probabilities(embedding)[:, contexts_Q[rows]].T
+    for u, embedding in enumerate(np.asarray(users_UxE, np.float32)):
+      rows = np.flatnonzero(inverse == u)
+      if len(rows):
+        found[rows] = self._user_probabilities(
+            embedding)[:, contexts_Q[rows]].T
     return found
 
   def _user_probabilities(self, embedding_E: np.ndarray) -> np.ndarray:
@@ -142,6 +150,13 @@ class PairScorer:
     return probs
 
   ranking_values = scores
+
+
+def _grouped(embeddings_QxE) -> tuple[np.ndarray, np.ndarray]:
+  """The distinct embeddings and each query's row among them."""
+  users, inverse = np.unique(np.asarray(embeddings_QxE, np.float32), axis=0,
+                             return_inverse=True)
+  return users, inverse.ravel()
 
 
 def scorer(name: str, state, index: catalog.Index):
@@ -285,12 +300,14 @@ class ModelCatalog:
                                          average=True)
 
   def scores(self, user_ids_Q, contexts_Q) -> np.ndarray:
+    # Grouped by id: finding equal embeddings row by row costs more than
+    # the scoring itself.
     if self._average is not None:
-      embeddings = np.broadcast_to(self._average, (len(user_ids_Q),
-                                                   len(self._average)))
+      users, inverse = self._average[None], np.zeros(len(contexts_Q), int)
     else:
-      embeddings = np.stack([self._embeddings[int(u)] for u in user_ids_Q])
-    return self._scorer.scores(embeddings, contexts_Q)
+      ids, inverse = np.unique(np.asarray(user_ids_Q), return_inverse=True)
+      users = np.stack([self._embeddings[int(u)] for u in ids])
+    return self._scorer.grouped_scores(users, inverse.ravel(), contexts_Q)
 
 
 def evaluation_catalogs(config, workdir: str, dataset_path: str,

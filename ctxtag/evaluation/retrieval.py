@@ -128,11 +128,29 @@ def graded_ndcg(scores_QxT: np.ndarray, gains_QxT: np.ndarray,
   Returns:
     (Q,) NDCG@10; NaN for a query whose gains are all 0.
   """
-  scores_QxT = np.asarray(scores_QxT, np.float64)
+  scores_QxT = np.asarray(scores_QxT)
   gains_QxT = np.asarray(gains_QxT, np.float64)
   cutoff = min(CUTOFF, scores_QxT.shape[1])
   discounts = _discounts(np.arange(1, cutoff + 1))
   ideal = ideal_dcg(gains_QxT) if ideal_Q is None else ideal_Q
+  # A row of one score throughout (a model blind to the track, such as the
+  # user-only model): every track's gain is expected at every rank. Such
+  # rows need no ranking, which is most of the work.
+  constant = (scores_QxT == scores_QxT[:, :1]).all(axis=1)
+  dcg = np.empty(len(scores_QxT))
+  dcg[constant] = gains_QxT[constant].mean(axis=1) * discounts.sum()
+  ranked = np.flatnonzero(~constant)
+  if len(ranked):
+    dcg[ranked] = _ranked_dcg(scores_QxT[ranked], gains_QxT[ranked],
+                              discounts)
+  return np.divide(dcg, ideal, out=np.full(len(dcg), np.nan),
+                   where=ideal > 0)
+
+
+def _ranked_dcg(scores_QxT: np.ndarray, gains_QxT: np.ndarray,
+                discounts: np.ndarray) -> np.ndarray:
+  """DCG@10 of each row's ranking; ties at their expected value."""
+  cutoff = len(discounts)
   rows = np.arange(len(scores_QxT))[:, None]
   top = np.argpartition(-scores_QxT, cutoff - 1, axis=1)[:, :cutoff]
   top = top[rows, np.argsort(-scores_QxT[rows, top], axis=1, kind="stable")]
@@ -142,14 +160,9 @@ def graded_ndcg(scores_QxT: np.ndarray, gains_QxT: np.ndarray,
   top_values = scores_QxT[rows, top]
   tied = ((scores_QxT >= top_values[:, -1:]).sum(axis=1) > cutoff) | (
       np.diff(top_values, axis=1) == 0).any(axis=1)
-  # A row of one score throughout (a model blind to the track): every
-  # track's gain is expected at every rank.
-  constant = tied & (scores_QxT == scores_QxT[:, :1]).all(axis=1)
-  dcg[constant] = gains_QxT[constant].mean(axis=1) * discounts.sum()
-  for q in np.flatnonzero(tied & ~constant):
+  for q in np.flatnonzero(tied):
     dcg[q] = _expected_dcg(scores_QxT[q], gains_QxT[q])
-  return np.divide(dcg, ideal, out=np.full(len(dcg), np.nan),
-                   where=ideal > 0)
+  return dcg
 
 
 def ideal_dcg(gains_QxT: np.ndarray) -> np.ndarray:
@@ -191,6 +204,25 @@ class TrackCatalog:
     return self._scores_CxT[np.asarray(contexts_Q)]
 
 
+class _UserRows:
+  """Rows of per-user values, looked up for a batch of user ids at once."""
+
+  def __init__(self, user_ids_U, values_UxC, what: str):
+    user_ids_U = np.asarray(user_ids_U)
+    order = np.argsort(user_ids_U, kind="stable")
+    self._ids, self._values = user_ids_U[order], np.asarray(values_UxC)[order]
+    self._what = what
+
+  def __call__(self, user_ids_Q, contexts_Q) -> np.ndarray:
+    user_ids_Q = np.asarray(user_ids_Q)
+    at = np.searchsorted(self._ids, user_ids_Q)
+    at = np.minimum(at, len(self._ids) - 1)
+    unknown = self._ids[at] != user_ids_Q
+    if unknown.any():
+      raise KeyError(f"{self._what} has no user {user_ids_Q[unknown][0]}")
+    return self._values[at, np.asarray(contexts_Q)]
+
+
 class UserCatalog:
   """A model whose scores depend on the user alone (the user-only model):
   every track of a query gets the same score, a tie over the catalog."""
@@ -198,11 +230,10 @@ class UserCatalog:
   def __init__(self, song_ids_T: np.ndarray, user_ids_U: np.ndarray,
                scores_UxC: np.ndarray):
     self.song_ids = np.asarray(song_ids_T)
-    self._rows = {int(u): row for u, row in zip(user_ids_U, scores_UxC)}
+    self._rows = _UserRows(user_ids_U, scores_UxC, "the user catalog")
 
   def scores(self, user_ids_Q, contexts_Q) -> np.ndarray:
-    values = np.array([self._rows[int(u)][c]
-                       for u, c in zip(user_ids_Q, contexts_Q)])
+    values = self._rows(user_ids_Q, contexts_Q)
     return np.broadcast_to(values[:, None], (len(values), len(self.song_ids)))
 
 
@@ -215,12 +246,15 @@ class MixtureCatalog:
     self.song_ids = np.asarray(song_ids_T)
     self._track_CxT = (1 - influence) * np.ascontiguousarray(
         np.asarray(track_probs_TxC, np.float64).T)
-    self._users, self._influence = user_probs, influence
+    users = sorted(user_probs)
+    self._users = _UserRows(np.array(users, np.int64),
+                            np.stack([np.asarray(user_probs[u], np.float64)
+                                      for u in users]), "the true catalog")
+    self._influence = influence
 
   def scores(self, user_ids_Q, contexts_Q) -> np.ndarray:
     contexts_Q = np.asarray(contexts_Q)
-    user_part = np.array([self._users[int(u)][c]
-                          for u, c in zip(user_ids_Q, contexts_Q)])
+    user_part = self._users(user_ids_Q, contexts_Q)
     return self._track_CxT[contexts_Q] + self._influence * user_part[:, None]
 
 
@@ -284,13 +318,28 @@ def _aligned(catalog, song_ids: np.ndarray) -> np.ndarray:
 def expected_overlap(scores_QxT: np.ndarray, reference_QxK: np.ndarray
                      ) -> np.ndarray:
   """The expected share of a reference top-K list (track indices, one row
-  per query) in the top K of `scores`, ties at their expected value."""
+  per query) in the top K of `scores`, ties at their expected value.
+
+  A reference track of score v is in the top K with probability
+  clip(K - above, 0, ties) / ties (above: tracks scored over v; ties:
+  tracks scored v). Below the K-th best score t that is 0; above t, every
+  track it ties with or is beaten by is among the K best, so the counts
+  come from those K; at t, only the ties need the whole row.
+  """
   k = reference_QxK.shape[1]
   rows = np.arange(len(scores_QxT))[:, None]
   value_QxK = scores_QxT[rows, reference_QxK]
-  above = (scores_QxT[:, None, :] > value_QxK[:, :, None]).sum(axis=2)
-  ties = (scores_QxT[:, None, :] == value_QxK[:, :, None]).sum(axis=2)
-  return (np.clip(k - above, 0, ties) / ties).mean(axis=1)
+  if k >= scores_QxT.shape[1]:
+    best_QxK = scores_QxT
+  else:
+    best_QxK = -np.partition(-scores_QxT, k - 1, axis=1)[:, :k]
+  threshold_Q = best_QxK.min(axis=1)
+  at_threshold_Q = (scores_QxT == threshold_Q[:, None]).sum(axis=1)
+  above = (best_QxK[:, None, :] > value_QxK[:, :, None]).sum(axis=2)
+  ties = np.where(value_QxK == threshold_Q[:, None], at_threshold_Q[:, None],
+                  (best_QxK[:, None, :] == value_QxK[:, :, None]).sum(axis=2))
+  share = np.clip(k - above, 0, ties) / np.maximum(ties, 1)
+  return np.where(value_QxK < threshold_Q[:, None], 0.0, share).mean(axis=1)
 
 
 def _top(scores_QxT: np.ndarray, k: int) -> np.ndarray:
