@@ -32,6 +32,7 @@ setuptools.setup(
         "scipy",  # Wilcoxon signed-rank tests of paired model comparisons
         "soundfile",
         "tensorboardX",
+        "threadpoolctl",  # one BLAS thread per front-end worker process
         "tensorflow-datasets>=4.9.10",
     ],
     extras_require={

@@ -27,6 +27,7 @@ import warnings
 import librosa
 import numpy as np
 import soundfile
+import threadpoolctl
 
 from ctxtag import errors
 
@@ -294,12 +295,18 @@ def log_mels(excerpts_BxS: np.ndarray) -> np.ndarray:
       padded, N_FFT, axis=1)[:, ::HOP_LENGTH]
   spectrum = np.fft.rfft(frames_BxTxN * _hann_window(), axis=-1)
   power = np.square(spectrum.real) + np.square(spectrum.imag)
-  # One matrix product per excerpt, not one over the batch's stacked frames:
-  # BLAS kernels round a row by where it falls in the row blocks, which
-  # depend on the product's height, so a stacked product gave an excerpt's
-  # mel a last bit that changed with the batch it came in.
-  mel = np.matmul(power, _mel_basis_T())
+  # One matrix product per excerpt, on one BLAS thread: OpenBLAS rounds a
+  # row by where it falls in its row blocks and thread shares, so a product
+  # over the batch's stacked frames, or on a machine with more cores, gave
+  # an excerpt's mel last bits that changed with its batch or machine.
+  with _blas_threads().limit(limits=1, user_api="blas"):
+    mel = np.matmul(power, _mel_basis_T())
   return np.log1p(COMPRESSION * mel).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_threads() -> threadpoolctl.ThreadpoolController:
+  return threadpoolctl.ThreadpoolController()
 
 
 @functools.lru_cache(maxsize=1)
