@@ -2,7 +2,6 @@
 training data, and the parts of trained models that a model starts from
 (its section's `audio_init` and `user_init`)."""
 
-import functools
 import os
 
 import jax
@@ -60,9 +59,12 @@ def restore_best(name: str, config: ml_collections.ConfigDict, workdir: str,
     errors.CheckpointError: no checkpoint of the model can be restored.
   """
   model = models.create_model(name, config[name])
-  like = jax.eval_shape(functools.partial(
-      steps_lib.create_train_state, model, config[name],
-      jax.random.PRNGKey(0), shape_example(frames)))
+  # The key as an argument: create_train_state then sees a tracer, and
+  # compiles nothing.
+  like = jax.eval_shape(
+      lambda rng: steps_lib.create_train_state(
+          model, config[name], rng, shape_example(frames)),
+      jax.random.PRNGKey(0))
   if sharding is None:
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(

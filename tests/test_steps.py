@@ -14,6 +14,7 @@ from ctxtag import device_data
 from ctxtag import input_pipeline
 from ctxtag import models
 from ctxtag import steps as steps_lib
+from ctxtag.configs import default
 from ctxtag.configs import smoke
 
 
@@ -79,6 +80,31 @@ def test_loss_falls_on_a_learnable_toy_problem(name):
   assert all(np.isfinite(losses))
 
 
+@pytest.mark.parametrize("name", ["audio", "audio_user", "user"])
+def test_a_fresh_state_has_the_bits_of_a_default_compilation(name):
+  # create_train_state compiles its program at a low LLVM optimisation level
+  # (quick to compile); the state must be the one XLA's default level gives,
+  # or the change would move every figure.
+  config = default.get_config()
+  model = models.create_model(name, config[name])
+  batch = {"mel": np.zeros((1, 65, 96), np.float32),
+           "user_embedding": np.zeros((1, 256), np.float32)}
+  rng = jax.random.PRNGKey(7)
+  state = steps_lib.create_train_state(model, config[name], rng, batch)
+  tx = steps_lib.make_optimizer(config[name])
+  variables = jax.jit(lambda r, b: model.init(r, b, train=False))(rng, batch)
+  expected = (variables["params"], variables.get("batch_stats", {}),
+              jax.jit(tx.init)(variables["params"]))
+  got = (state.params, state.batch_stats, state.opt_state)
+  assert (jax.tree_util.tree_structure(got)
+          == jax.tree_util.tree_structure(expected))
+  for got_leaf, expected_leaf in zip(jax.tree_util.tree_leaves(got),
+                                     jax.tree_util.tree_leaves(expected)):
+    assert got_leaf.dtype == expected_leaf.dtype
+    np.testing.assert_array_equal(got_leaf, expected_leaf)
+  assert state.step == 0
+
+
 @pytest.mark.slow
 def test_steps_on_a_device_mesh_match_one_device():
   # Four CPU devices need a fresh process: the device count is fixed when
@@ -86,7 +112,8 @@ def test_steps_on_a_device_mesh_match_one_device():
   script = textwrap.dedent("""
       import sys, jax, numpy as np
       from ctxtag import models, steps as steps_lib
-      from ctxtag.configs import smoke
+      from ctxtag.configs import default
+from ctxtag.configs import smoke
       config = smoke.get_config()
       rng = np.random.default_rng(0)
       batch = {"mel": rng.normal(size=(8, 16, 96)).astype(np.float32),
