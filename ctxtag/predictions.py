@@ -13,9 +13,11 @@ In a run on several processes, all of them predict and process 0 writes.
 """
 
 import functools
+import json
 import os
 
 import ml_collections
+import numpy as np
 
 from ctxtag import device_data
 from ctxtag import distributed
@@ -82,15 +84,31 @@ def fusion_weights(config: ml_collections.ConfigDict, dataset_path: str,
           if models.get(name).transfers and config[name].fusion == "late"]
   if not late:
     return {}
-  frames = input_pipeline.load_split(dataset_path, "train").mel_shape[0]
   found = {}
   for name in late:
-    state = transfer.restore_best(name, config, workdir, frames)
+    params = _fitted_weights(workdir, name)
+    if params is None:
+      frames = input_pipeline.load_split(dataset_path, "train").mel_shape[0]
+      params = transfer.restore_best(name, config, workdir, frames).params
     key = ("fusion_weights" if name == "audio_user"
            else f"{name}_fusion_weights")
-    found[key] = {key_: float(state.params[param])
+    found[key] = {key_: float(params[param])
                   for key_, param in FUSION_WEIGHTS.items()}
   return found
+
+
+def _fitted_weights(workdir: str, name: str) -> dict[str, np.float32] | None:
+  """A frozen fusion's weights as its exact fit recorded them in its
+  summary (written after its one checkpoint, which holds these values in
+  float32), sparing a restore of the whole state; None for a fusion
+  trained by steps, or a summary without them."""
+  try:
+    with open(os.path.join(workdir, name, "summary.json")) as f:
+      weights = json.load(f)["fit"]["weights"]
+    return {param: np.float32(weights[param])
+            for param in FUSION_WEIGHTS.values()}
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
 
 
 def write_model_predictions(name: str, config: ml_collections.ConfigDict,

@@ -13,6 +13,7 @@ A resumed run drops the records past the step it resumes from and writes
 them again, so its records equal those of a run never stopped.
 """
 
+import itertools
 import json
 import math
 import os
@@ -29,6 +30,8 @@ from ctxtag import files
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")
+# Numbers this process's TensorBoard writers (their files' names).
+_WRITERS = itertools.count()
 
 
 class Progress(files.ClosedOnExit):
@@ -57,8 +60,13 @@ class Progress(files.ClosedOnExit):
     self.active = distributed.is_main()
     if not self.active:
       return
+    # tensorboardX names an event file by the second it opened and the
+    # host: a run resumed within the second it stopped (a fast model on a
+    # fast machine) overwrote the stopped run's file. The process and a
+    # count make each writer's file its own.
     self.writer = tensorboardX.SummaryWriter(
-        os.path.join(model_dir, "tensorboard"), purge_step=start_step + 1)
+        os.path.join(model_dir, "tensorboard"), purge_step=start_step + 1,
+        filename_suffix=f".{os.getpid()}.{next(_WRITERS)}")
     log_path = os.path.join(model_dir, "metrics.jsonl")
     keep_records_through(log_path, start_step)
     self.log = open(log_path, "a")

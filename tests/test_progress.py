@@ -77,3 +77,19 @@ def test_rate_leaves_out_the_first_dispatch_and_compilation(tmp_path,
       "/jax/core/compile/backend_compile_duration", 7.0)
   assert logs.compile_seconds == 2.0  # no longer listening
   logs.close()  # closing twice unregisters nothing twice
+
+
+def test_a_run_resumed_within_the_second_keeps_the_stopped_run_s_events(
+    tmp_path, monkeypatch):
+  # tensorboardX names event files by the second they open: a resume in
+  # the same second must not overwrite the stopped run's file.
+  monkeypatch.setattr("time.time", lambda: 1_800_000_000.0)
+  with progress.Progress("m", str(tmp_path), 20, 10, 8) as logs:
+    logs.record("epoch", 10, {"validation_loss": 1.5})
+  with progress.Progress("m", str(tmp_path), 20, 10, 8, start_step=10) as logs:
+    logs.record("epoch", 20, {"validation_loss": 1.25})
+  events = sorted(os.listdir(tmp_path / "tensorboard"))
+  assert len(events) == 2
+  assert all(".1800000000." in name for name in events)
+  sizes = [os.path.getsize(tmp_path / "tensorboard" / name) for name in events]
+  assert min(sizes) > 100  # each holds its epoch's scalar, not just a header

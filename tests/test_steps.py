@@ -112,8 +112,7 @@ def test_steps_on_a_device_mesh_match_one_device():
   script = textwrap.dedent("""
       import sys, jax, numpy as np
       from ctxtag import models, steps as steps_lib
-      from ctxtag.configs import default
-from ctxtag.configs import smoke
+      from ctxtag.configs import smoke
       config = smoke.get_config()
       rng = np.random.default_rng(0)
       batch = {"mel": rng.normal(size=(8, 16, 96)).astype(np.float32),

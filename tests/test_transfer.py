@@ -11,6 +11,7 @@ import pytest
 
 from ctxtag import errors
 from ctxtag import input_pipeline
+from ctxtag import predictions
 from ctxtag import run
 from ctxtag import run_config
 from ctxtag import steps as steps_lib
@@ -132,6 +133,12 @@ def test_frozen_experts_weights_are_fitted_on_validation_pairs(
   weights = _fusion_weights(config, dataset_path, str(tmp_path / "a"))
   assert max(abs(w - start) for w, start in zip(weights, (1.0, 1.0, 0.0))
              ) > 0.05  # they were fitted
+  # results.json takes them from the fit's summary, without a restore: the
+  # checkpoint's float32 values, exactly.
+  assert predictions.fusion_weights(config, dataset_path,
+                                    str(tmp_path / "a")) == {
+      "fusion_weights": dict(zip(("audio", "user", "typical_user"),
+                                 weights))}
   # Training pairs with other users and contexts (the same context counts,
   # so the same class weights) leave the weights exactly as they were.
   real = input_pipeline.load_split
