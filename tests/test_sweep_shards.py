@@ -166,8 +166,10 @@ def test_real_shards_one_after_another_and_in_parallel_equal_one_sweep(
   """Smoke runs of the user-only model over two seeds: one process, three
   shards one after another (the last one empty), and two shards at once;
   each collected sweep.json equals the one process's."""
+  # One data dir for the three sweeps: each seed's dataset is built once,
+  # then found built (the points' results do not depend on where it is).
   grid = [f"--config={SMOKE}", "--config.models=('user',)",
-          "--vary=seed=0,1"]
+          f"--config.data_dir={tmp_path / 'data'}", "--vary=seed=0,1"]
   whole = _launch(f"--workdir={tmp_path / 'whole'}", *grid)
   assert whole.returncode == 0, whole.stderr[-3000:]
   expected = _load(tmp_path / "whole" / "sweep.json")

@@ -19,7 +19,6 @@ one (users x statistics) matrix. Intervals are percentile intervals
 import dataclasses
 
 import numpy as np
-import scipy.stats
 
 # Bounds the count matrix of one chunk of resamples to 32 MB (float64).
 _CHUNK_ENTRIES = 4_000_000
@@ -136,6 +135,9 @@ def wilcoxon_p(differences_UxK: np.ndarray) -> float | np.ndarray:
   informative = (columns != 0).any(axis=0)
   p_values = np.ones(columns.shape[1])
   if informative.any():
+    # scipy.stats takes half a second to import: evaluations that compare
+    # models pay for it, not every launcher that imports this module.
+    import scipy.stats  # pylint: disable=g-import-not-at-top
     p_values[informative] = scipy.stats.wilcoxon(columns[:, informative],
                                                  axis=0).pvalue
   return float(p_values[0]) if differences.ndim == 1 else p_values

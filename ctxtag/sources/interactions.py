@@ -25,8 +25,6 @@ import dataclasses
 
 import numpy as np
 from scipy import sparse
-from sklearn import preprocessing
-from sklearn.utils import extmath
 
 from ctxtag import errors
 from ctxtag import labels
@@ -75,6 +73,9 @@ def weighted_matrix(interactions: Interactions
   binary.data[:] = 1.0
   users_per_song = np.bincount(binary.indices, minlength=shape[1])
   idf = np.log1p(shape[0] / np.maximum(users_per_song, 1)).astype(np.float32)
+  # scikit-learn takes most of a second to import: only runs that embed
+  # listening data pay for it, not every launcher.
+  from sklearn import preprocessing  # pylint: disable=g-import-not-at-top
   weighted = preprocessing.normalize(binary @ sparse.diags(idf, format="csr"))
   shared = weighted[:, users_per_song >= 2]
   return shared.astype(np.float32).tocsr(), user_values
@@ -116,6 +117,7 @@ def user_embeddings(interactions: Interactions, user_ids,
                      " to embed")
   rank = min(dim, *matrix.shape)
   if rank:
+    from sklearn.utils import extmath  # pylint: disable=g-import-not-at-top
     _, _, vt_KxT = extmath.randomized_svd(matrix, rank, random_state=seed)
     embeddings_UxD[:, :rank] = matrix[rows] @ vt_KxT.T
   return embeddings_UxD
