@@ -98,7 +98,7 @@ def _train_command(data_dir: str, workdir: str) -> list[str]:
   # the rerun that completes it saves at each of its remaining steps.
   return [sys.executable, "-m", "launch.train",
           "--config=ctxtag/configs/smoke.py", f"--config.data_dir={data_dir}",
-          "--config.audio.steps_per_epoch=300",
+          "--config.audio.steps_per_epoch=160",
           "--config.audio.max_epochs=1",
           "--config.audio.checkpoint_every_steps=1",
           "--config.audio.checkpoint_every_seconds=0",

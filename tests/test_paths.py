@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from ctxtag import compilation_cache
 from ctxtag import datasets
 from ctxtag import errors
 from ctxtag import files
@@ -105,7 +106,11 @@ def test_a_run_made_with_relative_paths_works_from_anywhere(tmp_path):
                        tmp_path / "home")
   for directory in (here, there, home):
     directory.mkdir()
-  env = dict(os.environ, HOME=str(home))
+  # The compilation cache stays the real home's: a fresh one would compile
+  # every program of four launches again.
+  cache = compilation_cache.directory()
+  env = dict(os.environ, HOME=str(home), **{compilation_cache.ENV: (
+      os.path.dirname(cache) if cache else "off")})
   command = ("launch.reproduce", "--workdir=run", f"--config={SMOKE}",
              "--config.data_dir=data")
   process = _launch(here, *command, env=env)
