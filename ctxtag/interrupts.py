@@ -38,6 +38,7 @@ on, spawned ones from the moment they import the launcher's module
 """
 
 import _thread
+import atexit
 import contextlib
 import functools
 import logging
@@ -75,7 +76,9 @@ def _error(signum: int) -> BaseException:
 
 def _exit_at_once(signum, frame):
   del frame
-  os.write(2, f"{MESSAGE}\n".encode())
+  with contextlib.suppress(Exception):  # stderr closed, or a broken pipe
+    sys.stderr.flush()
+  os.write(2, f"{_line_break()}{MESSAGE}\n".encode())
   os._exit(EXIT_STATUS[signum])  # pylint: disable=protected-access
 
 
@@ -195,7 +198,7 @@ class Interrupts:
   def _exit_now(self) -> None:
     try:
       if not self._reported:
-        os.write(2, f"{MESSAGE}\n".encode())
+        os.write(2, f"{_line_break()}{MESSAGE}\n".encode())
     finally:
       # pylint: disable-next=protected-access
       os._exit(EXIT_STATUS.get(self.signum, 130))
@@ -226,11 +229,76 @@ class Interrupts:
     self.seen.set()
     if show_traceback:
       traceback.print_exception(error)
-    print(MESSAGE, file=sys.stderr, flush=True)
+    print(_line_break() + MESSAGE, file=sys.stderr, flush=True)
     self._reported = True
     if teardown:
       sys.exit(EXIT_STATUS[self.signum])
     _leave(EXIT_STATUS[self.signum])
+
+  def finish(self, code) -> None:
+    """Ends a program that ran to its end (`SystemExit(code)`) the way
+    Python would, its threads joined and atexit functions run, but without
+    Python's own teardown: that restores the default handlers first and then
+    takes a second or more (jax's runtime), during which a signal killed
+    the process silently (status -2). A signal until the end is the
+    interruption's line and status, at once: the run is done, there is
+    nothing left to unwind.
+    """
+    for signum in EXIT_STATUS:
+      if signal.getsignal(signum) is not signal.SIG_IGN:
+        signal.signal(signum, _exit_at_once)
+    if self.signum is not None:  # arrived as the run returned
+      _exit_at_once(self.signum, None)
+    _join_threads()
+    atexit._run_exitfuncs()  # pylint: disable=protected-access
+    _leave(_exit_status(code))
+
+
+class _LineEnds:
+  """A text stream (the program's stderr) that remembers whether what was
+  written to it last ended a line; everything else is the stream's.
+
+  The interruption's line must start a line of its own: a signal can land
+  between print's writes of a line and of its newline (a progress line cut
+  short), and the line would then be glued to it.
+  """
+
+  def __init__(self, stream):
+    self._stream = stream
+    self.ended = True
+
+  def write(self, text):
+    written = self._stream.write(text)
+    if text:
+      self.ended = text.endswith("\n")
+    return written
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+def _line_break() -> str:
+  """"\n" if stderr is in the middle of a line, else ""."""
+  stream = sys.stderr
+  return "" if getattr(stream, "ended", True) else "\n"
+
+
+def _exit_status(code) -> int:
+  """The status SystemExit(code) gives (None: 0; text: printed, 1)."""
+  if code is None:
+    return 0
+  if isinstance(code, int):
+    return code
+  print(code, file=sys.stderr, flush=True)
+  return 1
+
+
+def _join_threads() -> None:
+  """What Python does first at exit: waits for the non-daemon threads (a
+  background checkpoint save)."""
+  for thread in threading.enumerate():
+    if thread is not threading.current_thread() and not thread.daemon:
+      thread.join()
 
 
 def _leave(status: int) -> None:
@@ -303,6 +371,8 @@ def install(stuck_grace_s: float = STUCK_GRACE_S,
   signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
   sys.unraisablehook = functools.partial(handling._on_unraisable,
                                          sys.unraisablehook)
+  if sys.stderr is not None and not isinstance(sys.stderr, _LineEnds):
+    sys.stderr = _LineEnds(sys.stderr)
   os.register_at_fork(after_in_child=leave_to_parent)
   threading.Thread(target=handling._watch, args=(read_fd,),
                    name="ctxtag-interrupts", daemon=True).start()

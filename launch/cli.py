@@ -152,3 +152,5 @@ def run(main) -> None:
     # The run's cleanup ran while unwinding; Python's teardown would race
     # XLA threads still compiling (ctxtag.interrupts).
     handling.end(error, show_traceback=debug_requested(), teardown=False)
+  except SystemExit as done:  # app.run's end, a usage error's too
+    handling.finish(done.code)
