@@ -19,7 +19,12 @@ Three ways an interruption could be lost are closed:
   after the signal.
 A second signal while the first unwinds ends the process at once.
 
-Two ways a signal could crash or litter the terminal are closed too:
+Three ways a signal could crash or litter the terminal are closed too:
+- a signal after the run's end: Python's teardown restores the default
+  handlers, then takes seconds (jax's runtime), so a late Ctrl-C killed the
+  process without a word. A program that ran to its end therefore leaves
+  through `Interrupts.finish` (threads joined, atexit functions run,
+  `os._exit`), a signal meanwhile ending it at once with the line;
 - a signal during a compile: jax's compile waits notice it and raise, but
   XLA's own threads go on compiling, and jax's teardown at interpreter exit
   destroys the devices they still use (a segmentation fault). An
@@ -78,7 +83,7 @@ def _exit_at_once(signum, frame):
   del frame
   with contextlib.suppress(Exception):  # stderr closed, or a broken pipe
     sys.stderr.flush()
-  os.write(2, f"{_line_break()}{MESSAGE}\n".encode())
+  os.write(2, f"{MESSAGE}\n".encode())
   os._exit(EXIT_STATUS[signum])  # pylint: disable=protected-access
 
 
@@ -198,7 +203,7 @@ class Interrupts:
   def _exit_now(self) -> None:
     try:
       if not self._reported:
-        os.write(2, f"{_line_break()}{MESSAGE}\n".encode())
+        os.write(2, f"{MESSAGE}\n".encode())
     finally:
       # pylint: disable-next=protected-access
       os._exit(EXIT_STATUS.get(self.signum, 130))
@@ -229,7 +234,7 @@ class Interrupts:
     self.seen.set()
     if show_traceback:
       traceback.print_exception(error)
-    print(_line_break() + MESSAGE, file=sys.stderr, flush=True)
+    print(MESSAGE, file=sys.stderr, flush=True)
     self._reported = True
     if teardown:
       sys.exit(EXIT_STATUS[self.signum])
@@ -252,35 +257,6 @@ class Interrupts:
     _join_threads()
     atexit._run_exitfuncs()  # pylint: disable=protected-access
     _leave(_exit_status(code))
-
-
-class _LineEnds:
-  """A text stream (the program's stderr) that remembers whether what was
-  written to it last ended a line; everything else is the stream's.
-
-  The interruption's line must start a line of its own: a signal can land
-  between print's writes of a line and of its newline (a progress line cut
-  short), and the line would then be glued to it.
-  """
-
-  def __init__(self, stream):
-    self._stream = stream
-    self.ended = True
-
-  def write(self, text):
-    written = self._stream.write(text)
-    if text:
-      self.ended = text.endswith("\n")
-    return written
-
-  def __getattr__(self, name):
-    return getattr(self._stream, name)
-
-
-def _line_break() -> str:
-  """"\n" if stderr is in the middle of a line, else ""."""
-  stream = sys.stderr
-  return "" if getattr(stream, "ended", True) else "\n"
 
 
 def _exit_status(code) -> int:
@@ -371,8 +347,6 @@ def install(stuck_grace_s: float = STUCK_GRACE_S,
   signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
   sys.unraisablehook = functools.partial(handling._on_unraisable,
                                          sys.unraisablehook)
-  if sys.stderr is not None and not isinstance(sys.stderr, _LineEnds):
-    sys.stderr = _LineEnds(sys.stderr)
   os.register_at_fork(after_in_child=leave_to_parent)
   threading.Thread(target=handling._watch, args=(read_fd,),
                    name="ctxtag-interrupts", daemon=True).start()

@@ -126,10 +126,14 @@ class Progress(files.ClosedOnExit):
     rate = (step - self.start_step) / max(elapsed, 1e-9)
     eta = (self.total_steps - step) / max(rate, 1e-9)
     epoch = (step - 1) // self.steps_per_epoch + 1
-    print(f"[{self.name}] epoch {epoch} step {step}/{self.total_steps}"
-          f" loss {values['loss']:.4f} {rate * self.batch_size:.0f} ex/s"
-          f" ETA<= {eta // 60:.0f}:{eta % 60:02.0f}",
-          file=sys.stderr, flush=True)
+    # One write, newline included: print writes the text and its newline
+    # apart, and a signal landing between them glued the interruption's
+    # line to the cut progress line (ctxtag.interrupts).
+    sys.stderr.write(
+        f"[{self.name}] epoch {epoch} step {step}/{self.total_steps}"
+        f" loss {values['loss']:.4f} {rate * self.batch_size:.0f} ex/s"
+        f" ETA<= {eta // 60:.0f}:{eta % 60:02.0f}\n")
+    sys.stderr.flush()
 
   def close(self) -> None:
     """Closes the logs."""

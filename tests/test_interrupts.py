@@ -267,8 +267,7 @@ def test_a_signal_during_a_compile_is_one_line_not_a_crash(signum, delay):
 
 
 # A main that is done, then exits slowly (as jax's runtime takes a second to
-# tear down); and one whose stderr holds a line cut short (a signal between
-# print's writes of a line and of its newline).
+# tear down).
 _SLOW_EXIT_MAIN = textwrap.dedent("""\
     import atexit, time
     from launch import cli
@@ -277,33 +276,20 @@ _SLOW_EXIT_MAIN = textwrap.dedent("""\
       print("ready", flush=True)
     cli.run(main)
 """)
-_CUT_LINE_MAIN = textwrap.dedent("""\
-    import sys, time
-    from launch import cli
-    def main(argv):
-      sys.stderr.write("[model] epoch 1 step 20/160 loss 1.07")
-      sys.stderr.flush()
-      print("ready", flush=True)
-      time.sleep(30)
-    cli.run(main)
-""")
 
 
-@pytest.mark.parametrize("main", [_SLOW_EXIT_MAIN, _CUT_LINE_MAIN],
-                         ids=["after_main", "mid_line"])
-def test_the_line_is_its_own_until_the_process_ends(main):
+def test_a_signal_after_main_is_the_line_too():
   # Before: a signal in the exit after main was an atexit traceback, or
   # (once Python's teardown had restored the default handlers) a silent
-  # death by SIGINT; after a cut line, the line was glued to it.
-  process = _start([sys.executable, "-c", main])
+  # death by SIGINT.
+  process = _start([sys.executable, "-c", _SLOW_EXIT_MAIN])
   lines = _Lines(process)
   lines.wait_for("ready", process, seconds=120)
   time.sleep(0.5)
   stderr = _signal_and_wait(process, signal.SIGINT, lines)
   assert process.returncode == 130, stderr
   assert stderr.splitlines()[-1] == LINE, stderr
-  assert [l for l in stderr.splitlines() if l.strip()
-          and not l.startswith("[model]")] == [LINE], stderr
+  assert [l for l in stderr.splitlines() if l.strip()] == [LINE], stderr
 
 
 # A main that spends its time in a garbage-collector callback, where Python
