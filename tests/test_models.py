@@ -142,6 +142,7 @@ def _user_term(experts, batch):
           - model.apply(variables, {"user_embedding": mean[None]}))
 
 
+@pytest.mark.slow  # op by op, 7 s on a 2-core CPU: the full suite runs it
 def test_late_fusion_is_the_weighted_product_of_its_experts():
   experts, late, variables, batch = _late_fusion(True)
   audio = _expert_logits(experts, "audio", batch)
@@ -184,6 +185,7 @@ def test_late_fusion_is_the_weighted_product_of_its_experts():
       late.apply(weighted, batch), atol=1e-5)
 
 
+@pytest.mark.slow  # op by op, 8 s a case on a 2-core CPU
 @pytest.mark.parametrize("freeze_experts", [True, False])
 def test_frozen_experts_are_the_trained_models_as_evaluated(freeze_experts):
   experts, late, variables, batch = _late_fusion(freeze_experts)
