@@ -87,6 +87,14 @@ def _exit_at_once(signum, frame):
   os._exit(EXIT_STATUS[signum])  # pylint: disable=protected-access
 
 
+def _route_signals(handler) -> None:
+  """`handler` for SIGINT and SIGTERM, except one this process ignores: a
+  background job of a shell ignores Ctrl-C at the terminal, and so do we."""
+  for signum in EXIT_STATUS:
+    if signal.getsignal(signum) is not signal.SIG_IGN:
+      signal.signal(signum, handler)
+
+
 def leave_to_parent() -> None:
   """Makes this process a worker whose interruptions are its parent's: the
   terminal's Ctrl-C, which reaches the whole process group, is ignored, and
@@ -115,10 +123,7 @@ def before_imports(module_name: str) -> None:
     module_name: the calling module's `__name__`.
   """
   if module_name == "__main__":
-    for signum in EXIT_STATUS:
-      # A background job of a shell ignores Ctrl-C at the terminal: so do we.
-      if signal.getsignal(signum) is not signal.SIG_IGN:
-        signal.signal(signum, _exit_at_once)
+    _route_signals(_exit_at_once)
   elif module_name == "__mp_main__":
     leave_to_parent()
 
@@ -249,9 +254,7 @@ class Interrupts:
     interruption's line and status, at once: the run is done, there is
     nothing left to unwind.
     """
-    for signum in EXIT_STATUS:
-      if signal.getsignal(signum) is not signal.SIG_IGN:
-        signal.signal(signum, _exit_at_once)
+    _route_signals(_exit_at_once)
     if self.signum is not None:  # arrived as the run returned
       _exit_at_once(self.signum, None)
     _join_threads()
@@ -340,10 +343,7 @@ def install(stuck_grace_s: float = STUCK_GRACE_S,
   handling = _installed = Interrupts(stuck_grace_s, unwind_grace_s)
   read_fd, write_fd = os.pipe()
   os.set_blocking(write_fd, False)
-  for signum in EXIT_STATUS:
-    # A background job of a shell ignores Ctrl-C at the terminal: so do we.
-    if signal.getsignal(signum) is not signal.SIG_IGN:
-      signal.signal(signum, handling._on_signal)
+  _route_signals(handling._on_signal)
   signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
   sys.unraisablehook = functools.partial(handling._on_unraisable,
                                          sys.unraisablehook)

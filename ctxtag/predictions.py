@@ -13,7 +13,6 @@ In a run on several processes, all of them predict and process 0 writes.
 """
 
 import functools
-import json
 import os
 
 import ml_collections
@@ -65,7 +64,8 @@ def write_train_groundtruth(dataset_path: str, workdir: str) -> str:
 
 
 def fusion_weights(config: ml_collections.ConfigDict, dataset_path: str,
-                   workdir: str) -> dict[str, dict[str, float]]:
+                   workdir: str, training: dict
+                   ) -> dict[str, dict[str, float]]:
   """The fitted weights of the run's late fusions, from their best
   checkpoints.
 
@@ -74,6 +74,7 @@ def fusion_weights(config: ml_collections.ConfigDict, dataset_path: str,
     dataset_path: the run's dataset (for the mels' shape the state is
       restored with).
     workdir: the run's directory.
+    training: each model's training summary (`train.read_summary`).
 
   Returns:
     {results key: {"audio": a, "user": b, "typical_user": c}}
@@ -86,7 +87,7 @@ def fusion_weights(config: ml_collections.ConfigDict, dataset_path: str,
     return {}
   found = {}
   for name in late:
-    params = _fitted_weights(workdir, name)
+    params = _fitted_weights(training[name])
     if params is None:
       frames = input_pipeline.load_split(dataset_path, "train").mel_shape[0]
       params = transfer.restore_best(name, config, workdir, frames).params
@@ -97,18 +98,16 @@ def fusion_weights(config: ml_collections.ConfigDict, dataset_path: str,
   return found
 
 
-def _fitted_weights(workdir: str, name: str) -> dict[str, np.float32] | None:
+def _fitted_weights(summary: dict) -> dict[str, np.float32] | None:
   """A frozen fusion's weights as its exact fit recorded them in its
-  summary (written after its one checkpoint, which holds these values in
-  float32), sparing a restore of the whole state; None for a fusion
-  trained by steps, or a summary without them."""
-  try:
-    with open(os.path.join(workdir, name, "summary.json")) as f:
-      weights = json.load(f)["fit"]["weights"]
-    return {param: np.float32(weights[param])
-            for param in FUSION_WEIGHTS.values()}
-  except (OSError, ValueError, KeyError, TypeError):
+  training summary (written after its one checkpoint, which holds these
+  values in float32), sparing a restore of the whole state; None for a
+  fusion trained by steps."""
+  weights = summary.get("fit", {}).get("weights")
+  if weights is None:
     return None
+  return {param: np.float32(weights[param])
+          for param in FUSION_WEIGHTS.values()}
 
 
 def write_model_predictions(name: str, config: ml_collections.ConfigDict,

@@ -10,7 +10,6 @@ it where they read them.
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -185,12 +184,15 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
     predictions.write_model_predictions(name, config, dataset_path, workdir)
   # Restoring a checkpoint is collective on several processes: every process
   # reads the weights, not process 0 alone inside on_main.
-  weights = predictions.fusion_weights(config, dataset_path, workdir)
+  training = {name: train.read_summary(workdir, name)
+              for name in config.models}
+  weights = predictions.fusion_weights(config, dataset_path, workdir,
+                                       training)
   catalogs = recommend.evaluation_catalogs(config, workdir, dataset_path,
                                            split)
   def evaluate():
     evaluation = workdir_evaluation(config, workdir, dataset_path, split,
-                                    mo_mg_truth)
+                                    mo_mg_truth, training)
     return evaluate_tables(workdir, dataclasses.replace(
         evaluation, details=details or evaluation.details, settings=settings,
         extra=weights, catalog=catalogs,
@@ -200,14 +202,11 @@ def evaluate_workdir(workdir: str, dataset_path: str, split: str = "test",
 
 
 def workdir_evaluation(config: ml_collections.ConfigDict, workdir: str,
-                       dataset_path: str, split: str,
-                       mo_mg_truth: str) -> Evaluation:
+                       dataset_path: str, split: str, mo_mg_truth: str,
+                       training: dict) -> Evaluation:
   """The `Evaluation` of a run's prediction CSVs of `split` (written by
-  `evaluate_workdir`) with MO-MG's ground truth `mo_mg_truth`."""
-  training = {}
-  for name in config.models:
-    with open(os.path.join(workdir, name, "summary.json")) as f:
-      training[name] = json.load(f)
+  `evaluate_workdir`) with MO-MG's ground truth `mo_mg_truth`; `training`:
+  each model's training summary (`train.read_summary`)."""
   found = {name: predictions.path(workdir, split, name)
            for name in models.MODELS
            if os.path.exists(predictions.path(workdir, split, name))}

@@ -58,10 +58,9 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   """
   model_config = config[name]
   model_dir = os.path.join(workdir, name)
-  summary_path = os.path.join(model_dir, "summary.json")
+  summary_path = _summary_path(workdir, name)
   if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      return json.load(f)
+    return read_summary(workdir, name)
   if distributed.is_main():  # the only process that writes there
     os.makedirs(model_dir, exist_ok=True)
   _check_batch_sizes(name, config)
@@ -90,6 +89,16 @@ def train_and_evaluate(name: str, config: ml_collections.ConfigDict,
   if distributed.is_main():
     files.write_text(summary_path, json.dumps(summary, indent=2))
   return summary
+
+
+def _summary_path(workdir: str, name: str) -> str:
+  return os.path.join(workdir, name, "summary.json")
+
+
+def read_summary(workdir: str, name: str) -> dict:
+  """Model `name`'s training summary, as `train_and_evaluate` wrote it."""
+  with open(_summary_path(workdir, name)) as f:
+    return json.load(f)
 
 
 def _train_epochs(name: str, config: ml_collections.ConfigDict,

@@ -135,8 +135,10 @@ def test_frozen_experts_weights_are_fitted_on_validation_pairs(
              ) > 0.05  # they were fitted
   # results.json takes them from the fit's summary, without a restore: the
   # checkpoint's float32 values, exactly.
-  assert predictions.fusion_weights(config, dataset_path,
-                                    str(tmp_path / "a")) == {
+  workdir = str(tmp_path / "a")
+  assert predictions.fusion_weights(
+      config, dataset_path, workdir,
+      {"audio_user": train.read_summary(workdir, "audio_user")}) == {
       "fusion_weights": dict(zip(("audio", "user", "typical_user"),
                                  weights))}
   # Training pairs with other users and contexts (the same context counts,
